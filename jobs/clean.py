@@ -1,0 +1,291 @@
+"""Clean: bronze -> silver for one logical date, every rejected record into the quarantine.
+
+For a date D the job reads the bronze rows that landed on D and, in one pass, types and
+validates them and gives each rejected row one reason code (first rule that fails, in order):
+
+  malformed_record       not a JSON object (truncated line, wrong TSV field count, blank line)
+  missing_event_id       event_id absent or blank
+  missing_user_id        user_id absent or blank
+  missing_item           neither artist_id nor artist_name
+  bad_timestamp          ts is neither ISO-8601 nor epoch millis
+  timestamp_too_old      ts before clean.min_event_time (2000-01-01)
+  timestamp_in_future    ts after the end of D plus clean.future_tolerance_hours
+  bad_ms_played          ms_played present but not an integer
+  negative_ms_played     ms_played < 0
+  absurd_ms_played       ms_played > clean.max_ms_played (3 h)
+  duplicate_event_id     a second delivery of an event id: seen earlier on D, or in silver within
+                         clean.dedupe_lookback_days before D (the earliest copy is kept)
+  duplicate_play         same user, same item, same second as a kept play under another event id
+  bot_user               the user's kept plays on D exceed clean.bot_max_plays_per_day plays or
+                         clean.bot_max_listening_hours_per_day hours of audio (no human does that):
+                         all their plays that day are quarantined
+
+Aggregated play counts (bronze.play_counts_raw) and catalogue entries (bronze.catalog_raw) of D
+are validated the same way (``invalid_play_count``, ``duplicate_count``, ``malformed_record``,
+``missing_item``). A rerun of D replaces exactly D's rows in silver and quarantine. If the
+quarantined share of D's play events exceeds clean.max_quarantine_share, the job writes the
+quarantine (so it can be inspected), leaves silver.plays untouched and fails with counts per reason.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from jobs.errors import EncoreError
+from jobs.lakehouse import Lakehouse
+from schemas.events import CORRUPT_COLUMN, parse_schema
+
+log = logging.getLogger(__name__)
+
+EVENT_REASONS = ["malformed_record", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
+                 "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
+                 "absurd_ms_played", "duplicate_event_id", "duplicate_play", "bot_user"]
+
+
+@dataclass
+class CleanResult:
+    date: dt.date
+    events: int = 0
+    kept: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.reasons.values())
+
+    def summary(self) -> str:
+        share = self.quarantined / self.events if self.events else 0.0
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items(), key=lambda kv: -kv[1]))
+        return (f"{self.date}: {self.events} events, {self.kept} kept, {self.quarantined} quarantined "
+                f"({share:.1%}){': ' + parts if parts else ''}")
+
+
+def _blank_to_null(c):
+    return F.nullif(F.trim(c), F.lit(""))
+
+
+def _first_reason(rules: list[tuple[str, object]]):
+    expr = F.lit(None).cast("string")
+    for reason, failed in reversed(rules):
+        expr = F.when(failed, F.lit(reason)).otherwise(expr)
+    return expr
+
+
+def _typed_events(raw, day: dt.date, cfg: dict):
+    """Parse and type raw lines; ``reason`` is the first field-level rule that fails (or null)."""
+    e = F.col("e")
+    parsed = raw.select("value", "source_format", "source_file",
+                        F.from_json("value", parse_schema("play_event"),
+                                    {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN}).alias("e"))
+    ts_text = _blank_to_null(e.ts)
+    ms_text = _blank_to_null(e.ms_played)
+    artist_id, artist_name = _blank_to_null(e.artist_id), _blank_to_null(e.artist_name)
+    typed = parsed.select(
+        "value", "source_format", "source_file",
+        (e.isNull() | e[CORRUPT_COLUMN].isNotNull()).alias("_malformed"),
+        _blank_to_null(e.event_id).alias("event_id"),
+        _blank_to_null(e.user_id).alias("user_id"),
+        F.coalesce(artist_id, F.concat(F.lit("name:"), F.lower(artist_name))).alias("item_id"),
+        artist_name.alias("artist_name"),
+        _blank_to_null(e.track_id).alias("track_id"),
+        _blank_to_null(e.track_name).alias("track_name"),
+        ts_text.alias("ts_text"),
+        F.when(ts_text.rlike(r"^-?[0-9]{1,15}$"), F.timestamp_millis(ts_text.try_cast("long")))
+         .otherwise(F.try_to_timestamp(ts_text)).alias("event_ts"),
+        ms_text.alias("ms_text"),
+        ms_text.try_cast("long").alias("ms_played"),
+        F.lower(_blank_to_null(e.platform)).alias("platform"),
+        F.upper(_blank_to_null(e.country)).alias("country"),
+    )
+    latest = dt.datetime.combine(day + dt.timedelta(days=1), dt.time()) + dt.timedelta(
+        hours=float(cfg["future_tolerance_hours"]))
+    oldest = F.to_timestamp(F.lit(str(cfg["min_event_time"])))
+    reason = _first_reason([
+        ("malformed_record", F.col("_malformed")),
+        ("missing_event_id", F.col("event_id").isNull()),
+        ("missing_user_id", F.col("user_id").isNull()),
+        ("missing_item", F.col("item_id").isNull()),
+        ("bad_timestamp", F.col("event_ts").isNull()),
+        ("timestamp_too_old", F.col("event_ts") < oldest),
+        ("timestamp_in_future", F.col("event_ts") > F.lit(latest)),
+        ("bad_ms_played", F.col("ms_text").isNotNull() & F.col("ms_played").isNull()),
+        ("negative_ms_played", F.col("ms_played") < 0),
+        ("absurd_ms_played", F.col("ms_played") > int(cfg["max_ms_played"])),
+    ])
+    detail = (F.when(reason.isin("bad_timestamp", "timestamp_too_old", "timestamp_in_future"),
+                     F.concat(F.lit("ts="), F.col("ts_text")))
+               .when(reason.isin("bad_ms_played", "negative_ms_played", "absurd_ms_played"),
+                     F.concat(F.lit("ms_played="), F.col("ms_text"))))
+    return typed.withColumn("reason", reason).withColumn("detail", detail)
+
+
+def _dedupe_and_bots(typed, prior_ids, cfg: dict):
+    """Add duplicate and bot reasons to rows that passed the field rules."""
+    valid = typed.where(F.col("reason").isNull())
+    rejected = typed.where(F.col("reason").isNotNull())
+    valid = (valid.join(prior_ids, "event_id", "left")
+             .withColumn("_id_rank", F.row_number().over(
+                 Window.partitionBy("event_id").orderBy("event_ts", "source_file", "value"))))
+    valid = valid.withColumn("reason", F.when(F.col("_seen_before") | (F.col("_id_rank") > 1),
+                                              F.lit("duplicate_event_id")))
+    # Same user, item and second under another id: a client retry. Windows share the user_id partitioning.
+    valid = valid.repartition("user_id")
+    second = F.date_trunc("second", F.col("event_ts"))
+    play_rank = F.row_number().over(Window.partitionBy("user_id", "item_id", second).orderBy(
+        F.col("reason").isNotNull(), "event_ts", "event_id"))
+    valid = valid.withColumn("reason", F.when(F.col("reason").isNull() & (play_rank > 1), F.lit("duplicate_play"))
+                             .otherwise(F.col("reason")))
+    by_user = Window.partitionBy("user_id")
+    kept = F.col("reason").isNull()
+    plays = F.sum(F.when(kept, 1).otherwise(0)).over(by_user)
+    hours = F.sum(F.when(kept, F.coalesce("ms_played", F.lit(0))).otherwise(0)).over(by_user) / 3_600_000
+    is_bot = (plays > int(cfg["bot_max_plays_per_day"])) | (hours > float(cfg["bot_max_listening_hours_per_day"]))
+    valid = (valid.withColumn("_plays", plays).withColumn("_hours", hours)
+             .withColumn("detail", F.when(kept & is_bot, F.format_string(
+                 "%d plays, %.1f h of audio in the day", F.col("_plays"), F.col("_hours")))
+                 .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play")))
+             .withColumn("reason", F.when(kept & is_bot, F.lit("bot_user")).otherwise(F.col("reason"))))
+    cols = typed.columns
+    return valid.select(cols).unionByName(rejected.select(cols))
+
+
+def _prior_event_ids(lake: Lakehouse, day: dt.date, lookback: int):
+    spark = lake.spark
+    if lookback <= 0 or not lake.exists("silver.plays"):
+        return spark.createDataFrame([], "event_id string, _seen_before boolean")
+    start = day - dt.timedelta(days=lookback)
+    return (lake.read("silver.plays").where(F.col("date").between(F.lit(start), F.lit(day - dt.timedelta(days=1))))
+            .select("event_id").distinct().withColumn("_seen_before", F.lit(True)))
+
+
+def _quarantine_rows(df, day: dt.date, record_type: str):
+    return df.select(F.lit(day).alias("date"), "reason", "detail", F.lit(record_type).alias("record_type"),
+                     F.col("event_id"), F.col("user_id"), F.col("value"), F.col("source_file"))
+
+
+def _clean_counts(lake: Lakehouse, day: dt.date):
+    """bronze.play_counts_raw of D -> (valid silver rows, quarantine rows), or None when there are none."""
+    if not lake.exists("bronze.play_counts_raw"):
+        return None
+    raw = lake.read("bronze.play_counts_raw").where(F.col("snapshot_date") == F.lit(day))
+    if raw.isEmpty():
+        return None
+    count = F.trim("play_count").try_cast("long")
+    typed = raw.select("source", _blank_to_null(F.col("user_id")).alias("user_id"),
+                       _blank_to_null(F.col("item_id")).alias("item_id"), count.alias("count"),
+                       F.col("play_count").alias("count_text"), "source_file",
+                       F.to_json(F.struct("source", "user_id", "item_id", "play_count")).alias("value"))
+    rank = F.row_number().over(Window.partitionBy("source", "user_id", "item_id").orderBy(F.col("count").desc_nulls_last()))
+    reason = _first_reason([
+        ("missing_user_id", F.col("user_id").isNull()),
+        ("missing_item", F.col("item_id").isNull()),
+        ("invalid_play_count", F.col("count").isNull() | (F.col("count") <= 0)),
+        ("duplicate_count", rank > 1),
+    ])
+    typed = typed.withColumn("reason", reason).withColumn(
+        "detail", F.when(F.col("reason") == "invalid_play_count", F.concat(F.lit("play_count="), F.col("count_text"))))
+    valid = typed.where(F.col("reason").isNull()).select(
+        F.lit(day).alias("snapshot_date"), "source", "user_id", "item_id", F.col("count").alias("play_count"))
+    bad = _quarantine_rows(typed.where(F.col("reason").isNotNull()).withColumn("event_id", F.lit(None).cast("string")),
+                           day, "play_count")
+    return valid, bad
+
+
+def _clean_catalog(lake: Lakehouse, day: dt.date):
+    """bronze.catalog_raw of D -> (newest valid entry per item, quarantine rows), or None."""
+    if not lake.exists("bronze.catalog_raw"):
+        return None
+    raw = lake.read("bronze.catalog_raw").where(F.col("landing_date") == F.lit(day))
+    if raw.isEmpty():
+        return None
+    e = F.col("e")
+    parsed = raw.select("value", "source_file", "ingested_at", F.from_json(
+        "value", parse_schema("catalog_entry"), {"columnNameOfCorruptRecord": CORRUPT_COLUMN}).alias("e"))
+    tags = F.transform(F.coalesce(e.tags, F.array().cast(parse_schema("catalog_entry")["tags"].dataType)), lambda t: F.struct(
+        F.lower(F.trim(t.tag)).alias("tag"), t["count"].try_cast("long").alias("count"),
+        F.try_to_date(t.first_tagged).alias("first_tagged")))
+    typed = parsed.select(
+        "value", "source_file", "ingested_at", _blank_to_null(e.artist_id).alias("item_id"), e["name"].alias("name"),
+        F.filter(tags, lambda t: t.tag.isNotNull() & (t["count"] > 0)).alias("tags"),
+        _first_reason([("malformed_record", e.isNull() | e[CORRUPT_COLUMN].isNotNull()),
+                       ("missing_item", _blank_to_null(e.artist_id).isNull())]).alias("reason"))
+    newest = F.row_number().over(Window.partitionBy("item_id").orderBy(F.col("ingested_at").desc(), F.col("source_file").desc()))
+    valid = (typed.where(F.col("reason").isNull()).withColumn("_n", newest).where("_n = 1")
+             .select("item_id", "name", "tags", F.lit(day).alias("updated_date")))
+    bad = _quarantine_rows(typed.where(F.col("reason").isNotNull()).select(
+        "reason", F.lit(None).cast("string").alias("detail"), F.lit(None).cast("string").alias("event_id"),
+        F.lit(None).cast("string").alias("user_id"), "value", "source_file"), day, "catalog_entry")
+    return valid, bad
+
+
+def _merge_catalog(lake: Lakehouse, entries) -> None:
+    from delta.tables import DeltaTable
+    lake.ensure("silver.catalog")
+    (DeltaTable.forPath(lake.spark, lake.path("silver.catalog")).alias("t")
+     .merge(entries.alias("s"), "t.item_id = s.item_id")
+     .whenMatchedUpdateAll(condition="s.updated_date >= t.updated_date")
+     .whenNotMatchedInsertAll()
+     .execute())
+
+
+def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
+    cfg = lake.config.section("clean")
+    if not lake.exists("bronze.plays_raw") and not lake.exists("bronze.play_counts_raw"):
+        raise EncoreError("bronze is empty: run `encore ingest` first")
+    lake.ensure("bronze.plays_raw")
+    raw = lake.read("bronze.plays_raw").where(F.col("landing_date") == F.lit(day))
+    run_info = {"job": "clean", "date": day.isoformat(), "bronze.plays_raw": lake.version("bronze.plays_raw")}
+    counts, catalog = _clean_counts(lake, day), _clean_catalog(lake, day)
+    if raw.isEmpty() and counts is None:
+        raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
+
+    typed = _typed_events(raw, day, cfg)
+    classified = _dedupe_and_bots(typed, _prior_event_ids(lake, day, int(cfg["dedupe_lookback_days"])), cfg)
+    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        result = CleanResult(day)
+        for row in classified.groupBy("reason").count().collect():
+            if row["reason"] is None:
+                result.kept = row["count"]
+            else:
+                result.reasons[row["reason"]] = row["count"]
+        result.events = result.kept + result.quarantined
+
+        quarantine = _quarantine_rows(classified.where(F.col("reason").isNotNull()), day, "play_event")
+        for extra in (counts, catalog):
+            if extra is not None:
+                quarantine = quarantine.unionByName(extra[1])
+        lake.replace_partition(quarantine, "silver.plays_quarantine", "date", day, run_info)
+
+        share = result.quarantined / result.events if result.events else 0.0
+        limit = float(cfg["max_quarantine_share"])
+        if share > limit:
+            raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
+                              f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
+        plays = classified.where(F.col("reason").isNull()).withColumn("date", F.lit(day))
+        lake.replace_partition(plays, "silver.plays", "date", day, run_info)
+    finally:
+        classified.unpersist()
+    if counts is not None:
+        lake.replace_partition(counts[0], "silver.play_counts", "snapshot_date", day, run_info)
+    if catalog is not None:
+        _merge_catalog(lake, catalog[0])
+    log.info("clean %s", result.summary())
+    return result
+
+
+def clean_range(lake: Lakehouse, start: dt.date, end: dt.date) -> list[CleanResult]:
+    """A backfill: each date in [start, end] in order, so each sees the previous dates' silver."""
+    if end < start:
+        raise EncoreError(f"--from {start} is after --to {end}")
+    results = []
+    day = start
+    while day <= end:
+        results.append(clean_date(lake, day))
+        day += dt.timedelta(days=1)
+    return results

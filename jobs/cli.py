@@ -1,0 +1,252 @@
+"""The ``encore`` command line: one sub-command per pipeline step, plus sql, tables and demo.
+
+Every step is a thin call of the same function the Airflow DAGs call. Problems the user can fix
+(``EncoreError``) print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+
+from jobs.config import Config, load_config
+from jobs.errors import EncoreError
+
+log = logging.getLogger("encore")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date: use YYYY-MM-DD") from None
+
+
+def _dates(args) -> list[dt.date] | None:
+    if getattr(args, "date", None):
+        return [args.date]
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start or end:
+        if not (start and end):
+            raise EncoreError("--from and --to go together: give both, or --date for one day")
+        if end < start:
+            raise EncoreError(f"--from {start} is after --to {end}")
+        return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    return None
+
+
+def _add_date_args(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_mutually_exclusive_group(required=False)
+    g.add_argument("--date", type=_date, help="one logical date, YYYY-MM-DD")
+    g.add_argument("--from", dest="start", type=_date, help="first date of a range (a backfill)")
+    p.add_argument("--to", dest="end", type=_date, help="last date of the range, inclusive")
+    p.set_defaults(_dates_required=required)
+
+
+def _print_table(columns: list[str], rows: list[tuple]) -> None:
+    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(c)] + [min(len(r[i]), 60) for r in cells]) for i, c in enumerate(columns)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print(line)
+    for r in cells:
+        print(" | ".join((v if len(v) <= 60 else v[:57] + "...").ljust(w) for v, w in zip(r, widths)))
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+def cmd_generate_logs(cfg: Config, args) -> None:
+    from jobs.generate_logs import generate
+    g = cfg.section("generate")
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else g.get(name)  # noqa: E731
+    end = args.end_date or _date(str(g["end_date"]))
+    written = generate(cfg.path("landing"), pick("source"), end, int(pick("days")), int(pick("seed")),
+                       events_per_day=int(pick("events_per_day")), users=int(pick("users")),
+                       items=int(pick("items")), fault_rate=float(pick("fault_rate")), bots=int(pick("bots")),
+                       events_per_file=int(pick("events_per_file")), hetrec_dir=args.hetrec_dir,
+                       scale=args.scale, workers=args.workers)
+    _print_table(["date", "lines"], sorted(written.items()))
+    print(f"landing: {cfg.path('landing')}")
+
+
+def _lake(cfg: Config):
+    from jobs.lakehouse import open_lakehouse
+    return open_lakehouse(cfg)
+
+
+def cmd_ingest(cfg: Config, args) -> None:
+    from jobs import ingest
+    lake = _lake(cfg)
+    if args.source == "landing":
+        added = ingest.ingest_landing(lake, _dates(args))
+    elif args.path is None:
+        raise EncoreError(f"--source {args.source} needs --path")
+    elif args.source == "lastfm1k":
+        added = {"bronze.plays_raw": ingest.ingest_lastfm1k(lake, args.path, args.date)}
+    else:
+        added = ingest.ingest_hetrec(lake, args.path, args.date)
+    _print_table(["table", "rows added"], sorted(added.items()))
+
+
+def cmd_clean(cfg: Config, args) -> None:
+    from jobs.clean import clean_date
+    dates = _dates(args)
+    if not dates:
+        raise EncoreError("clean needs --date D or --from D1 --to D2")
+    lake = _lake(cfg)
+    results = [clean_date(lake, d) for d in dates]
+    _print_table(["date", "events", "kept", "quarantined", "reasons"],
+                 [(r.date, r.events, r.kept, r.quarantined,
+                   ", ".join(f"{k}={v}" for k, v in sorted(r.reasons.items()))) for r in results])
+
+
+def cmd_features(cfg: Config, args) -> None:
+    from jobs.features import build_features
+    dates = _dates(args)
+    if not dates:
+        raise EncoreError("features needs --date D (the as-of date) or a --from/--to range")
+    lake = _lake(cfg)
+    rows = []
+    for d in dates:
+        out = build_features(lake, d)
+        rows.append((d, out["gold.interactions"], out["gold.items"], out["gold.user_profiles"]))
+    _print_table(["as_of_date", "interactions", "items", "user_profiles"], rows)
+
+
+def cmd_sql(cfg: Config, args) -> None:
+    lake = _lake(cfg)
+    try:
+        df = lake.spark.sql(args.query)
+    except Exception as exc:  # analysis errors: show Spark's first line, not a JVM trace
+        raise EncoreError(f"query failed: {str(exc).splitlines()[0]}") from None
+    rows = df.limit(args.limit + 1).collect()
+    _print_table(df.columns, [tuple(r) for r in rows[: args.limit]])
+    if len(rows) > args.limit:
+        print(f"(first {args.limit} rows; raise --limit for more)")
+
+
+def cmd_tables(cfg: Config, args) -> None:
+    from jobs.lakehouse import open_lakehouse
+    from schemas.tables import TABLES
+    lake = open_lakehouse(cfg)
+    rows = []
+    for name, table in TABLES.items():
+        version = lake.version(name) if lake.exists(name) else "-"
+        rows.append((name, version, ",".join(table.partition_by) or "-", table.doc))
+    _print_table(["table", "version", "partitioned by", "description"], rows)
+    print(f"lakehouse: {lake.root}")
+
+
+def cmd_setup(cfg: Config, args) -> None:
+    from jobs.lakehouse import open_lakehouse
+    lake = open_lakehouse(cfg)
+    probe = f"{cfg.path('catalog')}/setup-probe"
+    lake.spark.range(1).write.format("delta").mode("overwrite").save(probe)
+    assert lake.spark.read.format("delta").load(probe).count() == 1
+    print(f"Spark {lake.spark.version} with Delta is ready; home: {cfg.home}")
+
+
+def cmd_demo(cfg: Config, args) -> None:
+    """Generate the embedded synthetic logs, then ingest -> clean -> features for every date."""
+    from jobs.clean import clean_date
+    from jobs.features import build_features
+    from jobs.generate_logs import generate
+    from jobs.ingest import ingest_landing
+    g = cfg.section("generate")
+    end, days = _date(str(g["end_date"])), int(g["days"])
+    steps = []
+    started = time.monotonic()
+    written = generate(cfg.path("landing"), str(g["source"]), end, days, int(g["seed"]),
+                       events_per_day=int(g["events_per_day"]), users=int(g["users"]), items=int(g["items"]),
+                       fault_rate=float(g["fault_rate"]), bots=int(g["bots"]),
+                       events_per_file=int(g["events_per_file"]))
+    steps.append(("generate-logs", f"{sum(written.values())} lines over {days} days", time.monotonic() - started))
+    lake = _lake(cfg)
+    dates = sorted(dt.date.fromisoformat(d) for d in written)
+    t = time.monotonic()
+    added = ingest_landing(lake, dates)
+    steps.append(("ingest", ", ".join(f"{k} +{v}" for k, v in added.items()), time.monotonic() - t))
+    for d in dates:
+        t = time.monotonic()
+        result = clean_date(lake, d)
+        steps.append((f"clean {d}", f"{result.kept} kept, {result.quarantined} quarantined", time.monotonic() - t))
+    t = time.monotonic()
+    out = build_features(lake, dates[-1])
+    steps.append((f"features {dates[-1]}", ", ".join(f"{k}={v}" for k, v in out.items()), time.monotonic() - t))
+    _print_table(["step", "result", "seconds"], [(s, r, f"{secs:.1f}") for s, r, secs in steps])
+    print(f"\nTables under {lake.root}. Try:\n  .venv/bin/encore sql \"SELECT * FROM gold.items "
+          f"WHERE as_of_date = DATE'{dates[-1]}' ORDER BY popularity_rank LIMIT 10\"")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="encore", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", help="config profile (default: local, or ENCORE_PROFILE)")
+    parser.add_argument("--config", help="a YAML file overriding the embedded defaults (or ENCORE_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+
+    p = sub.add_parser("demo", help="run the pipeline end to end on embedded synthetic data")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("generate-logs", help="write seeded raw play logs to the landing folder")
+    p.add_argument("--source", choices=["synthetic", "hetrec"])
+    p.add_argument("--hetrec-dir", help="HetRec Last.fm-2K folder (for --source hetrec)")
+    p.add_argument("--scale", type=float, default=0.01, help="hetrec: events per recorded play (1 = 69M events)")
+    p.add_argument("--days", type=int, help="number of landing dates")
+    p.add_argument("--end-date", type=_date, help="last landing date, YYYY-MM-DD")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--events-per-day", type=int, help="synthetic: events per date")
+    p.add_argument("--users", type=int, help="synthetic: number of users")
+    p.add_argument("--items", type=int, help="synthetic: number of artists")
+    p.add_argument("--fault-rate", type=float, help="share of events given a fault")
+    p.add_argument("--bots", type=int, help="number of bot-like users")
+    p.add_argument("--events-per-file", type=int)
+    p.add_argument("--workers", type=int, help="processes writing files (default: cores, at most 4)")
+    p.set_defaults(func=cmd_generate_logs)
+
+    p = sub.add_parser("ingest", help="raw files -> bronze (each file once)")
+    p.add_argument("--source", choices=["landing", "lastfm1k", "hetrec"], default="landing")
+    p.add_argument("--path", help="file or folder for --source lastfm1k / hetrec")
+    _add_date_args(p, required=False)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("clean", help="bronze -> silver.plays + silver.plays_quarantine for dates")
+    _add_date_args(p, required=True)
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("features", help="silver -> gold snapshot as of a date")
+    _add_date_args(p, required=True)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("sql", help="run Spark SQL against the catalog and print a table")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("tables", help="list the registered tables, their versions and descriptions")
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("setup", help="resolve Delta's jars and check that Spark with Delta starts")
+    p.set_defaults(func=cmd_setup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.profile, args.config)
+        args.func(cfg, args)
+    except EncoreError as exc:
+        print(f"encore: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

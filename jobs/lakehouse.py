@@ -1,0 +1,144 @@
+"""Lakehouse access: where each registered table lives, creating it from its contract, writing it
+idempotently, reading its Delta version, and registering it in the Spark catalog.
+
+Tables are path-based Delta tables under ``paths.lakehouse`` (``<root>/<layer>/<table>``). The
+Spark catalog is rebuilt from the registry (``schemas.tables``) at every session start, so any
+number of processes can read the same tables at once; an embedded Derby metastore would admit
+only one JVM at a time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from jobs.config import Config
+from jobs.errors import EncoreError
+from schemas.tables import TABLES, TableSpec
+
+log = logging.getLogger(__name__)
+
+
+def spec(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise EncoreError(f"unknown table '{name}': registered tables are {', '.join(TABLES)}") from None
+
+
+@dataclass
+class Lakehouse:
+    """One profile's lakehouse, bound to a Spark session."""
+
+    config: Config
+    spark: object  # pyspark.sql.SparkSession
+    _registered: dict = field(default_factory=dict)  # name -> location registered by this object
+
+    @property
+    def root(self) -> str:
+        return self.config.path("lakehouse")
+
+    def path(self, name: str) -> str:
+        table = spec(name)
+        return f"{self.root}/{table.layer}/{table.short_name}"
+
+    def exists(self, name: str) -> bool:
+        from delta.tables import DeltaTable
+        return DeltaTable.isDeltaTable(self.spark, self.path(name))
+
+    # --- creation and catalog -------------------------------------------------------------
+    def ensure(self, name: str) -> None:
+        """Create the table from its contract (schema, partitioning, comments, constraints) if absent."""
+        from delta.tables import DeltaTable
+        table = spec(name)
+        if not self.exists(name):
+            builder = (DeltaTable.createIfNotExists(self.spark).location(self.path(name))
+                       .addColumns(table.schema).comment(table.doc))
+            if table.partition_by:
+                builder = builder.partitionedBy(*table.partition_by)
+            builder.execute()
+            for cname, expr in table.constraints.items():
+                self.spark.sql(f"ALTER TABLE delta.`{self.path(name)}` ADD CONSTRAINT {cname} CHECK ({expr})")
+            log.info("created %s at %s", name, self.path(name))
+        self.register(name)
+
+    def register(self, name: str) -> None:
+        table = spec(name)
+        location = self.path(name)
+        if self._registered.get(name) == location:
+            return
+        if not self.spark.catalog.databaseExists(table.layer):
+            self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {table.layer}")
+        current = self._registered_location(name)
+        if current is not None and current != location:
+            self.spark.sql(f"DROP TABLE IF EXISTS {name}")  # external: drops the name, not the data
+        if current != location:
+            self.spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{location}'")
+        self._registered[name] = location
+
+    def _registered_location(self, name: str) -> str | None:
+        if not self.spark.catalog.tableExists(name):
+            return None
+        rows = self.spark.sql(f"DESCRIBE TABLE EXTENDED {name}").collect()
+        for row in rows:
+            if row[0] == "Location":
+                return row[1].replace("file:", "", 1) if row[1].startswith("file:/") else row[1]
+        return None
+
+    def register_all(self) -> list[str]:
+        """Register every table that exists on storage; returns their names."""
+        present = [name for name in TABLES if self.exists(name)]
+        for name in present:
+            self.register(name)
+        return present
+
+    # --- reading ---------------------------------------------------------------------------
+    def read(self, name: str, version: int | None = None):
+        if not self.exists(name):
+            raise EncoreError(f"table {name} does not exist yet at {self.path(name)}: run the step that writes it first")
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(name))
+
+    def version(self, name: str) -> int:
+        from delta.tables import DeltaTable
+        return DeltaTable.forPath(self.spark, self.path(name)).history(1).collect()[0]["version"]
+
+    # --- writing ---------------------------------------------------------------------------
+    def _select_contract(self, df, name: str):
+        # Cast to the contract so a job cannot silently widen or reorder a table.
+        table = spec(name)
+        missing = [f.name for f in table.schema if f.name not in df.columns]
+        if missing:
+            raise EncoreError(f"writing {name}: columns {missing} missing from the job's output")
+        return df.select([df[f.name].cast(f.dataType).alias(f.name) for f in table.schema])
+
+    def append(self, df, name: str, run_info: dict | None = None) -> None:
+        self.ensure(name)
+        writer = self._select_contract(df, name).write.format("delta").mode("append")
+        if run_info:
+            writer = writer.option("userMetadata", json.dumps(run_info, sort_keys=True))
+        writer.save(self.path(name))
+
+    def replace_partition(self, df, name: str, column: str, value: date, run_info: dict | None = None) -> None:
+        """Overwrite exactly the rows where ``column = value``: a rerun replaces, never duplicates."""
+        self.ensure(name)
+        writer = (self._select_contract(df, name).write.format("delta").mode("overwrite")
+                  .option("replaceWhere", f"{column} = DATE'{value.isoformat()}'"))
+        if run_info:
+            writer = writer.option("userMetadata", json.dumps(run_info, sort_keys=True))
+        writer.save(self.path(name))
+
+
+def open_lakehouse(config: Config, app_name: str = "encore") -> Lakehouse:
+    """Start Spark for this profile and register the existing tables in its catalog."""
+    from jobs.spark import build_session
+    root = config.path("lakehouse")
+    if "://" not in root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    lake = Lakehouse(config, build_session(config, app_name))
+    lake.register_all()
+    return lake

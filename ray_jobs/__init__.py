@@ -1,0 +1,1 @@
+"""Encore's Ray jobs: recommender and music model training, scoring, generation."""

@@ -1,0 +1,1 @@
+"""Encore's contracts: the raw play event, the catalogue entry, and every lakehouse table."""

@@ -1,0 +1,202 @@
+"""The table registry: every lakehouse table's name, schema, partitioning, constraints and docs.
+
+This is the one source for the Spark schemas the jobs write, the column comments analysts see
+with ``DESCRIBE TABLE``, and ``encore tables``. Paths come from ``jobs.lakehouse``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql.types import (ArrayType, DateType, DoubleType, LongType, MapType, StringType,
+                               StructField, StructType, TimestampType)
+
+
+def col(name: str, dtype, doc: str, nullable: bool = True) -> StructField:
+    return StructField(name, dtype, nullable, metadata={"comment": doc})
+
+
+TAG_COUNT = StructType([StructField("tag", StringType()), StructField("count", LongType()),
+                        StructField("first_tagged", DateType())])
+TAG_WEIGHT = StructType([StructField("tag", StringType()), StructField("weight", DoubleType())])
+SOURCE_VERSIONS_DOC = "Delta versions of the silver tables this row was built from, e.g. {'silver.plays': 12}"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str                 # "<layer>.<table>", the name in the Spark catalog
+    schema: StructType
+    partition_by: tuple[str, ...]
+    doc: str
+    constraints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".")[1]
+
+
+_INGEST_COLS = [
+    col("source_format", StringType(), "Adapter that read the line: jsonl, lastfm1k.", False),
+    col("source_file", StringType(), "File the row came from.", False),
+    col("ingested_at", TimestampType(), "When ingest appended the row (UTC).", False),
+]
+
+PLAYS_RAW = TableSpec(
+    "bronze.plays_raw",
+    StructType([
+        col("landing_date", DateType(), "Landing partition (date=YYYY-MM-DD) the file was delivered in.", False),
+        col("value", StringType(), "The raw line exactly as delivered (a play event as JSON for jsonl).", False),
+        *_INGEST_COLS,
+    ]),
+    ("landing_date",),
+    "Append-only raw play events as clients sent them, plus ingestion metadata. A file is ingested once.",
+)
+
+CATALOG_RAW = TableSpec(
+    "bronze.catalog_raw",
+    StructType([
+        col("landing_date", DateType(), "Landing partition the catalogue file was delivered in.", False),
+        col("value", StringType(), "The raw catalogue entry line (schemas/catalog_entry.schema.json).", False),
+        *_INGEST_COLS,
+    ]),
+    ("landing_date",),
+    "Append-only raw catalogue entries (artist, name, tags).",
+)
+
+PLAY_COUNTS_RAW = TableSpec(
+    "bronze.play_counts_raw",
+    StructType([
+        col("snapshot_date", DateType(), "Date the aggregated counts were ingested for.", False),
+        col("source", StringType(), "Dataset the counts come from, e.g. hetrec.", False),
+        col("user_id", StringType(), "User id as in the source."),
+        col("item_id", StringType(), "Item (artist) id as in the source."),
+        col("play_count", StringType(), "Play count as text, validated by clean."),
+        col("source_file", StringType(), "File the row came from.", False),
+        col("ingested_at", TimestampType(), "When ingest appended the row (UTC).", False),
+    ]),
+    ("snapshot_date",),
+    "Aggregated (user, item, play count) rows from sources that have no events, kept as counts.",
+)
+
+PLAYS = TableSpec(
+    "silver.plays",
+    StructType([
+        col("date", DateType(), "Logical date (the landing date) whose run produced the row.", False),
+        col("event_id", StringType(), "Unique play id.", False),
+        col("user_id", StringType(), "Listener id.", False),
+        col("item_id", StringType(), "Artist id; 'name:<lower-cased name>' when the source had no id.", False),
+        col("artist_name", StringType(), "Artist name as delivered."),
+        col("track_id", StringType(), "Track id when known."),
+        col("track_name", StringType(), "Track title when known."),
+        col("event_ts", TimestampType(), "Start of the play (UTC).", False),
+        col("ms_played", LongType(), "Milliseconds played; null when the source does not know."),
+        col("platform", StringType(), "Client platform, lower-cased."),
+        col("country", StringType(), "Client country, upper-cased ISO 3166-1 alpha-2."),
+        col("source_format", StringType(), "Adapter that read the raw line.", False),
+        col("source_file", StringType(), "File the raw line came from.", False),
+    ]),
+    ("date",),
+    "Typed, validated, deduplicated plays. One row per real play; bots removed.",
+    constraints={
+        "ms_played_in_range": "ms_played IS NULL OR (ms_played >= 0 AND ms_played <= 86400000)",
+        "event_ts_after_2000": "event_ts >= '2000-01-01'",
+        "ids_not_blank": "length(event_id) > 0 AND length(user_id) > 0 AND length(item_id) > 0",
+    },
+)
+
+QUARANTINE = TableSpec(
+    "silver.plays_quarantine",
+    StructType([
+        col("date", DateType(), "Logical date whose run rejected the row.", False),
+        col("reason", StringType(), "Reason code (see README: quarantine reasons).", False),
+        col("detail", StringType(), "Human detail, e.g. the offending value."),
+        col("record_type", StringType(), "play_event, play_count or catalog_entry.", False),
+        col("event_id", StringType(), "Event id when it could be read."),
+        col("user_id", StringType(), "User id when it could be read."),
+        col("value", StringType(), "The raw record, so nothing is lost.", False),
+        col("source_file", StringType(), "File the raw record came from."),
+    ]),
+    ("date",),
+    "Every record clean rejected, with a reason code. Nothing is dropped silently.",
+)
+
+PLAY_COUNTS = TableSpec(
+    "silver.play_counts",
+    StructType([
+        col("snapshot_date", DateType(), "Date the counts were ingested for.", False),
+        col("source", StringType(), "Dataset the counts come from.", False),
+        col("user_id", StringType(), "User id.", False),
+        col("item_id", StringType(), "Item (artist) id.", False),
+        col("play_count", LongType(), "Validated play count (> 0).", False),
+    ]),
+    ("snapshot_date",),
+    "Validated aggregated play counts (no events behind them).",
+    constraints={"play_count_positive": "play_count > 0"},
+)
+
+CATALOG = TableSpec(
+    "silver.catalog",
+    StructType([
+        col("item_id", StringType(), "Artist id.", False),
+        col("name", StringType(), "Display name."),
+        col("tags", ArrayType(TAG_COUNT), "Tags with application counts, lower-cased."),
+        col("updated_date", DateType(), "Landing date of the newest entry.", False),
+    ]),
+    (),
+    "The artist catalogue: newest entry per artist.",
+)
+
+INTERACTIONS = TableSpec(
+    "gold.interactions",
+    StructType([
+        col("as_of_date", DateType(), "Snapshot date: built from silver up to this date.", False),
+        col("user_id", StringType(), "Listener id.", False),
+        col("item_id", StringType(), "Artist id.", False),
+        col("plays", LongType(), "Number of plays in the window (events plus imported counts).", False),
+        col("ms_played", LongType(), "Total milliseconds played (events only)."),
+        col("confidence", DoubleType(), "Implicit-feedback weight log1p(plays).", False),
+        col("last_played", TimestampType(), "Latest play in the window (events only)."),
+        col("source_versions", MapType(StringType(), LongType()), SOURCE_VERSIONS_DOC, False),
+    ]),
+    ("as_of_date",),
+    "User x item implicit-feedback weights for the recommender.",
+)
+
+ITEMS = TableSpec(
+    "gold.items",
+    StructType([
+        col("as_of_date", DateType(), "Snapshot date.", False),
+        col("item_id", StringType(), "Artist id.", False),
+        col("name", StringType(), "Display name (from the catalogue, else from play events)."),
+        col("top_tags", ArrayType(StringType()), "Most applied tags, most first."),
+        col("plays", LongType(), "Plays in the window.", False),
+        col("listeners", LongType(), "Distinct users in the window (popularity).", False),
+        col("popularity_rank", LongType(), "1 = most listeners.", False),
+        col("source_versions", MapType(StringType(), LongType()), SOURCE_VERSIONS_DOC, False),
+    ]),
+    ("as_of_date",),
+    "Catalogue with tags and popularity, for items anyone played in the window.",
+)
+
+USER_PROFILES = TableSpec(
+    "gold.user_profiles",
+    StructType([
+        col("as_of_date", DateType(), "Snapshot date.", False),
+        col("user_id", StringType(), "Listener id.", False),
+        col("plays", LongType(), "Plays in the window.", False),
+        col("distinct_items", LongType(), "Distinct artists played.", False),
+        col("tag_distribution", ArrayType(TAG_WEIGHT), "Taste: play-weighted tag shares summing to 1, largest first."),
+        col("top_tags", ArrayType(StringType()), "The largest tags of tag_distribution."),
+        col("source_versions", MapType(StringType(), LongType()), SOURCE_VERSIONS_DOC, False),
+    ]),
+    ("as_of_date",),
+    "Per-user taste: tag distribution over what they play.",
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in [
+    PLAYS_RAW, CATALOG_RAW, PLAY_COUNTS_RAW, PLAYS, QUARANTINE, PLAY_COUNTS, CATALOG,
+    INTERACTIONS, ITEMS, USER_PROFILES,
+]}

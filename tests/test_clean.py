@@ -1,0 +1,148 @@
+"""Clean on real Spark + Delta: every fault lands in quarantine with its reason, reruns are idempotent,
+constraints guard silver, and the quarantine threshold stops a bad date."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.clean import EVENT_REASONS, clean_date
+from jobs.errors import EncoreError
+from jobs.generate_logs import generate
+from jobs.ingest import ingest_landing
+from landing_helpers import event, write_landing
+
+DAY = dt.date(2026, 11, 20)
+PERMISSIVE = {"ENCORE__CLEAN__MAX_QUARANTINE_SHARE": "1.0", "ENCORE__CLEAN__BOT_MAX_PLAYS_PER_DAY": "5"}
+
+# event id -> the reason clean must give it (None: kept in silver)
+EXPECTED = {
+    "ok-1": None, "ok-epoch": None, "ok-offset": None, "ok-extra": None, "ok-name-only": None, "ok-no-ms": None,
+    "bad-ts": "bad_timestamp", "old-ts": "timestamp_too_old", "future-ts": "timestamp_in_future",
+    "ms-text": "bad_ms_played", "ms-neg": "negative_ms_played", "ms-huge": "absurd_ms_played",
+    "no-user": "missing_user_id", "no-item": "missing_item", "retry": "duplicate_play", "seen-yesterday": "duplicate_event_id",
+}
+
+
+def _fault_lines() -> list[str]:
+    lines = [
+        event("ok-1", user="u1", artist="a1", ts="2026-11-20T10:00:00.250Z"),
+        event("ok-epoch", user="u2", ts=1795164000000),  # 2026-11-20T08:40:00Z
+        event("ok-offset", user="u3", ts="2026-11-20T12:00:00+01:00"),
+        event("ok-extra", user="u4", client_version="7.1", ab={"bucket": 2}),
+        event("ok-name-only", user="u5", artist=None, artist_name="Sigur Rós"),
+        event("ok-no-ms", user="u6", ms=...),
+        event("bad-ts", ts="20/11/2026 25:61"),
+        event("old-ts", ts=0),
+        event("future-ts", ts="2027-01-01T00:00:00Z"),
+        event("ms-text", ms="lots"),
+        event("ms-neg", ms=-5),
+        event("ms-huge", ms=999_999_999),
+        event("no-user", user=""),
+        event("no-item", artist=None, artist_name=None),
+        event("retry", user="u1", artist="a1", ts="2026-11-20T10:00:00.900Z"),  # same second as ok-1
+        event("seen-yesterday", user="u7"),
+        event("ok-1", user="u1", artist="a1", ts="2026-11-20T10:00:00.250Z"),   # duplicate delivery
+        '{"event_id": "trunc", "user_id": "u1", "artist_',                      # truncated line
+        '',                                                                    # blank line
+        json_missing_id(),
+    ]
+    lines += [event(f"bot-{i}", user="bot", artist=f"b{i}", ts=f"2026-11-20T03:00:{i:02d}Z", ms=1000) for i in range(6)]
+    return lines
+
+
+def json_missing_id() -> str:
+    return '{"user_id": "u1", "artist_id": "a1", "ts": "2026-11-20T11:00:00Z", "ms_played": 5}'
+
+
+def _prepare(lake) -> None:
+    landing = Path(lake.config.path("landing"))
+    write_landing(landing, "2026-11-19", [event("seen-yesterday", user="u7", ts="2026-11-19T09:00:00Z")])
+    write_landing(landing, DAY.isoformat(), _fault_lines())
+    ingest_landing(lake)
+    clean_date(lake, DAY - dt.timedelta(days=1))
+
+
+def test_every_fault_gets_its_reason(lake_factory):
+    lake = lake_factory(**PERMISSIVE)
+    _prepare(lake)
+    result = clean_date(lake, DAY)
+
+    silver = {r["event_id"]: r for r in lake.read("silver.plays").where(F.col("date") == F.lit(DAY)).collect()}
+    quarantine = lake.read("silver.plays_quarantine").where(F.col("date") == F.lit(DAY)).collect()
+    by_id = {}
+    for row in quarantine:
+        by_id.setdefault(row["event_id"], []).append(row["reason"])
+
+    for event_id, reason in EXPECTED.items():
+        if reason is None:
+            assert event_id in silver, f"{event_id} should be kept"
+        else:
+            assert by_id.get(event_id) == [reason], f"{event_id}: {by_id.get(event_id)} != {reason}"
+            assert event_id not in silver
+    assert by_id["ok-1"] == ["duplicate_event_id"]  # the second copy, while the first is kept
+    assert sorted(by_id[None]) == ["malformed_record", "malformed_record", "missing_event_id"]
+    assert by_id["bot-0"] == ["bot_user"] and sum(r.reason == "bot_user" for r in quarantine) == 6
+    # Typed values: offsets become UTC, epoch millis become timestamps, names become item ids.
+    assert silver["ok-offset"]["event_ts"] == dt.datetime(2026, 11, 20, 11, 0)
+    assert silver["ok-epoch"]["event_ts"] == dt.datetime(2026, 11, 20, 8, 40)
+    assert silver["ok-name-only"]["item_id"] == "name:sigur rós"
+    assert silver["ok-no-ms"]["ms_played"] is None
+    assert silver["ok-1"]["country"] == "SE"
+    # Nothing lost: every raw line is in silver or in quarantine, with the raw text kept.
+    assert result.events == len(_fault_lines()) == len(silver) + len(quarantine)
+    assert all(r["value"] is not None for r in quarantine)
+    assert set(result.reasons) <= set(EVENT_REASONS)
+
+
+def test_rerun_of_a_date_changes_nothing(lake_factory):
+    lake = lake_factory(**PERMISSIVE)
+    _prepare(lake)
+    clean_date(lake, DAY)
+
+    def snapshot():
+        return {name: sorted(tuple(r) for r in lake.read(name).drop("source_file").collect())
+                for name in ("bronze.plays_raw", "silver.plays", "silver.plays_quarantine")}
+
+    before = snapshot()
+    assert ingest_landing(lake) == {"bronze.plays_raw": 0, "bronze.catalog_raw": 0}
+    clean_date(lake, DAY)
+    assert snapshot() == before
+
+
+def test_constraints_reject_bad_writes(lake_factory):
+    lake = lake_factory(**PERMISSIVE)
+    _prepare(lake)
+    clean_date(lake, DAY)
+    good = lake.read("silver.plays").limit(1)
+    for bad in (good.withColumn("ms_played", F.lit(-1).cast("long")),
+                good.withColumn("event_ts", F.lit(dt.datetime(1999, 1, 1))),
+                good.withColumn("user_id", F.lit(""))):
+        with pytest.raises(Exception, match="(?i)constraint"):
+            lake.append(bad, "silver.plays")
+    assert lake.read("silver.plays").count() == lake.read("silver.plays").distinct().count()
+
+
+def test_quarantine_threshold_fails_with_counts_and_keeps_silver(lake_factory):
+    lake = lake_factory(ENCORE__CLEAN__BOT_MAX_PLAYS_PER_DAY="5")  # default threshold 25%
+    _prepare(lake)
+    with pytest.raises(EncoreError) as info:
+        clean_date(lake, DAY)
+    message = str(info.value)
+    assert "max_quarantine_share" in message and "bot_user=6" in message and "malformed_record=2" in message
+    assert lake.read("silver.plays").where(F.col("date") == F.lit(DAY)).count() == 0
+    assert lake.read("silver.plays_quarantine").where(F.col("date") == F.lit(DAY)).count() > 0
+
+
+def test_generated_faults_cover_every_reason(lake_factory):
+    lake = lake_factory(ENCORE__CLEAN__MAX_QUARANTINE_SHARE="1.0")
+    landing = lake.config.path("landing")
+    generate(landing, "synthetic", DAY, days=2, seed=3, events_per_day=4000, users=60, items=200,
+             fault_rate=0.25, bots=1, workers=1)
+    ingest_landing(lake)
+    clean_date(lake, DAY - dt.timedelta(days=1))
+    result = clean_date(lake, DAY)
+    assert set(result.reasons) == set(EVENT_REASONS), result.summary()
+    assert result.kept > 0.5 * result.events
