@@ -148,7 +148,7 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
         tags = tsv("tags.dat", "ISO-8859-1").select(F.col("tagID"), F.lower(F.trim("tagValue")).alias("tag"))
         year = F.col("year").try_cast("int")
         when_tagged = F.when(year.between(hetrec.FIRST_VALID_YEAR, hetrec.LAST_VALID_YEAR), F.try_to_date(
-            F.format_string("%s-%s-%s", F.col("year"), F.lpad("month", 2, "0"), F.lpad("day", 2, "0")), F.lit("yyyy-MM-dd")))
+            F.format_string("%s-%s-%s", F.col("year"), F.lpad("month", 2, "0"), F.lpad("day", 2, "0")), "yyyy-MM-dd"))
         tagged = (tsv("user_taggedartists.dat").join(tags, "tagID")
                   .groupBy("artistID", "tag")
                   .agg(F.count(F.lit(1)).alias("count"), F.min(when_tagged).alias("first_tagged")))

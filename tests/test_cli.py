@@ -1,0 +1,50 @@
+"""The CLI in separate processes: a second JVM reads the catalog tables; bad input is one readable line."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TEST_ENV
+from jobs.clean import clean_date
+from jobs.ingest import ingest_landing
+from landing_helpers import event, write_landing
+
+ENCORE = str(Path(sys.executable).parent / "encore")
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    env.update(TEST_ENV, ENCORE_HOME=str(home))
+    return subprocess.run([ENCORE, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_second_process_reads_the_catalog_tables(lake):
+    write_landing(Path(lake.config.path("landing")), "2026-11-20",
+                  [event(f"e{i}", user=f"u{i % 3}", artist=f"a{i}") for i in range(7)])
+    ingest_landing(lake)
+    clean_date(lake, dt.date(2026, 11, 20))
+    out = run(Path(lake.config.home), "sql", "SELECT user_id, count(*) AS plays FROM silver.plays GROUP BY user_id ORDER BY user_id")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["user_id", "|", "plays"]
+    assert [line.split()[::2] for line in lines[2:]] == [["u0", "3"], ["u1", "2"], ["u2", "2"]]
+    tables = run(Path(lake.config.home), "tables")
+    assert tables.returncode == 0 and "silver.plays_quarantine" in tables.stdout
+
+
+def test_bad_input_is_one_readable_line(tmp_path):
+    cases = [
+        (["--config", str(tmp_path / "missing.yaml"), "tables"], "does not exist"),
+        (["--profile", "prod", "tables"], "unknown profile 'prod'"),
+        (["clean", "--date", "2026-11-20"], "bronze is empty: run `encore ingest` first"),
+        (["ingest", "--source", "hetrec", "--path", str(tmp_path)], "is not a HetRec Last.fm-2K folder"),
+        (["sql", "SELECT * FROM gold.nope"], "query failed"),
+    ]
+    for args, message in cases:
+        out = run(tmp_path / "home", *args)
+        assert out.returncode == 2, (args, out.stderr[-500:])
+        errors = [line for line in out.stderr.splitlines() if line.startswith("encore: error:")]
+        assert len(errors) == 1 and message in errors[0], (args, out.stderr[-500:])
