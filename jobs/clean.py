@@ -13,8 +13,8 @@ validates them and gives each rejected row one reason code (first rule that fail
   bad_ms_played          ms_played present but not an integer
   negative_ms_played     ms_played < 0
   absurd_ms_played       ms_played > clean.max_ms_played (3 h)
-  duplicate_event_id     a second delivery of an event id: seen earlier on D, or in silver within
-                         clean.dedupe_lookback_days before D (the earliest copy is kept)
+  duplicate_event_id     a second delivery of a user's event id: seen earlier on D, or in silver
+                         within clean.dedupe_lookback_days before D (the earliest copy is kept)
   duplicate_play         same user, same item, same second as a kept play under another event id
   bot_user               the user's kept plays on D exceed clean.bot_max_plays_per_day plays or
                          clean.bot_max_listening_hours_per_day hours of audio (no human does that):
@@ -32,7 +32,6 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from pyspark import StorageLevel
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
@@ -124,43 +123,51 @@ def _typed_events(raw, day: dt.date, cfg: dict):
     return typed.withColumn("reason", reason).withColumn("detail", detail)
 
 
-def _dedupe_and_bots(typed, prior_ids, cfg: dict):
-    """Add duplicate and bot reasons to rows that passed the field rules."""
-    valid = typed.where(F.col("reason").isNull())
-    rejected = typed.where(F.col("reason").isNotNull())
-    valid = (valid.join(prior_ids, "event_id", "left")
-             .withColumn("_id_rank", F.row_number().over(
-                 Window.partitionBy("event_id").orderBy("event_ts", "source_file", "value"))))
-    valid = valid.withColumn("reason", F.when(F.col("_seen_before") | (F.col("_id_rank") > 1),
-                                              F.lit("duplicate_event_id")))
-    # Same user, item and second under another id: a client retry. Windows share the user_id partitioning.
-    valid = valid.repartition("user_id")
+def _dedupe_and_bots(typed, prior, cfg: dict):
+    """Add duplicate and bot reasons to rows that passed the field rules.
+
+    One shuffle, by user: an event id is deduplicated within its user (a re-delivery repeats the
+    whole event), so the event-id, same-second and bot windows all share the user partitioning.
+    Rows rejected by a field rule ride along (they are kept apart by ``_ok`` in every window), and
+    so do the prior dates' (user, event id) pairs, instead of a join.
+    """
+    rows = (typed.withColumn("_ok", F.col("reason").isNull()).withColumn("_prior", F.lit(False))
+            .unionByName(prior, allowMissingColumns=True)
+            .repartition("user_id"))
+    ok = F.col("_ok")
+    # xxhash64(value) breaks ties between different lines with the same time and file deterministically.
+    id_rank = F.row_number().over(Window.partitionBy("user_id", "event_id", "_ok").orderBy(
+        F.col("_prior").desc(), "event_ts", "source_file", F.xxhash64("value")))
+    rows = rows.withColumn("reason", F.when(ok & (id_rank > 1), F.lit("duplicate_event_id")).otherwise(F.col("reason")))
+    rows = rows.where(~F.col("_prior"))
+    # Same user, item and second under another id: a client retry.
     second = F.date_trunc("second", F.col("event_ts"))
-    play_rank = F.row_number().over(Window.partitionBy("user_id", "item_id", second).orderBy(
+    play_rank = F.row_number().over(Window.partitionBy("user_id", "item_id", second, "_ok").orderBy(
         F.col("reason").isNotNull(), "event_ts", "event_id"))
-    valid = valid.withColumn("reason", F.when(F.col("reason").isNull() & (play_rank > 1), F.lit("duplicate_play"))
-                             .otherwise(F.col("reason")))
-    by_user = Window.partitionBy("user_id")
+    rows = rows.withColumn("reason", F.when(ok & F.col("reason").isNull() & (play_rank > 1), F.lit("duplicate_play"))
+                           .otherwise(F.col("reason")))
+    by_user = Window.partitionBy("user_id", "_ok")
     kept = F.col("reason").isNull()
     plays = F.sum(F.when(kept, 1).otherwise(0)).over(by_user)
     hours = F.sum(F.when(kept, F.coalesce("ms_played", F.lit(0))).otherwise(0)).over(by_user) / 3_600_000
-    is_bot = (plays > int(cfg["bot_max_plays_per_day"])) | (hours > float(cfg["bot_max_listening_hours_per_day"]))
-    valid = (valid.withColumn("_plays", plays).withColumn("_hours", hours)
-             .withColumn("detail", F.when(kept & is_bot, F.format_string(
-                 "%d plays, %.1f h of audio in the day", F.col("_plays"), F.col("_hours")))
-                 .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play")))
-             .withColumn("reason", F.when(kept & is_bot, F.lit("bot_user")).otherwise(F.col("reason"))))
-    cols = typed.columns
-    return valid.select(cols).unionByName(rejected.select(cols))
+    is_bot = kept & ((plays > int(cfg["bot_max_plays_per_day"])) | (hours > float(cfg["bot_max_listening_hours_per_day"])))
+    rows = (rows.withColumn("_plays", plays).withColumn("_hours", hours)
+            .withColumn("detail", F.when(is_bot, F.format_string(
+                "%d plays, %.1f h of audio in the day", F.col("_plays"), F.col("_hours")))
+                .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play"))
+                .otherwise(F.col("detail")))
+            .withColumn("reason", F.when(is_bot, F.lit("bot_user")).otherwise(F.col("reason"))))
+    return rows.select(typed.columns)
 
 
-def _prior_event_ids(lake: Lakehouse, day: dt.date, lookback: int):
+def _prior_events(lake: Lakehouse, day: dt.date, lookback: int):
+    """(user_id, event_id) kept in silver within the lookback before ``day``."""
     spark = lake.spark
     if lookback <= 0 or not lake.exists("silver.plays"):
-        return spark.createDataFrame([], "event_id string, _seen_before boolean")
+        return spark.createDataFrame([], "user_id string, event_id string, _prior boolean, _ok boolean")
     start = day - dt.timedelta(days=lookback)
     return (lake.read("silver.plays").where(F.col("date").between(F.lit(start), F.lit(day - dt.timedelta(days=1))))
-            .select("event_id").distinct().withColumn("_seen_before", F.lit(True)))
+            .select("user_id", "event_id", F.lit(True).alias("_prior"), F.lit(True).alias("_ok")))
 
 
 def _quarantine_rows(df, day: dt.date, record_type: str):
@@ -245,9 +252,12 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
         raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
 
     typed = _typed_events(raw, day, cfg)
-    classified = _dedupe_and_bots(typed, _prior_event_ids(lake, day, int(cfg["dedupe_lookback_days"])), cfg)
-    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
+    classified = _dedupe_and_bots(typed, _prior_events(lake, day, int(cfg["dedupe_lookback_days"])), cfg)
+    # One pass: the classified rows are staged once as Parquet, then split into quarantine and silver.
+    # (Staging on disk, rather than caching, also bounds memory for very large dates.)
+    with lake.staging(f"clean-{day}") as staged_path:
+        classified.write.parquet(staged_path)
+        classified = lake.spark.read.parquet(staged_path)
         result = CleanResult(day)
         for row in classified.groupBy("reason").count().collect():
             if row["reason"] is None:
@@ -269,8 +279,6 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
         plays = classified.where(F.col("reason").isNull()).withColumn("date", F.lit(day))
         lake.replace_partition(plays, "silver.plays", "date", day, run_info)
-    finally:
-        classified.unpersist()
     if counts is not None:
         lake.replace_partition(counts[0], "silver.play_counts", "snapshot_date", day, run_info)
     if catalog is not None:

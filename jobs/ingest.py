@@ -86,9 +86,7 @@ def ingest_landing(lake: Lakehouse, dates: list[dt.date] | None = None) -> dict[
               .withColumn("landing_date", F.to_date(F.regexp_extract("source_file", r"date=(\d{4}-\d{2}-\d{2})", 1)))
               .withColumn("source_format", F.lit("jsonl"))
               .withColumn("ingested_at", _now()))
-        lake.append(df, table)
-        added[table] = lake.read(table).where(F.col("source_file").isin(
-            ["file:" + f if f.startswith("/") else f for f in new])).count()
+        added[table] = lake.append(df, table)
     return added
 
 
@@ -116,9 +114,7 @@ def ingest_lastfm1k(lake: Lakehouse, path: str, fallback_date: dt.date | None = 
           .withColumn("value", F.when(well_formed, event).otherwise(F.col("value")))
           .withColumn("source_format", F.lit("lastfm1k"))
           .withColumn("ingested_at", _now()))
-    lake.append(df, "bronze.plays_raw")
-    return lake.read("bronze.plays_raw").where(F.col("source_file").isin(
-        ["file:" + f if f.startswith("/") else f for f in new])).count()
+    return lake.append(df, "bronze.plays_raw")
 
 
 def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = None) -> dict[str, int]:
@@ -139,9 +135,7 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
             F.col("userID").alias("user_id"), F.col("artistID").alias("item_id"),
             F.col("weight").alias("play_count"), F.lit("file:" + counts_file).alias("source_file"),
             _now().alias("ingested_at")))
-        lake.append(counts, "bronze.play_counts_raw")
-        added["bronze.play_counts_raw"] = lake.read("bronze.play_counts_raw").where(
-            F.col("source_file") == "file:" + counts_file).count()
+        added["bronze.play_counts_raw"] = lake.append(counts, "bronze.play_counts_raw")
 
     artists_file = str(root / "artists.dat")
     if _new_files(lake, "bronze.catalog_raw", [artists_file]):
@@ -162,7 +156,5 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
                        .alias("value")))
         catalog = entries.select(F.lit(day).alias("landing_date"), "value", F.lit("hetrec").alias("source_format"),
                                  F.lit("file:" + artists_file).alias("source_file"), _now().alias("ingested_at"))
-        lake.append(catalog, "bronze.catalog_raw")
-        added["bronze.catalog_raw"] = lake.read("bronze.catalog_raw").where(
-            F.col("source_file") == "file:" + artists_file).count()
+        added["bronze.catalog_raw"] = lake.append(catalog, "bronze.catalog_raw")
     return added

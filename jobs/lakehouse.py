@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -107,6 +109,18 @@ class Lakehouse:
         from delta.tables import DeltaTable
         return DeltaTable.forPath(self.spark, self.path(name)).history(1).collect()[0]["version"]
 
+    @contextmanager
+    def staging(self, label: str):
+        """A scratch path under the lakehouse root (shared storage on a cluster), removed afterwards."""
+        path = f"{self.root}/_staging/{label}-{uuid.uuid4().hex[:12]}"
+        jvm = self.spark.sparkContext._jvm
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hadoop_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        try:
+            yield path
+        finally:
+            fs.delete(hadoop_path, True)
+
     # --- writing ---------------------------------------------------------------------------
     def _select_contract(self, df, name: str):
         # Cast to the contract so a job cannot silently widen or reorder a table.
@@ -116,12 +130,19 @@ class Lakehouse:
             raise EncoreError(f"writing {name}: columns {missing} missing from the job's output")
         return df.select([df[f.name].cast(f.dataType).alias(f.name) for f in table.schema])
 
-    def append(self, df, name: str, run_info: dict | None = None) -> None:
+    def append(self, df, name: str, run_info: dict | None = None) -> int:
+        """Append and return the number of rows written (from the Delta commit's metrics)."""
         self.ensure(name)
         writer = self._select_contract(df, name).write.format("delta").mode("append")
         if run_info:
             writer = writer.option("userMetadata", json.dumps(run_info, sort_keys=True))
         writer.save(self.path(name))
+        return self.last_commit_rows(name)
+
+    def last_commit_rows(self, name: str) -> int:
+        from delta.tables import DeltaTable
+        metrics = DeltaTable.forPath(self.spark, self.path(name)).history(1).collect()[0]["operationMetrics"]
+        return int(metrics.get("numOutputRows", 0))
 
     def replace_partition(self, df, name: str, column: str, value: date, run_info: dict | None = None) -> None:
         """Overwrite exactly the rows where ``column = value``: a rerun replaces, never duplicates."""
