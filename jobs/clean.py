@@ -175,12 +175,18 @@ def _quarantine_rows(df, day: dt.date, record_type: str):
                      F.col("event_id"), F.col("user_id"), F.col("value"), F.col("source_file"))
 
 
+def _bronze_rows(lake: Lakehouse, table: str, date_column: str, day: dt.date):
+    """The table's rows for ``day``, or None when the table or the date has none."""
+    if not lake.exists(table):
+        return None
+    raw = lake.read(table).where(F.col(date_column) == F.lit(day))
+    return None if raw.isEmpty() else raw
+
+
 def _clean_counts(lake: Lakehouse, day: dt.date):
     """bronze.play_counts_raw of D -> (valid silver rows, quarantine rows), or None when there are none."""
-    if not lake.exists("bronze.play_counts_raw"):
-        return None
-    raw = lake.read("bronze.play_counts_raw").where(F.col("snapshot_date") == F.lit(day))
-    if raw.isEmpty():
+    raw = _bronze_rows(lake, "bronze.play_counts_raw", "snapshot_date", day)
+    if raw is None:
         return None
     count = F.trim("play_count").try_cast("long")
     typed = raw.select("source", _blank_to_null(F.col("user_id")).alias("user_id"),
@@ -205,10 +211,8 @@ def _clean_counts(lake: Lakehouse, day: dt.date):
 
 def _clean_catalog(lake: Lakehouse, day: dt.date):
     """bronze.catalog_raw of D -> (newest valid entry per item, quarantine rows), or None."""
-    if not lake.exists("bronze.catalog_raw"):
-        return None
-    raw = lake.read("bronze.catalog_raw").where(F.col("landing_date") == F.lit(day))
-    if raw.isEmpty():
+    raw = _bronze_rows(lake, "bronze.catalog_raw", "landing_date", day)
+    if raw is None:
         return None
     e = F.col("e")
     parsed = raw.select("value", "source_file", "ingested_at", F.from_json(
@@ -285,15 +289,3 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
         _merge_catalog(lake, catalog[0])
     log.info("clean %s", result.summary())
     return result
-
-
-def clean_range(lake: Lakehouse, start: dt.date, end: dt.date) -> list[CleanResult]:
-    """A backfill: each date in [start, end] in order, so each sees the previous dates' silver."""
-    if end < start:
-        raise EncoreError(f"--from {start} is after --to {end}")
-    results = []
-    day = start
-    while day <= end:
-        results.append(clean_date(lake, day))
-        day += dt.timedelta(days=1)
-    return results
