@@ -130,14 +130,20 @@ def _dedupe_and_bots(typed, prior, cfg: dict):
     whole event), so the event-id, same-second and bot windows all share the user partitioning.
     Rows rejected by a field rule ride along (they are kept apart by ``_ok`` in every window), and
     so do the prior dates' (user, event id) pairs, instead of a join.
+
+    The raw line is the widest column and silver does not need it, so rows that passed the field
+    rules travel with its hash ``_vh`` only; ``_restore_raw`` fetches the raw text back from
+    bronze for the few of them that end up quarantined.
     """
     rows = (typed.withColumn("_ok", F.col("reason").isNull()).withColumn("_prior", F.lit(False))
+            .withColumn("_vh", F.xxhash64("value"))
+            .withColumn("value", F.when(~F.col("_ok"), F.col("value")))
             .unionByName(prior, allowMissingColumns=True)
             .repartition("user_id"))
     ok = F.col("_ok")
-    # xxhash64(value) breaks ties between different lines with the same time and file deterministically.
+    # The line's hash breaks ties between different lines with the same time and file deterministically.
     id_rank = F.row_number().over(Window.partitionBy("user_id", "event_id", "_ok").orderBy(
-        F.col("_prior").desc(), "event_ts", "source_file", F.xxhash64("value")))
+        F.col("_prior").desc(), "event_ts", "source_file", "_vh"))
     rows = rows.withColumn("reason", F.when(ok & (id_rank > 1), F.lit("duplicate_event_id")).otherwise(F.col("reason")))
     rows = rows.where(~F.col("_prior"))
     # Same user, item and second under another id: a client retry.
@@ -157,7 +163,17 @@ def _dedupe_and_bots(typed, prior, cfg: dict):
                 .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play"))
                 .otherwise(F.col("detail")))
             .withColumn("reason", F.when(is_bot, F.lit("bot_user")).otherwise(F.col("reason"))))
-    return rows.select(typed.columns)
+    return rows.select(*typed.columns, "_vh")
+
+
+def _restore_raw(quarantined, raw):
+    """Put the raw line back on quarantined rows that travelled without it (matched by file and hash)."""
+    missing = quarantined.where(F.col("value").isNull()).select("source_file", "_vh").distinct()
+    lines = (raw.select("source_file", F.xxhash64("value").alias("_vh"), F.col("value").alias("_raw"))
+             .join(missing, ["source_file", "_vh"], "left_semi")
+             .dropDuplicates(["source_file", "_vh"]))
+    return (quarantined.join(lines, ["source_file", "_vh"], "left")
+            .withColumn("value", F.coalesce("value", "_raw")).drop("_raw"))
 
 
 def _prior_events(lake: Lakehouse, day: dt.date, lookback: int):
@@ -270,7 +286,8 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
                 result.reasons[row["reason"]] = row["count"]
         result.events = result.kept + result.quarantined
 
-        quarantine = _quarantine_rows(classified.where(F.col("reason").isNotNull()), day, "play_event")
+        quarantine = _quarantine_rows(_restore_raw(classified.where(F.col("reason").isNotNull()), raw),
+                                      day, "play_event")
         for extra in (counts, catalog):
             if extra is not None:
                 quarantine = quarantine.unionByName(extra[1])

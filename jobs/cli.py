@@ -37,22 +37,21 @@ def _dates(args) -> list[dt.date] | None:
     return None
 
 
-def _add_date_args(p: argparse.ArgumentParser, required: bool) -> None:
-    g = p.add_mutually_exclusive_group(required=False)
+def _add_date_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
     g.add_argument("--date", type=_date, help="one logical date, YYYY-MM-DD")
     g.add_argument("--from", dest="start", type=_date, help="first date of a range (a backfill)")
     p.add_argument("--to", dest="end", type=_date, help="last date of the range, inclusive")
-    p.set_defaults(_dates_required=required)
 
 
-def _print_table(columns: list[str], rows: list[tuple]) -> None:
+def _print_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> None:
     cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(c)] + [min(len(r[i]), 60) for r in cells]) for i, c in enumerate(columns)]
+    widths = [max([len(c)] + [min(len(r[i]), max_width) for r in cells]) for i, c in enumerate(columns)]
     line = "+".join("-" * (w + 2) for w in widths)
     print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
     print(line)
     for r in cells:
-        print(" | ".join((v if len(v) <= 60 else v[:57] + "...").ljust(w) for v, w in zip(r, widths)))
+        print(" | ".join((v if len(v) <= max_width else v[:max_width - 3] + "...").ljust(w) for v, w in zip(r, widths)))
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -139,6 +138,24 @@ def cmd_tables(cfg: Config, args) -> None:
     print(f"lakehouse: {lake.root}")
 
 
+def cmd_schema(cfg: Config, args) -> None:
+    """Print a contract's fields: a raw record (play_event, catalog_entry) or a table."""
+    from schemas.events import field_docs
+    from schemas.tables import TABLES
+    if args.name in TABLES:
+        table = TABLES[args.name]
+        print(f"{table.name}: {table.doc}")
+        _print_table(["column", "type", "description"],
+                     [(f.name + ("" if f.nullable else " (not null)"), f.dataType.simpleString(), f.metadata.get("comment", ""))
+                      for f in table.schema], max_width=200)
+        for name, expr in table.constraints.items():
+            print(f"CHECK {name}: {expr}")
+    elif args.name in ("play_event", "catalog_entry"):
+        _print_table(["field", "JSON type", "description"], field_docs(args.name), max_width=200)
+    else:
+        raise EncoreError(f"no contract named '{args.name}': use play_event, catalog_entry or one of {', '.join(TABLES)}")
+
+
 def cmd_setup(cfg: Config, args) -> None:
     from jobs.lakehouse import open_lakehouse
     lake = open_lakehouse(cfg)
@@ -181,7 +198,10 @@ def cmd_demo(cfg: Config, args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="encore", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="encore", description="Encore: nightly batch pipeline from music play logs to recommendations.",
+        epilog="Settings: jobs/defaults.yaml, --config FILE, ENCORE_HOME, ENCORE__SECTION__KEY=value. "
+               "Run `encore STEP --help` for a step's options.")
     parser.add_argument("--profile", help="config profile (default: local, or ENCORE_PROFILE)")
     parser.add_argument("--config", help="a YAML file overriding the embedded defaults (or ENCORE_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -209,15 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="raw files -> bronze (each file once)")
     p.add_argument("--source", choices=["landing", "lastfm1k", "hetrec"], default="landing")
     p.add_argument("--path", help="file or folder for --source lastfm1k / hetrec")
-    _add_date_args(p, required=False)
+    _add_date_args(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("clean", help="bronze -> silver.plays + silver.plays_quarantine for dates")
-    _add_date_args(p, required=True)
+    _add_date_args(p)
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("features", help="silver -> gold snapshot as of a date")
-    _add_date_args(p, required=True)
+    _add_date_args(p)
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("sql", help="run Spark SQL against the catalog and print a table")
@@ -227,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tables", help="list the registered tables, their versions and descriptions")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("schema", help="print a contract: play_event, catalog_entry or a table's columns")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("setup", help="resolve Delta's jars and check that Spark with Delta starts")
     p.set_defaults(func=cmd_setup)

@@ -66,13 +66,20 @@ def _jar_settings(config: Config) -> tuple[dict, Path | None]:
     explicit = os.environ.get("ENCORE_SPARK_JARS") or config.get("spark.jars")
     if explicit:
         return {"spark.jars": explicit}, None
-    jar_dir = Path(config.path("jars"))
-    manifest = jar_dir / _MANIFEST
-    if manifest.is_file():
-        jars = [j for j in manifest.read_text().split() if j]
-        if all(Path(j).is_file() for j in jars):
-            return {"spark.jars": ",".join(jars)}, None
-    jar_dir.mkdir(parents=True, exist_ok=True)
+    # paths.jars, or the user's cache where that is not writable (e.g. a system-wide Python)
+    candidates = [Path(config.path("jars")), Path.home() / ".cache" / "encore" / "jars"]
+    for jar_dir in candidates:
+        manifest = jar_dir / _MANIFEST
+        if manifest.is_file():
+            jars = [j for j in manifest.read_text().split() if j]
+            if all(Path(j).is_file() for j in jars):
+                return {"spark.jars": ",".join(jars)}, None
+    for jar_dir in candidates:
+        try:
+            jar_dir.mkdir(parents=True, exist_ok=True)
+            break
+        except OSError:
+            continue
     log.info("resolving %s from Maven Central into %s (first run only)", DELTA_PACKAGE, jar_dir)
     return {"spark.jars.packages": DELTA_PACKAGE, "spark.jars.ivy": str(jar_dir / "ivy")}, jar_dir
 

@@ -94,6 +94,9 @@ def test_every_fault_gets_its_reason(lake_factory):
     # Nothing lost: every raw line is in silver or in quarantine, with the raw text kept.
     assert result.events == len(_fault_lines()) == len(silver) + len(quarantine)
     assert all(r["value"] is not None for r in quarantine)
+    raw_lines = {line for line in _fault_lines()}
+    assert all(r["value"] in raw_lines for r in quarantine)              # the exact raw text, restored
+    assert [r["value"] for r in quarantine if r["event_id"] == "bot-3"] == [_fault_lines()[-3]]
     assert set(result.reasons) <= set(EVENT_REASONS)
 
 

@@ -42,9 +42,17 @@ def test_bad_input_is_one_readable_line(tmp_path):
         (["clean", "--date", "2026-11-20"], "bronze is empty: run `encore ingest` first"),
         (["ingest", "--source", "hetrec", "--path", str(tmp_path)], "is not a HetRec Last.fm-2K folder"),
         (["sql", "SELECT * FROM gold.nope"], "query failed"),
+        (["schema", "gold.nope"], "no contract named 'gold.nope'"),
     ]
     for args, message in cases:
         out = run(tmp_path / "home", *args)
         assert out.returncode == 2, (args, out.stderr[-500:])
         errors = [line for line in out.stderr.splitlines() if line.startswith("encore: error:")]
         assert len(errors) == 1 and message in errors[0], (args, out.stderr[-500:])
+
+
+def test_schema_prints_the_contracts(tmp_path):
+    event = run(tmp_path, "schema", "play_event")
+    assert event.returncode == 0 and "event_id (required)" in event.stdout and "epoch milliseconds" in event.stdout
+    table = run(tmp_path, "schema", "silver.plays")
+    assert "CHECK ms_played_in_range" in table.stdout and "Logical date (the landing date)" in table.stdout
