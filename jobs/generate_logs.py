@@ -115,12 +115,17 @@ def _lay_out_sessions(rng, user: np.ndarray, ms_played: np.ndarray, day_start_ms
     cum = np.cumsum(step)
     start_idx = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
     offset = cum - cum[start_idx]
-    # spread each user's first session over the day, keeping the whole day's listening inside it
-    span = offset[np.r_[np.flatnonzero(new_user)[1:] - 1, n - 1]]
-    room = np.maximum(DAY_MS - span - 1, 1)
+    # Spread each user's first session over the day, keeping the whole day's listening inside it.
+    # A user with more than a day of plays (HetRec's heaviest listeners replayed into a few days)
+    # gets the sessions squeezed into the day: overlapping plays that the bot rule then catches.
+    last = np.r_[np.flatnonzero(new_user)[1:] - 1, n - 1]
+    span = offset[last]
+    user_of_row = np.cumsum(new_user) - 1
+    squeeze = np.minimum(1.0, (DAY_MS - 1) / np.maximum(span, 1))
+    offset = (offset * squeeze[user_of_row]).astype(np.int64)
+    room = np.maximum(DAY_MS - 1 - np.minimum(span, DAY_MS - 1), 1)
     first = (rng.random(len(room)) * room).astype(np.int64)
-    # A user with more than a day of listening spills past midnight: a late delivery, as in real logs.
-    ts[:] = day_start_ms + first[np.cumsum(new_user) - 1] + offset
+    ts[:] = day_start_ms + first[user_of_row] + offset
     return ts
 
 

@@ -90,3 +90,21 @@ def test_hetrec_replay_is_proportional_to_weights(tmp_path):
             p = json.loads(line)
             counts[(p["user_id"], p["artist_id"])] = counts.get((p["user_id"], p["artist_id"]), 0) + 1
     assert counts == {("2", "51"): 500, ("2", "52"): 150, ("3", "51"): 50, ("3", "53"): 300}
+
+
+def test_replayed_plays_stay_inside_their_day_even_for_heavy_listeners(tmp_path):
+    src = write_hetrec_sample(tmp_path / "hetrec")
+    (src / "user_artists.dat").write_text("userID\tartistID\tweight\n2\t51\t30000\n3\t52\t40\n")
+    generate(str(tmp_path / "landing"), "hetrec", DAY, days=1, seed=2, hetrec_dir=str(src), scale=1.0,
+             fault_rate=0.0, bots=0, workers=1)
+    start = np.datetime64(DAY.isoformat(), "ms").astype(np.int64)
+    times = []
+    for line in _lines(tmp_path / "landing", DAY):
+        ts = json.loads(line)["ts"]
+        if isinstance(ts, int):
+            times.append(ts)
+        else:
+            stamp = np.datetime64(ts.replace("Z", "")[:23], "ms").astype(np.int64)
+            times.append(stamp - 3_600_000 if ts.endswith("+01:00") else stamp)
+    assert len(times) == 30_040
+    assert start <= min(times) and max(times) < start + 86_400_000
