@@ -56,16 +56,21 @@ def _print_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> 
 
 # --- commands ------------------------------------------------------------------------------------
 
-def cmd_generate_logs(cfg: Config, args) -> None:
+def _generate(cfg: Config, **overrides) -> dict[str, int]:
+    """generate-logs with the config's `generate` section, overridden by any non-None argument."""
     from jobs.generate_logs import generate
-    g = cfg.section("generate")
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else g.get(name)  # noqa: E731
-    end = args.end_date or _date(str(g["end_date"]))
-    written = generate(cfg.path("landing"), pick("source"), end, int(pick("days")), int(pick("seed")),
-                       events_per_day=int(pick("events_per_day")), users=int(pick("users")),
-                       items=int(pick("items")), fault_rate=float(pick("fault_rate")), bots=int(pick("bots")),
-                       events_per_file=int(pick("events_per_file")), hetrec_dir=args.hetrec_dir,
-                       scale=args.scale, workers=args.workers)
+    g = {**cfg.section("generate"), **{k: v for k, v in overrides.items() if v is not None}}
+    return generate(cfg.path("landing"), str(g["source"]), _date(str(g["end_date"])), int(g["days"]), int(g["seed"]),
+                    events_per_day=int(g["events_per_day"]), users=int(g["users"]), items=int(g["items"]),
+                    fault_rate=float(g["fault_rate"]), bots=int(g["bots"]), events_per_file=int(g["events_per_file"]),
+                    hetrec_dir=g.get("hetrec_dir"), scale=float(g.get("scale", 0.01)), workers=g.get("workers"))
+
+
+def cmd_generate_logs(cfg: Config, args) -> None:
+    options = ("source", "days", "seed", "events_per_day", "users", "items", "fault_rate", "bots",
+               "events_per_file", "hetrec_dir", "scale", "workers")
+    written = _generate(cfg, end_date=args.end_date and args.end_date.isoformat(),
+                        **{name: getattr(args, name) for name in options})
     _print_table(["date", "lines"], sorted(written.items()))
     print(f"landing: {cfg.path('landing')}")
 
@@ -169,17 +174,11 @@ def cmd_demo(cfg: Config, args) -> None:
     """Generate the embedded synthetic logs, then ingest -> clean -> features for every date."""
     from jobs.clean import clean_date
     from jobs.features import build_features
-    from jobs.generate_logs import generate
     from jobs.ingest import ingest_landing
-    g = cfg.section("generate")
-    end, days = _date(str(g["end_date"])), int(g["days"])
     steps = []
     started = time.monotonic()
-    written = generate(cfg.path("landing"), str(g["source"]), end, days, int(g["seed"]),
-                       events_per_day=int(g["events_per_day"]), users=int(g["users"]), items=int(g["items"]),
-                       fault_rate=float(g["fault_rate"]), bots=int(g["bots"]),
-                       events_per_file=int(g["events_per_file"]))
-    steps.append(("generate-logs", f"{sum(written.values())} lines over {days} days", time.monotonic() - started))
+    written = _generate(cfg)
+    steps.append(("generate-logs", f"{sum(written.values())} lines over {len(written)} days", time.monotonic() - started))
     lake = _lake(cfg)
     dates = sorted(dt.date.fromisoformat(d) for d in written)
     t = time.monotonic()

@@ -53,10 +53,15 @@ def _landing_dates(root: Path, dates: list[dt.date] | None) -> dict[dt.date, Pat
     return dict(sorted(found.items()))
 
 
+def _uri(path: str) -> str:
+    """A local path as Spark records it in ``_metadata.file_path`` (URIs pass through)."""
+    return "file:" + path if path.startswith("/") else path
+
+
 def _new_files(lake: Lakehouse, table: str, files: list[str]) -> list[str]:
     if not files or not lake.exists(table):
         return files
-    uris = {f: "file:" + f if f.startswith("/") else f for f in files}
+    uris = {f: _uri(f) for f in files}
     seen = {r[0] for r in lake.read(table).where(F.col("source_file").isin(list(uris.values())))
             .select("source_file").distinct().collect()}
     return [f for f, uri in uris.items() if uri not in seen]
@@ -133,7 +138,7 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
         counts = (tsv("user_artists.dat").select(
             F.lit(day).alias("snapshot_date"), F.lit("hetrec").alias("source"),
             F.col("userID").alias("user_id"), F.col("artistID").alias("item_id"),
-            F.col("weight").alias("play_count"), F.lit("file:" + counts_file).alias("source_file"),
+            F.col("weight").alias("play_count"), F.lit(_uri(counts_file)).alias("source_file"),
             _now().alias("ingested_at")))
         added["bronze.play_counts_raw"] = lake.append(counts, "bronze.play_counts_raw")
 
@@ -155,6 +160,6 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
                        F.transform(F.coalesce("t", F.array()), lambda x: x.dropFields("_order")).alias("tags")))
                        .alias("value")))
         catalog = entries.select(F.lit(day).alias("landing_date"), "value", F.lit("hetrec").alias("source_format"),
-                                 F.lit("file:" + artists_file).alias("source_file"), _now().alias("ingested_at"))
+                                 F.lit(_uri(artists_file)).alias("source_file"), _now().alias("ingested_at"))
         added["bronze.catalog_raw"] = lake.append(catalog, "bronze.catalog_raw")
     return added
