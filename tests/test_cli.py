@@ -15,10 +15,10 @@ from landing_helpers import event, write_landing
 ENCORE = str(Path(sys.executable).parent / "encore")
 
 
-def run(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
-    env.update(TEST_ENV, ENCORE_HOME=str(home))
-    return subprocess.run([ENCORE, *args], env=env, capture_output=True, text=True, timeout=300)
+def run(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    full_env.update(TEST_ENV, ENCORE_HOME=str(home), **(env or {}))
+    return subprocess.run([ENCORE, *args], env=full_env, capture_output=True, text=True, timeout=300)
 
 
 def test_second_process_reads_the_catalog_tables(lake):
@@ -56,3 +56,16 @@ def test_schema_prints_the_contracts(tmp_path):
     assert event.returncode == 0 and "event_id (required)" in event.stdout and "epoch milliseconds" in event.stdout
     table = run(tmp_path, "schema", "silver.plays")
     assert "CHECK ms_played_in_range" in table.stdout and "Logical date (the landing date)" in table.stdout
+
+
+
+def test_demo_runs_the_pipeline_and_a_rerun_changes_nothing(tmp_path):
+    small = {"ENCORE__GENERATE__DAYS": "2", "ENCORE__GENERATE__EVENTS_PER_DAY": "3000", "ENCORE__GENERATE__BOTS": "0"}
+    runs = [run(tmp_path / "home", "demo", env=small) for _ in range(2)]
+    for out in runs:
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert "features 2026-11-20" in runs[0].stdout and "bronze.plays_raw +0" in runs[1].stdout
+
+    def clean_results(out):
+        return [line.split(" | ")[1].strip() for line in out.stdout.splitlines() if line.startswith("clean ")]
+    assert len(clean_results(runs[0])) == 2 and clean_results(runs[0]) == clean_results(runs[1])
