@@ -196,6 +196,24 @@ def cmd_demo(cfg: Config, args) -> None:
           f"WHERE as_of_date = DATE'{dates[-1]}' ORDER BY popularity_rank LIMIT 10\"")
 
 
+def cmd_train_recommender(cfg: Config, args) -> None:
+    from ray_jobs.recommender_eval import print_comparison
+    from ray_jobs.train_recommender import train_recommender
+    versions = {k: v for k, v in {"gold.interactions": args.interactions_version,
+                                  "gold.items": args.items_version}.items() if v is not None}
+    result = train_recommender(cfg, args.date, search_trials=args.trials, versions=versions)
+    print_comparison(result.comparison, f"held-out split of gold.interactions as of {args.date or 'latest'} "
+                     f"(versions {result.versions})")
+    print(f"\nMLflow run {result.run_id}: {cfg.get('recommender.model_name')} v{result.model_version} "
+          f"{'PROMOTED to champion' if result.decision.promoted else 'not promoted'}: {result.decision.reason}")
+
+
+def cmd_recommender_eval(cfg: Config, args) -> None:
+    from ray_jobs.recommender_eval import recommender_eval
+    frame = recommender_eval(cfg, args.hetrec_dir, args.out, trials=args.trials, keep_home=args.keep_home)
+    print(f"\nwrote {args.out}: {frame['user_id'].nunique()} users x top-10 (columns user_id, item_id, rank)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="encore", description="Encore: nightly batch pipeline from music play logs to recommendations.",
@@ -238,6 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="silver -> gold snapshot as of a date")
     _add_date_args(p)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train-recommender", help="fit LightFM with a Ray Tune search, evaluate against baselines, "
+                       "log to MLflow and gate the champion")
+    p.add_argument("--date", type=_date, help="as_of_date of the gold snapshot (default: the newest)")
+    p.add_argument("--trials", type=int, help="search trials (default recommender.search.trials; 0 = no search)")
+    p.add_argument("--interactions-version", type=int, help="pin gold.interactions to this Delta version")
+    p.add_argument("--items-version", type=int, help="pin gold.items to this Delta version")
+    p.set_defaults(func=cmd_train_recommender)
+
+    p = sub.add_parser("recommender-eval", help="train on a HetRec folder's rows in a temporary lakehouse and "
+                       "write top-10 lists for every user")
+    p.add_argument("--hetrec-dir", required=True, help="HetRec Last.fm-2K folder whose user_artists.dat holds training rows")
+    p.add_argument("--out", required=True, help="Parquet file to write (user_id, item_id, rank)")
+    p.add_argument("--trials", type=int, help="search trials (default recommender.search.trials)")
+    p.add_argument("--keep-home", action="store_true", help="keep the temporary lakehouse and MLflow store")
+    p.set_defaults(func=cmd_recommender_eval)
 
     p = sub.add_parser("sql", help="run Spark SQL against the catalog and print a table")
     p.add_argument("query")

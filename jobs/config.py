@@ -138,6 +138,9 @@ def load_config(profile: str | None = None, config_file: str | None = None,
     paths = settings.setdefault("paths", {})
     for key, value in list(paths.items()):
         paths[key] = _absolute(str(value).format(home=settings["home"], prefix=sys.prefix))
-    if "mlflow" in settings and "tracking_uri" in settings["mlflow"]:
-        settings["mlflow"]["tracking_uri"] = str(settings["mlflow"]["tracking_uri"]).format(home=settings["home"])
+    mlflow = settings.get("mlflow") or {}
+    for key in ("tracking_uri", "artifact_root"):
+        if mlflow.get(key):
+            value = str(mlflow[key]).format(home=settings["home"])
+            mlflow[key] = value if key == "tracking_uri" else _absolute(value)
     return Config(profile=name, settings=settings)

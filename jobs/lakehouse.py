@@ -30,6 +30,12 @@ def spec(name: str) -> TableSpec:
         raise EncoreError(f"unknown table '{name}': registered tables are {', '.join(TABLES)}") from None
 
 
+def table_path(config: Config, name: str) -> str:
+    """Where a registered table lives under the profile's lakehouse: ``<root>/<layer>/<table>``."""
+    table = spec(name)
+    return f"{config.path('lakehouse')}/{table.layer}/{table.short_name}"
+
+
 @dataclass
 class Lakehouse:
     """One profile's lakehouse, bound to a Spark session."""
@@ -43,8 +49,7 @@ class Lakehouse:
         return self.config.path("lakehouse")
 
     def path(self, name: str) -> str:
-        table = spec(name)
-        return f"{self.root}/{table.layer}/{table.short_name}"
+        return table_path(self.config, name)
 
     def exists(self, name: str) -> bool:
         from delta.tables import DeltaTable

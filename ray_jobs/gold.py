@@ -1,0 +1,82 @@
+"""Reading lakehouse tables from Ray jobs: through ``deltalake`` (no JVM), always at a pinned version.
+
+A Ray job never reads "latest": it resolves the version once (or takes the one it is given), reads
+exactly that version and records it for lineage. A version that was vacuumed away or never existed
+stops with one line that says which versions are available.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+
+from jobs.config import Config
+from jobs.errors import EncoreError
+from jobs.lakehouse import table_path
+
+
+def storage_uri(path: str) -> tuple[str, dict[str, str] | None]:
+    """(uri for delta-rs, storage options): Spark's ``s3a://`` is plain ``s3://`` to delta-rs."""
+    if path.startswith("s3a://"):
+        return "s3://" + path[len("s3a://"):], {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    return path, None
+
+
+@dataclass(frozen=True)
+class PinnedRead:
+    name: str
+    path: str
+    version: int
+    frame: pd.DataFrame
+
+
+def _open(config: Config, name: str, version: int | None):
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+    path = table_path(config, name)
+    uri, options = storage_uri(path)
+    try:
+        table = DeltaTable(uri, storage_options=options)
+    except TableNotFoundError:
+        raise EncoreError(f"table {name} does not exist at {path}: run `encore features --date D` first") from None
+    latest = table.version()
+    if version is None:
+        return table, path, latest
+    if version > latest or version < 0:
+        raise EncoreError(f"{name} has no version {version} (latest is {latest}): pass a version that exists")
+    try:
+        table.load_as_version(version)
+    except Exception as exc:  # delta-rs raises a generic error when the log or files were vacuumed
+        raise EncoreError(f"{name} version {version} can no longer be read ({str(exc).splitlines()[0]}): "
+                          f"it was probably vacuumed; use a newer version (latest is {latest})") from None
+    return table, path, version
+
+
+def read_snapshot(config: Config, name: str, as_of: dt.date | None, version: int | None = None,
+                  columns: list[str] | None = None) -> PinnedRead:
+    """One ``as_of_date`` snapshot of a gold table at a pinned Delta version.
+
+    ``as_of=None`` takes the newest snapshot present at that version.
+    """
+    table, path, pinned = _open(config, name, version)
+    if as_of is None:
+        dates = table.to_pyarrow_table(columns=["as_of_date"]).column("as_of_date").unique().to_pylist()
+        if not dates:
+            raise EncoreError(f"{name} is empty at version {pinned}: run `encore features --date D` first")
+        as_of = max(dates)
+    try:
+        frame = table.to_pandas(partitions=[("as_of_date", "=", as_of.isoformat())], columns=columns)
+    except OSError as exc:  # the log still lists files that VACUUM removed
+        raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
+                          f"its files were vacuumed; use a newer version (latest is {table_latest(table)})") from None
+    return PinnedRead(name, path, pinned, frame)
+
+
+def table_latest(table) -> int:
+    from deltalake import DeltaTable
+    return DeltaTable(table.table_uri).version()
+
+
+def latest_version(config: Config, name: str) -> int:
+    return _open(config, name, None)[2]

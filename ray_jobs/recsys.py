@@ -1,0 +1,235 @@
+"""The recommender's data, evaluation protocol and baselines, shared by training, evaluation and scoring.
+
+Evaluation protocol (fixed; README "Recommender quality"):
+  * Users with at least ``min_items`` (5) distinct items hold out ``round(share * n)`` (share 0.2,
+    at least 1) of their items, chosen uniformly at random with a fixed seed. The draw is a keyed
+    hash of (seed, user id, item id), so the same pair stays held out in later snapshots and a
+    model trained last week never saw this week's held-out pairs.
+  * Everything a user has in the training split is excluded from their ranking.
+  * precision@k = hits / k; recall@k = hits / held-out items; NDCG@k with binary gains and the
+    ideal DCG over min(held-out, k) positions; all averaged over users with a held-out item.
+  * coverage = distinct recommended items / items in the catalogue (gold.items);
+    long_tail_share = share of recommendation slots outside the top 1% most popular items
+    (popularity = training listeners).
+Baselines use the same code: popularity, item-kNN (cosine, 200 neighbours per item) and EASE (Steck 2019).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from jobs.errors import EncoreError
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]  # user indices -> (len, n_items) float32 scores
+
+
+@dataclass
+class Interactions:
+    """Users x items implicit feedback with the ids and side information the models use."""
+
+    user_ids: np.ndarray                  # index -> external user id
+    item_ids: np.ndarray                  # index -> external item id
+    plays: sp.csr_matrix                  # users x items, float32 play counts
+    item_tags: list[list[str]] = field(default_factory=list)               # per item, most applied first
+    user_tags: list[list[tuple[str, float]]] = field(default_factory=list)  # per user, (tag, weight)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.plays.shape
+
+    def with_plays(self, plays: sp.csr_matrix) -> "Interactions":
+        return Interactions(self.user_ids, self.item_ids, plays, self.item_tags, self.user_tags)
+
+
+def build_interactions(interactions: pd.DataFrame, items: pd.DataFrame,
+                       profiles: pd.DataFrame | None = None, what: str = "gold") -> Interactions:
+    """Index gold.interactions / gold.items / gold.user_profiles frames; stop if they disagree."""
+    if interactions.empty:
+        raise EncoreError(f"{what}: gold.interactions has no rows for this date: run `encore features --date D` "
+                          "after clean has produced plays")
+    missing = set(interactions["item_id"].unique()) - set(items["item_id"])
+    if missing:
+        sample = ", ".join(sorted(map(str, missing))[:3])
+        raise EncoreError(f"{what}: gold.interactions and gold.items are out of sync ({len(missing)} items such as "
+                          f"{sample} have plays but no item row): rebuild both with `encore features --date D`")
+    if profiles is not None and not profiles.empty:
+        extra = set(interactions["user_id"].unique()) - set(profiles["user_id"])
+        if extra:
+            raise EncoreError(f"{what}: gold.interactions and gold.user_profiles are out of sync ({len(extra)} users "
+                              "have plays but no profile): rebuild both with `encore features --date D`")
+    user_ids = np.array(sorted(interactions["user_id"].unique()), dtype=object)
+    item_ids = np.array(sorted(items["item_id"].unique()), dtype=object)
+    u = pd.Index(user_ids).get_indexer(interactions["user_id"])
+    i = pd.Index(item_ids).get_indexer(interactions["item_id"])
+    plays = sp.csr_matrix((interactions["plays"].to_numpy(np.float32), (u, i)),
+                          shape=(len(user_ids), len(item_ids)), dtype=np.float32)
+    plays.sum_duplicates()
+    tags_by_item = dict(zip(items["item_id"], items["top_tags"]))
+    item_tags = [list(tags_by_item.get(x) if tags_by_item.get(x) is not None else []) for x in item_ids]
+    user_tags: list[list[tuple[str, float]]] = [[] for _ in user_ids]
+    if profiles is not None and not profiles.empty:
+        by_user = dict(zip(profiles["user_id"], profiles["tag_distribution"]))
+        user_tags = [[(t["tag"], float(t["weight"])) for t in (by_user.get(x) if by_user.get(x) is not None else [])]
+                     for x in user_ids]
+    return Interactions(user_ids, item_ids, plays, item_tags, user_tags)
+
+
+# --- split ------------------------------------------------------------------------------------
+
+def _pair_hash(users: np.ndarray, items: np.ndarray, seed: int) -> np.ndarray:
+    key = f"encore-split-{seed:06d}"[:16].ljust(16, "0")
+    pairs = pd.Series(users.astype(str)).str.cat(pd.Series(items.astype(str)), sep="\x1f")
+    return pd.util.hash_array(pairs.to_numpy(dtype=object), hash_key=key, categorize=False)
+
+
+def split_holdout(data: Interactions, share: float = 0.2, min_items: int = 5,
+                  seed: int = 42) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(train, held-out) play matrices following the protocol in the module docstring."""
+    coo = data.plays.tocoo()
+    frame = pd.DataFrame({"u": coo.row, "i": coo.col, "v": coo.data,
+                          "h": _pair_hash(data.user_ids[coo.row], data.item_ids[coo.col], seed)})
+    frame = frame.sort_values(["u", "h"], kind="stable")
+    n = frame.groupby("u")["i"].transform("size").to_numpy()
+    n_out = np.where(n >= min_items, np.maximum(1, np.floor(share * n + 0.5)), 0)
+    held = frame.groupby("u").cumcount().to_numpy() < n_out
+    shape = data.plays.shape
+
+    def matrix(rows: pd.DataFrame) -> sp.csr_matrix:
+        return sp.csr_matrix((rows["v"].to_numpy(np.float32), (rows["u"], rows["i"])), shape=shape)
+    return matrix(frame[~held]), matrix(frame[held])
+
+
+# --- ranking and metrics ----------------------------------------------------------------------
+
+def top_k(score: ScoreFn, users: np.ndarray, exclude: sp.csr_matrix, k: int,
+          block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(items, scores), each (len(users), k), best first; the users' ``exclude`` items never appear."""
+    items_out = np.empty((len(users), k), dtype=np.int64)
+    scores_out = np.empty((len(users), k), dtype=np.float32)
+    for start in range(0, len(users), block):
+        rows = users[start:start + block]
+        s = np.asarray(score(rows), dtype=np.float32).copy()
+        seen = exclude[rows]
+        s[np.repeat(np.arange(len(rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
+        kk = min(k, s.shape[1])
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        order = np.take_along_axis(s, part, axis=1)
+        # Ties broken by item index so a ranking is reproducible.
+        idx = np.lexsort((part, -order), axis=1)
+        items_out[start:start + len(rows), :kk] = np.take_along_axis(part, idx, axis=1)
+        scores_out[start:start + len(rows), :kk] = np.take_along_axis(order, idx, axis=1)
+    return items_out, scores_out
+
+
+def evaluate(recommended: np.ndarray, users: np.ndarray, held_out: sp.csr_matrix,
+             train: sp.csr_matrix, k: int = 10) -> dict[str, float]:
+    """Metrics of the protocol for ``recommended[j]`` = ranked item indices of ``users[j]``."""
+    n_items = train.shape[1]
+    listeners = np.asarray((train > 0).sum(axis=0)).ravel()
+    n_head = max(1, math.ceil(0.01 * n_items))
+    head = np.zeros(n_items, dtype=bool)
+    head[np.argsort(-listeners, kind="stable")[:n_head]] = True
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    precision, recall, ndcg = [], [], []
+    for row, user in zip(recommended[:, :k], users):
+        truth = held_out.indices[held_out.indptr[user]:held_out.indptr[user + 1]]
+        if len(truth) == 0:
+            continue
+        hits = np.isin(row, truth)
+        precision.append(hits.sum() / k)
+        recall.append(hits.sum() / len(truth))
+        ndcg.append(float((hits * discounts).sum() / discounts[:min(len(truth), k)].sum()))
+    shown = recommended[:, :k].ravel()
+    return {
+        f"precision_at_{k}": float(np.mean(precision)) if precision else 0.0,
+        f"recall_at_{k}": float(np.mean(recall)) if recall else 0.0,
+        f"ndcg_at_{k}": float(np.mean(ndcg)) if ndcg else 0.0,
+        "coverage": len(np.unique(shown)) / n_items,
+        "long_tail_share": float((~head[shown]).mean()) if len(shown) else 0.0,
+        "evaluated_users": float(len(ndcg)),
+    }
+
+
+def evaluate_scores(score: ScoreFn, train: sp.csr_matrix, held_out: sp.csr_matrix, k: int = 10) -> dict[str, float]:
+    users = np.flatnonzero(np.diff(held_out.indptr) > 0)
+    recommended, _ = top_k(score, users, train, k)
+    return evaluate(recommended, users, held_out, train, k)
+
+
+# --- baselines --------------------------------------------------------------------------------
+
+def binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    out = matrix.copy().astype(np.float32)
+    out.data[:] = 1.0
+    return out
+
+
+def popularity(train: sp.csr_matrix) -> ScoreFn:
+    listeners = np.asarray(binary(train).sum(axis=0), dtype=np.float32).ravel()
+    return lambda users: np.broadcast_to(listeners, (len(users), len(listeners)))
+
+
+def item_knn(train: sp.csr_matrix, neighbours: int = 200) -> ScoreFn:
+    """Cosine item-item similarity, each item keeping its ``neighbours`` most similar items:
+    score(u, j) = sum over the user's items i of cos(i, j) where i is among j's neighbours."""
+    x = binary(train)
+    norm = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
+    inv = sp.diags(np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0).astype(np.float32))
+    xn = (x @ inv).tocsr()
+    sim = (xn.T @ xn).tocsc()
+    sim.setdiag(0)
+    sim.eliminate_zeros()
+    data, indices, indptr = [], [], [0]
+    for j in range(sim.shape[1]):
+        a, b = sim.indptr[j], sim.indptr[j + 1]
+        values, rows = sim.data[a:b], sim.indices[a:b]
+        if len(values) > neighbours:
+            keep = np.argpartition(-values, neighbours - 1)[:neighbours]
+            values, rows = values[keep], rows[keep]
+        data.append(values); indices.append(rows); indptr.append(indptr[-1] + len(values))
+    pruned = sp.csc_matrix((np.concatenate(data) if data else [], np.concatenate(indices) if indices else [],
+                            np.array(indptr)), shape=sim.shape, dtype=np.float32).tocsr()
+    return lambda users: (x[users] @ pruned).toarray()
+
+
+def ease_matrix(train: sp.csr_matrix, lam: float = 200.0, max_items: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+    """EASE^R (Steck 2019): B = I - P diagMat(1/diag(P)), P = (X'X + lam I)^-1, diag(B) = 0.
+
+    The closed form inverts an items x items matrix, so only the ``max_items`` items with the most
+    listeners take part. Returns (modelled item indices, B as float32).
+    """
+    x = binary(train)
+    listeners = np.asarray(x.sum(axis=0)).ravel()
+    keep = np.argsort(-listeners, kind="stable")[:max_items]
+    keep = np.sort(keep[listeners[keep] > 0])
+    xk = x[:, keep]
+    gram = (xk.T @ xk).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += lam
+    p = np.linalg.inv(gram)
+    b = (p / (-np.diag(p))).astype(np.float32)
+    b[np.diag_indices_from(b)] = 0.0
+    return keep, b
+
+
+def ease(train: sp.csr_matrix, lam: float = 200.0, max_items: int = 5000) -> ScoreFn:
+    """EASE scores; items outside the modelled set score -1e6, below every modelled item."""
+    keep, b = ease_matrix(train, lam, max_items)
+    x = binary(train)
+    listeners = np.asarray(x.sum(axis=0)).ravel().astype(np.float32)
+    xk = x[:, keep]
+    n_items = train.shape[1]
+
+    def score(users: np.ndarray) -> np.ndarray:
+        out = np.full((len(users), n_items), np.float32(-1e6), dtype=np.float32)
+        out[:, keep] = xk[users] @ b
+        out[:, keep] += 1e-6 * listeners[keep]  # popularity breaks exact ties
+        return out
+    return score
+
+
+BASELINES = {"popularity": popularity, "item_knn": item_knn, "ease": ease}

@@ -1,0 +1,302 @@
+"""train-recommender: gold snapshot -> Ray Tune search -> final LightFM fit -> evaluation against the
+baselines -> MLflow run, registered model and promotion gate.
+
+Splits (all from ``ray_jobs.recsys.split_holdout``, stable per (user, item)):
+  test        = the protocol's held-out 20%; every reported number and the gate use it
+  train       = the rest; the final model is fitted on all of it
+  fit / valid = train split again the same way (seed + 1): the search trains on ``fit`` and early-
+                stops and ranks trials on ``valid``; the EASE blend weight is chosen on ``valid`` too
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jobs.config import Config
+from jobs.errors import EncoreError
+from ray_jobs import lightfm_model as lm
+from ray_jobs import recsys, tracking
+from ray_jobs.gold import PinnedRead, read_snapshot
+from ray_jobs.recommender_model import RecommenderBundle, load_bundle, pyfunc_model
+
+log = logging.getLogger(__name__)
+BLEND_GRID = (0.0, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
+METRIC = "ndcg_at_10"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_version: int
+    params: dict
+    comparison: pd.DataFrame
+    decision: tracking.GateDecision
+    versions: dict[str, int]
+    bundle: RecommenderBundle
+    trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def load_gold(config: Config, as_of: dt.date | None, versions: dict[str, int] | None = None):
+    versions = versions or {}
+    reads = {name: read_snapshot(config, name, as_of, versions.get(name))
+             for name in ("gold.interactions", "gold.items")}
+    data = recsys.build_interactions(reads["gold.interactions"].frame, reads["gold.items"].frame,
+                                     what=f"as of {as_of or 'latest'}")
+    return data, reads
+
+
+# --- one trial: fit on `fit`, early-stop on `valid`, choose the blend weight ------------------
+
+def _choose_blend(factors: lm.Factors, fit: "recsys.sp.csr_matrix", valid, ease_fn) -> tuple[float, float]:
+    best_w, best = 0.0, -1.0
+    for w in BLEND_GRID:
+        bundle_score = _blend_score(factors, ease_fn, w)
+        value = recsys.evaluate_scores(bundle_score, fit, valid)[METRIC]
+        if value > best + 1e-9:
+            best_w, best = w, value
+    return best_w, best
+
+
+def _blend_score(factors: lm.Factors, ease_fn, w: float):
+    from ray_jobs.recommender_model import _standardise
+    if w <= 0 or ease_fn is None:
+        return factors.score
+
+    def score(users):
+        e = ease_fn(users)
+        modelled = e > -1e5
+        low = np.where(modelled, e, np.inf).min(axis=1, keepdims=True) - 1e-3
+        return (1 - w) * _standardise(factors.score(users)) + w * _standardise(np.where(modelled, e, low))
+    return score
+
+
+def run_trial(params: dict, data: recsys.Interactions, fit, valid, settings: dict, report=None) -> dict:
+    """Fit one configuration; ``report(metrics)`` is called at each evaluation (Ray Tune's report)."""
+    started = time.time()
+    last: dict = {}
+
+    def on_eval(epoch: int, metrics: dict, seconds: float) -> bool:
+        last.update({METRIC: metrics[METRIC], "epoch": epoch, "seconds_per_epoch": seconds, "started_at": started,
+                     "reported_at": time.time(), "blend_weight": float("nan"), "score": float("nan")})
+        if report:
+            report(dict(last))
+        return False
+
+    model, features, best_epoch, history = lm.fit(
+        data, fit, params, seed=int(settings["seed"]), threads=int(settings["threads"]), validation=valid,
+        eval_every=int(settings["eval_every"]), patience=int(settings["patience"]), on_eval=on_eval)
+    if not history or not all(math.isfinite(h[METRIC]) for h in history):
+        raise RuntimeError("LightFM produced non-finite validation scores")
+    ease_fn = recsys.ease(fit, float(settings["ease_lambda"]), int(settings["ease_max_items"])) \
+        if settings.get("blend", True) else None
+    w, blended = _choose_blend(lm.factors_of(model, features), fit, valid, ease_fn) if ease_fn else (0.0, last[METRIC])
+    final = {**last, "best_epoch": best_epoch, "best_lightfm": max(h[METRIC] for h in history),
+             "blend_weight": w, "score": blended, "reported_at": time.time()}
+    if report:
+        report(final)
+    return final
+
+
+def _tune_trainable(config_params: dict, data, fit, valid, settings):
+    from ray import tune
+    params = {**settings["base_params"], **config_params}
+    run_trial(params, data, fit, valid, settings, report=tune.report)
+
+
+def search_space(seed: int) -> dict:
+    from ray import tune
+    return {
+        "no_components": tune.choice([64, 128, 192]),
+        "learning_rate": tune.loguniform(0.02, 0.06),
+        "loss": tune.choice(["warp", "warp", "bpr"]),
+        "item_alpha": tune.choice([0.0, 1e-6, 1e-5]),
+        "max_sampled": tune.choice([30, 50, 100]),
+        "tag_share": tune.uniform(0.6, 0.9),
+        "weighting": tune.choice(["binary", "log"]),
+        "user_tag_share": tune.choice([0.0, 0.0, 0.3]),
+    }
+
+
+def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tuple[dict, dict, pd.DataFrame]:
+    """Ray Tune random search (seeded) with ASHA early stopping; returns (params, final metrics, trials table)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray_jobs.runtime import connect
+    connect(config)
+    rc = config.section("recommender")
+    storage = Path(config.path("ray_storage")).resolve() if "://" not in config.path("ray_storage") \
+        else config.path("ray_storage")
+    trainable = tune.with_resources(
+        tune.with_parameters(_tune_trainable, data=data, fit=fit, valid=valid, settings=settings),
+        {"cpu": int(settings["threads"])})
+    tuner = tune.Tuner(
+        trainable, param_space=search_space(int(settings["seed"])),
+        tune_config=tune.TuneConfig(
+            num_samples=trials, max_concurrent_trials=int(rc["search"]["max_concurrent"]) or None,
+            # The configured parameters are always the first trial, so a search never does worse than them.
+            search_alg=BasicVariantGenerator(random_state=int(settings["seed"]), points_to_evaluate=[
+                {k: settings["base_params"][k] for k in search_space(0)}]),
+            scheduler=ASHAScheduler(metric=METRIC, mode="max", time_attr="training_iteration",
+                                    grace_period=int(rc["search"]["grace_evaluations"]),
+                                    max_t=max(1, int(settings["base_params"]["epochs"]) // int(settings["eval_every"])) + 1)),
+        run_config=tune.RunConfig(name=f"recommender-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}",
+                                  storage_path=str(storage), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        finished = metrics.get("score") is not None and math.isfinite(metrics["score"])
+        row = {"trial": Path(result.path).name if result.path else "?",
+               "status": "error" if result.error else ("ok" if finished else "stopped early"),
+               **{k: result.config.get(k) for k in search_space(0)}}
+        row.update({k: metrics.get(k) for k in ("epoch", "best_epoch", "best_lightfm", "blend_weight", "score",
+                                                 "seconds_per_epoch", "started_at", "reported_at")})
+        row["error"] = str(result.error).splitlines()[0][:200] if result.error else ""
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty or not (table["status"] == "ok").any():
+        raise EncoreError(f"all {len(table)} search trials failed or were stopped early; first error: "
+                          f"{table['error'].iloc[0] if len(table) else 'none'} (see {storage})")
+    best = grid.get_best_result(metric="score", mode="max", scope="last", filter_nan_and_inf=True)
+    params = {**settings["base_params"], **{k: best.config[k] for k in search_space(0)}}
+    return params, dict(best.metrics), table
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+def _settings(config: Config, params: dict) -> dict:
+    rc = config.section("recommender")
+    return {"seed": int(rc["seed"]), "threads": int(rc["search"]["cpus_per_trial"]),
+            "eval_every": int(rc["search"]["eval_every"]), "patience": int(rc["search"]["patience"]),
+            "ease_lambda": float(rc["baselines"]["ease_lambda"]), "ease_max_items": int(rc["baselines"]["ease_max_items"]),
+            "blend": bool(rc.get("blend", True)), "base_params": params}
+
+
+def evaluate_champion(config: Config, model_name: str, data: recsys.Interactions, train, test) -> tuple[float, int] | None:
+    """The current champion's score on this run's test split (ids mapped; unknown ids cannot score)."""
+    current = tracking.champion(config, model_name)
+    if current is None:
+        return None
+    bundle = load_bundle(f"models:/{model_name}@{tracking.CHAMPION}")
+    score = remapped_score(bundle, data)
+    return recsys.evaluate_scores(score, train, test)[METRIC], current.version
+
+
+def remapped_score(bundle: RecommenderBundle, data: recsys.Interactions):
+    """A score function over ``data``'s indices from a bundle trained on possibly other ids."""
+    user_map = pd.Index(bundle.user_ids).get_indexer(data.user_ids)
+    item_map = pd.Index(bundle.item_ids).get_indexer(data.item_ids)
+    known_items = item_map >= 0
+    popularity = np.where(known_items, bundle.listeners[np.maximum(item_map, 0)], 0).astype(np.float32)
+
+    def score(users: np.ndarray) -> np.ndarray:
+        out = np.full((len(users), len(data.item_ids)), -1e9, dtype=np.float32)
+        mapped = user_map[users]
+        known = mapped >= 0
+        if known.any():
+            s = bundle.score(mapped[known])
+            block = np.full((known.sum(), len(data.item_ids)), -1e9, dtype=np.float32)
+            block[:, known_items] = s[:, item_map[known_items]]
+            out[known] = block
+        out[~known] = np.where(known_items, popularity, -1e9)
+        return out
+    return score
+
+
+def comparison_table(data, train, test, final_score, lightfm_score, settings, label: str) -> pd.DataFrame:
+    rows = []
+    scorers = {"popularity": recsys.popularity(train), "item_knn": recsys.item_knn(train),
+               "ease": recsys.ease(train, settings["ease_lambda"], settings["ease_max_items"]),
+               "lightfm": lightfm_score}
+    if label != "lightfm":
+        scorers[label] = final_score
+    for name, fn in scorers.items():
+        started = time.perf_counter()
+        metrics = recsys.evaluate_scores(fn, train, test)
+        rows.append({"model": name, **metrics, "seconds": time.perf_counter() - started})
+    return pd.DataFrame(rows)
+
+
+def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: int | None = None,
+                      versions: dict[str, int] | None = None, param_overrides: dict | None = None,
+                      register: bool = True) -> TrainResult:
+    import mlflow
+    rc = config.section("recommender")
+    base = {**lm.DEFAULT_PARAMS, **(rc.get("params") or {}), **(param_overrides or {})}
+    settings = _settings(config, base)
+    trials = int(rc["search"]["trials"]) if search_trials is None else int(search_trials)
+
+    data, reads = load_gold(config, as_of, versions)
+    train, test = recsys.split_holdout(data, float(rc["holdout_share"]), int(rc["min_items"]), settings["seed"])
+    fit, valid = recsys.split_holdout(data.with_plays(train), float(rc["holdout_share"]), int(rc["min_items"]),
+                                      settings["seed"] + 1)
+    if test.nnz == 0 or valid.nnz == 0:
+        raise EncoreError(f"too little data to evaluate: no user has {rc['min_items']} or more items "
+                          f"({data.plays.nnz} interactions, {len(data.user_ids)} users)")
+    log.info("recommender: %d users x %d items, %d train / %d test interactions", *data.shape, train.nnz, test.nnz)
+
+    tracking.experiment(config, str(rc["experiment"]))
+    with mlflow.start_run(run_name=f"train-recommender {as_of or 'latest'}") as run:
+        mlflow.set_tags({"job": "train-recommender", "as_of_date": str(as_of or "latest")})
+        for read in reads.values():
+            tracking.log_delta_input(read.frame, read.name, read.path, read.version)
+        if trials > 0:
+            params, best, trial_table = search(config, data, fit, valid, settings, trials)
+            mlflow.log_metrics({"search.trials": len(trial_table),
+                                "search.failed_trials": int((trial_table["status"] == "error").sum()),
+                                "search.stopped_early": int((trial_table["status"] == "stopped early").sum())})
+            with tempfile.TemporaryDirectory() as tmp:
+                trial_table.to_csv(Path(tmp) / "trials.csv", index=False)
+                mlflow.log_artifact(str(Path(tmp) / "trials.csv"), "search")
+        else:
+            params, trial_table = base, pd.DataFrame()
+            best = run_trial(params, data, fit, valid, settings)
+        params = {**params, "epochs": int(best["best_epoch"]), "blend_ease": float(best["blend_weight"])}
+        mlflow.log_params({f"lightfm.{k}": v for k, v in params.items()})
+        mlflow.log_metrics({"valid.ndcg_at_10": float(best["score"]), "valid.lightfm_ndcg_at_10": float(best["best_lightfm"])})
+
+        started = time.perf_counter()
+        models, features, _, _ = lm.fit(data, train, params, seed=settings["seed"], threads=int(rc["final_threads"]))
+        fit_seconds = time.perf_counter() - started
+        factors = lm.factors_of(models, features)
+        w = float(params["blend_ease"])
+        ease_items = ease_weights = None
+        if w > 0:
+            ease_items, ease_weights = recsys.ease_matrix(train, settings["ease_lambda"], settings["ease_max_items"])
+        bundle = RecommenderBundle(data.user_ids, data.item_ids, factors.user, factors.item, factors.item_bias,
+                                   train.tocsr(), np.asarray((train > 0).sum(axis=0)).ravel().astype(np.float32),
+                                   w, ease_items, ease_weights)
+        label = "lightfm" if w <= 0 else f"lightfm+ease w={w:.1f}"
+        table = comparison_table(data, train, test, bundle.score, factors.score, settings, label)
+        candidate = float(table.loc[table["model"] == label, METRIC].iloc[0])
+        mlflow.log_metrics({"final_fit_seconds": fit_seconds, "final_seconds_per_epoch": fit_seconds / max(1, params["epochs"])})
+        for row in table.to_dict("records"):
+            key = "candidate" if row["model"] == label else row["model"]
+            mlflow.log_metrics({f"test.{key}.{k}": float(v) for k, v in row.items() if k not in ("model", "seconds")})
+        mlflow.log_table(table, artifact_file="comparison.json")
+
+        champion_eval = evaluate_champion(config, str(rc["model_name"]), data, train, test) if register else None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = bundle.save(Path(tmp) / "bundle.npz")
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=pyfunc_model(), artifacts={"bundle": str(path)},
+                registered_model_name=str(rc["model_name"]) if register else None,
+                input_example=pd.DataFrame({"user_id": data.user_ids[:2].astype(str), "item_id": data.item_ids[:2].astype(str)}))
+        version = int(info.registered_model_version) if register else 0
+        decision = tracking.decide(candidate, champion_eval[0] if champion_eval else None,
+                                   champion_eval[1] if champion_eval else None, METRIC, higher_is_better=True)
+        if register:
+            tracking.apply_gate(config, str(rc["model_name"]), version, decision)
+        result = TrainResult(run.info.run_id, version, params, table, decision,
+                             {r.name: r.version for r in reads.values()}, bundle, trial_table)
+    return result
