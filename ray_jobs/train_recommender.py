@@ -125,6 +125,30 @@ def search_space(seed: int) -> dict:
     }
 
 
+def _progress_callback(total: int):
+    """Logs each trial's end, so a long search shows where it is (Tune's own output is off)."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def __init__(self):
+            self.ended = 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            log.info("trial %s: epoch %s, validation NDCG@10 %.4f", trial.trial_id, result.get("epoch"), result.get(METRIC, 0))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended += 1
+            r = trial.last_result or {}
+            log.info("search %d/%d: trial %s ended at epoch %s, LightFM %.4f, with blend %.4f (w=%s)", self.ended, total,
+                     trial.trial_id, r.get("epoch"), r.get("best_lightfm", r.get(METRIC, float("nan"))),
+                     r.get("score", float("nan")), r.get("blend_weight"))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.ended += 1
+            log.warning("search %d/%d: trial %s failed (it can never be chosen)", self.ended, total, trial.trial_id)
+    return Progress()
+
+
 def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tuple[dict, dict, pd.DataFrame]:
     """Ray Tune random search (seeded) with ASHA early stopping; returns (params, final metrics, trials table)."""
     from ray import tune
@@ -149,7 +173,7 @@ def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tup
                                     grace_period=int(rc["search"]["grace_evaluations"]),
                                     max_t=max(1, int(settings["base_params"]["epochs"]) // int(settings["eval_every"])) + 1)),
         run_config=tune.RunConfig(name=f"recommender-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}",
-                                  storage_path=str(storage), verbose=0,
+                                  storage_path=str(storage), verbose=0, callbacks=[_progress_callback(trials)],
                                   failure_config=tune.FailureConfig(max_failures=0)))
     grid = tuner.fit()
     rows = []

@@ -191,3 +191,51 @@ def test_a_vacuumed_version_is_named_not_crashed(gold_home, spark):
     with pytest.raises(EncoreError, match=f"version {old} can no longer be read"):
         read_snapshot(make_config(home), "gold.items", DAY, old)
     assert len(read_snapshot(make_config(home), "gold.items", DAY).frame) > 0
+
+
+def _write_hetrec_folder(root, users: int = 60, artists: int = 120, seed: int = 3):
+    """A small folder in HetRec's format whose listeners have two clusters of taste."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    rows = []
+    for u in range(users):
+        group = u % 2
+        pool = np.arange(group, artists, 2)
+        for a in rng.choice(pool, size=rng.integers(8, 16), replace=False):
+            rows.append(f"{u + 2}\t{a + 51}\t{int(rng.integers(10, 900))}")
+    (root / "user_artists.dat").write_text("userID\tartistID\tweight\n" + "\n".join(rows) + "\n")
+    (root / "artists.dat").write_text("id\tname\turl\tpictureURL\n" + "".join(
+        f"{a + 51}\tArtist {a}\tu\tp\n" for a in range(artists)))
+    (root / "tags.dat").write_text("tagID\ttagValue\n1\tfolk\n2\tmetal\n")
+    (root / "user_taggedartists.dat").write_text("userID\tartistID\ttagID\tday\tmonth\tyear\n" + "".join(
+        f"2\t{a + 51}\t{1 + a % 2}\t1\t1\t2009\n" for a in range(artists)))
+    return rows
+
+
+def test_recommender_eval_writes_top10_in_hetrec_ids_and_leaves_the_main_lakehouse_alone(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from tests.conftest import TEST_ENV
+    rows = _write_hetrec_folder(tmp_path / "hetrec")
+    main_home = tmp_path / "main-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    env.update({**TEST_ENV, **FAST, "ENCORE_HOME": str(main_home)})
+    out = tmp_path / "top10.parquet"
+    done = subprocess.run([str(Path(sys.executable).parent / "encore"), "recommender-eval", "--hetrec-dir",
+                           str(tmp_path / "hetrec"), "--out", str(out), "--trials", "0"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ndcg_at_10" in done.stdout and "item_knn" in done.stdout
+
+    lists = pd.read_parquet(out)
+    assert list(lists.columns) == ["user_id", "item_id", "rank"]
+    assert lists["user_id"].dtype == np.int64 and lists["item_id"].dtype == np.int64
+    given = {tuple(map(int, r.split("\t")[:2])) for r in rows}
+    assert lists["user_id"].nunique() == len({u for u, _ in given})
+    assert all(ranks == list(range(1, 11)) for ranks in lists.groupby("user_id")["rank"].apply(list))
+    assert not given & set(zip(lists["user_id"], lists["item_id"]))     # never a row the user already has
+    # Taste clusters: user u+2 plays artists a+51 with a = u (mod 2), so ids of opposite parity.
+    assert ((lists["user_id"] % 2) != (lists["item_id"] % 2)).mean() > 0.8
+    assert not (main_home / "lakehouse").exists() and not (main_home / "mlflow.db").exists()
