@@ -196,6 +196,12 @@ def cmd_demo(cfg: Config, args) -> None:
           f"WHERE as_of_date = DATE'{dates[-1]}' ORDER BY popularity_rank LIMIT 10\"")
 
 
+def cmd_corpus(cfg: Config, args) -> None:
+    from jobs.corpus import build_corpus
+    counts = build_corpus(_lake(cfg))
+    _print_table(["what", "rows"], sorted(counts.items()))
+
+
 def cmd_train_recommender(cfg: Config, args) -> None:
     from ray_jobs.recommender_eval import print_comparison
     from ray_jobs.train_recommender import train_recommender
@@ -256,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="silver -> gold snapshot as of a date")
     _add_date_args(p)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("corpus", help="symbolic music -> gold.music_sequences (MidiTok REMI + BPE) with Spark")
+    p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("train-recommender", help="fit LightFM with a Ray Tune search, evaluate against baselines, "
                        "log to MLflow and gate the champion")

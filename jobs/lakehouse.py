@@ -149,6 +149,14 @@ class Lakehouse:
         metrics = DeltaTable.forPath(self.spark, self.path(name)).history(1).collect()[0]["operationMetrics"]
         return int(metrics.get("numOutputRows", 0))
 
+    def overwrite(self, df, name: str, run_info: dict | None = None) -> None:
+        """Replace the whole table (for tables rebuilt from scratch, like the music corpus)."""
+        self.ensure(name)
+        writer = self._select_contract(df, name).write.format("delta").mode("overwrite")
+        if run_info:
+            writer = writer.option("userMetadata", json.dumps(run_info, sort_keys=True))
+        writer.save(self.path(name))
+
     def replace_partition(self, df, name: str, column: str, value: date, run_info: dict | None = None) -> None:
         """Overwrite exactly the rows where ``column = value``: a rerun replaces, never duplicates."""
         self.ensure(name)

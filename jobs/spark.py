@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import re
 import shutil
 import subprocess
@@ -93,6 +94,9 @@ def build_session(config: Config, app_name: str = "encore"):
         return active
     check_java()
     spark_cfg = config.section("spark")
+    # PySpark starts UDF workers with $PYSPARK_PYTHON (default: whatever `python3` is on PATH),
+    # which would miss this environment's packages.
+    os.environ.setdefault("PYSPARK_PYTHON", str(spark_cfg.get("python") or sys.executable))
     jar_conf, resolve_into = _jar_settings(config)
     builder = (SparkSession.builder.appName(app_name)
                .master(str(spark_cfg.get("master", "local[*]")))
@@ -100,7 +104,8 @@ def build_session(config: Config, app_name: str = "encore"):
                .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
                .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
                .config("spark.sql.warehouse.dir", config.path("catalog") + "/warehouse")
-               .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={config.path('catalog')}"))
+               .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={config.path('catalog')}")
+               .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"]))
     for key, value in {**jar_conf, **(spark_cfg.get("conf") or {})}.items():
         builder = builder.config(key, str(value))
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyspark.sql.types import (ArrayType, DateType, DoubleType, LongType, MapType, StringType,
+from pyspark.sql.types import (ArrayType, DateType, DoubleType, IntegerType, LongType, MapType, StringType,
                                StructField, StructType, TimestampType)
 
 
@@ -196,7 +196,40 @@ USER_PROFILES = TableSpec(
     "Per-user taste: tag distribution over what they play.",
 )
 
+MUSIC_SEQUENCES = TableSpec(
+    "gold.music_sequences",
+    StructType([
+        col("piece_id", StringType(), "Stable id: <source>/<file>[#<tune>].", False),
+        col("source", StringType(), "Collection: bach_chorales, essen, oneills, pop909, nottingham.", False),
+        col("style", StringType(), "Style label from the collection: chorale, folk or pop.", False),
+        col("key", StringType(), "Key such as 'D major' (header, dataset annotation, else Krumhansl-Schmuckler).", False),
+        col("tempo", DoubleType(), "Beats per minute (first tempo marking, else 120).", False),
+        col("tempo_bucket", StringType(), "slow (< 90 bpm), medium or fast (>= 130 bpm).", False),
+        col("n_notes", IntegerType(), "Notes in the piece (all parts merged).", False),
+        col("token_ids", ArrayType(IntegerType()), "REMI + BPE token ids (tokenizer of this corpus build).", False),
+        col("length", IntegerType(), "Number of token ids.", False),
+        col("melody", ArrayType(IntegerType()), "Top-line MIDI pitches in onset order (originality checks).", False),
+        col("split", StringType(), "train, validation or test (hash of piece_id).", False),
+        col("tokenizer_sha256", StringType(), "Checksum of the tokenizer that produced token_ids.", False),
+    ]),
+    (),
+    "Tokenized symbolic music for the music model; rebuilt whole by `encore corpus`.",
+)
+
+MUSIC_QUARANTINE = TableSpec(
+    "silver.music_quarantine",
+    StructType([
+        col("piece_id", StringType(), "The piece that failed.", False),
+        col("source", StringType(), "Collection.", False),
+        col("path", StringType(), "File it came from.", False),
+        col("stage", StringType(), "parse or tokenize.", False),
+        col("error", StringType(), "What went wrong.", False),
+    ]),
+    (),
+    "Music files or tunes the corpus job could not use, with the error; rebuilt with the corpus.",
+)
+
 TABLES: dict[str, TableSpec] = {t.name: t for t in [
     PLAYS_RAW, CATALOG_RAW, PLAY_COUNTS_RAW, PLAYS, QUARANTINE, PLAY_COUNTS, CATALOG,
-    INTERACTIONS, ITEMS, USER_PROFILES,
+    INTERACTIONS, ITEMS, USER_PROFILES, MUSIC_SEQUENCES, MUSIC_QUARANTINE,
 ]}

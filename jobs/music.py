@@ -1,0 +1,212 @@
+"""Symbolic music helpers shared by the corpus job (Spark executors) and the music model's
+generation: finding pieces, parsing them to one merged ``symusic.Score``, keys, tempo buckets,
+the REMI tokenizer, and the top-line melody used by originality checks.
+
+Sources and their style labels:
+  bach_chorales (music21 MusicXML)   -> chorale
+  essen, oneills (music21 ABC books) -> folk   (multi-tune ABC files are split into tunes first)
+  nottingham (MIDI, when configured) -> folk
+  pop909 (MIDI, when configured)     -> pop    (MELODY/BRIDGE/PIANO merged)
+All parts of a piece are merged into one piano track: the model learns a reduction with chords.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B", "Fb": "E", "E#": "F", "B#": "C"}
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
+# Krumhansl-Kessler key profiles.
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+KEYS = [f"{n} {m}" for m in ("major", "minor") for n in PITCH_NAMES]
+TEMPO_BUCKETS = (("slow", 90.0), ("medium", 130.0), ("fast", float("inf")))
+STYLES = ("chorale", "folk", "pop")
+
+
+@dataclass(frozen=True)
+class Piece:
+    piece_id: str
+    source: str
+    style: str
+    path: str
+    kind: str                 # musicxml, abc or midi
+    text: str | None = None   # one ABC tune
+    key_hint: str | None = None
+
+
+# --- finding pieces ---------------------------------------------------------------------------
+
+def split_abc_tunes(text: str) -> list[str]:
+    """Tunes of a multi-tune ABC book: each starts at an ``X:`` line; the book header is shared."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("X:")]
+    header = [line for line in lines[:starts[0]] if re.match(r"^[A-Za-z]:", line)] if starts else []
+    tunes = []
+    for a, b in zip(starts, starts[1:] + [len(lines)]):
+        body = "\n".join(lines[a:b]).strip()
+        tunes.append("\n".join([body.splitlines()[0], *header, *body.splitlines()[1:]]))
+    return tunes
+
+
+def music21_pieces(limit_per_source: int | None = None) -> list[Piece]:
+    from music21 import corpus
+    pieces: list[Piece] = []
+    chorales = sorted(str(p) for p in corpus.getComposer("bach") if str(p).endswith((".mxl", ".xml", ".musicxml")))
+    for path in chorales[:limit_per_source]:
+        pieces.append(Piece(f"bach_chorales/{Path(path).name}", "bach_chorales", "chorale", path, "musicxml"))
+    for source, folder in (("essen", "essenFolksong"), ("oneills", "oneills1850")):
+        count = 0
+        for path in sorted(str(p) for p in corpus.getPaths(fileExtensions=["abc"]) if f"/{folder}/" in str(p)):
+            text = Path(path).read_text(encoding="latin-1")
+            for i, tune in enumerate(split_abc_tunes(text)):
+                if limit_per_source is not None and count >= limit_per_source:
+                    break
+                pieces.append(Piece(f"{source}/{Path(path).name}#{i + 1}", source, "folk", path, "abc", tune))
+                count += 1
+    return pieces
+
+
+def pop909_pieces(root: str, limit: int | None = None) -> list[Piece]:
+    pieces = []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name.isdigit())[:limit]:
+        midi = folder / f"{folder.name}.mid"
+        key_file = folder / "key_audio.txt"
+        hint = None
+        if key_file.is_file():
+            fields = key_file.read_text().split()
+            hint = fields[2] if len(fields) >= 3 else None
+        pieces.append(Piece(f"pop909/{folder.name}", "pop909", "pop", str(midi), "midi", key_hint=hint))
+    return pieces
+
+
+def nottingham_pieces(root: str, limit: int | None = None) -> list[Piece]:
+    files = sorted(Path(root).glob("*.mid"))[:limit]
+    return [Piece(f"nottingham/{f.name}", "nottingham", "folk", str(f), "midi") for f in files]
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+def merged(score):
+    """One track holding every pitched note of the score (drums dropped), program 0."""
+    import symusic
+    out = symusic.Score(score.ticks_per_quarter)
+    track = symusic.Track(program=0, is_drum=False, name="merged")
+    for t in score.tracks:
+        if not t.is_drum:
+            track.notes.extend(t.notes)
+    track.notes.sort(key=lambda n: (n.time, n.pitch))
+    out.tracks.append(track)
+    out.tempos.extend(score.tempos)
+    out.time_signatures.extend(score.time_signatures)
+    return out
+
+
+def parse(piece: Piece):
+    """(merged symusic.Score, key hint or None) for a piece; raises on anything unusable."""
+    import symusic
+    if piece.kind == "midi":
+        score = symusic.Score(piece.path)
+    elif piece.kind == "abc":
+        score = symusic.Score.from_abc(piece.text or "")
+    elif piece.kind == "musicxml":
+        from music21 import converter
+        from music21.midi import translate
+        stream = converter.parse(piece.path)
+        score = symusic.Score.from_midi(translate.music21ObjectToMidiFile(stream).writestr())
+    else:
+        raise ValueError(f"unknown piece kind {piece.kind}")
+    score = merged(score)
+    if not len(score.tracks[0].notes):
+        raise ValueError("no notes")
+    hint = piece.key_hint
+    if piece.kind == "abc":
+        match = re.search(r"^K:\s*([A-Ga-g][#b]?)\s*(m(?:in)?|maj|major|minor|dor|mix|lyd|phr|loc|aeo|ion)?",
+                          piece.text or "", flags=re.M | re.I)
+        if match:
+            mode = (match.group(2) or "").lower()
+            hint = f"{match.group(1).upper()}:{'min' if mode in ('m', 'min', 'minor', 'aeo') else 'maj'}" \
+                if mode not in ("dor", "mix", "lyd", "phr", "loc") else None
+    return score, hint
+
+
+def normalise_key(hint: str | None) -> str | None:
+    """'Gb:maj' / 'D:min' -> 'F# major' / 'D minor'; None if it cannot be read."""
+    if not hint or ":" not in hint:
+        return None
+    tonic, mode = hint.split(":", 1)
+    tonic = tonic[0].upper() + tonic[1:]
+    tonic = FLATS.get(tonic, tonic)
+    if tonic not in PITCH_NAMES:
+        return None
+    return f"{tonic} {'minor' if mode.lower().startswith('min') else 'major'}"
+
+
+def estimate_key(pitches: np.ndarray, durations: np.ndarray) -> str:
+    """Krumhansl-Schmuckler: the key whose profile best correlates with the duration-weighted pitch classes."""
+    histogram = np.bincount(pitches % 12, weights=durations.astype(float), minlength=12)
+    best, best_r = KEYS[0], -2.0
+    for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
+        for tonic in range(12):
+            r = np.corrcoef(histogram, np.roll(profile, tonic))[0, 1] if histogram.std() > 0 else 0.0
+            if r > best_r:
+                best, best_r = f"{PITCH_NAMES[tonic]} {mode}", r
+    return best
+
+
+def scale_pitch_classes(key: str) -> set[int]:
+    tonic, mode = key.split()
+    root = PITCH_NAMES.index(tonic)
+    return {(root + step) % 12 for step in (MAJOR_SCALE if mode == "major" else MINOR_SCALE)}
+
+
+def tempo_of(score) -> float:
+    return float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+
+
+def tempo_bucket(bpm: float) -> str:
+    return next(name for name, upper in TEMPO_BUCKETS if bpm < upper)
+
+
+def melody(score) -> list[int]:
+    """The highest pitch at each onset, in time order."""
+    top: dict[int, int] = {}
+    for note in score.tracks[0].notes:
+        if note.pitch > top.get(note.time, -1):
+            top[note.time] = note.pitch
+    return [top[t] for t in sorted(top)]
+
+
+def split_of(piece_id: str, validation: float = 0.05, test: float = 0.05) -> str:
+    h = int.from_bytes(hashlib.sha256(piece_id.encode()).digest()[:8], "big") / 2 ** 64
+    return "validation" if h < validation else "test" if h < validation + test else "train"
+
+
+# --- tokenizer --------------------------------------------------------------------------------
+
+def new_tokenizer():
+    from miditok import REMI, TokenizerConfig
+    return REMI(TokenizerConfig(use_chords=True, use_tempos=True, use_time_signatures=False, use_programs=False,
+                                num_velocities=8, special_tokens=["PAD", "BOS", "EOS", "MASK"]))
+
+
+def load_tokenizer(path: str | Path):
+    from miditok import REMI
+    return REMI(params=Path(path))
+
+
+def encode(tokenizer, score) -> list[int]:
+    seq = tokenizer.encode(score)
+    seq = seq[0] if isinstance(seq, list) else seq
+    return list(seq.ids)
+
+
+def decode(tokenizer, ids: list[int]):
+    """A symusic.Score from token ids (BPE ids when the tokenizer is trained)."""
+    return tokenizer.decode([list(ids)])

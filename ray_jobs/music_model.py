@@ -1,0 +1,173 @@
+"""The music model: a decoder-only Transformer over REMI+BPE tokens, with conditioning tokens
+(style, key, tempo bucket) at the start of every sequence, and batched sampling with a KV cache.
+
+Written for speed: fused attention (``F.scaled_dot_product_attention``), pre-LayerNorm blocks,
+tied input/output embeddings; on a GPU, bf16 autocast and optionally ``torch.compile``; float32
+on the CPU. The same weights decode with or without the cache (a test holds both to the same
+tokens for the same seed).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    context: int = 512
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward): 6 N + 12 L d T (Kaplan et al.; PaLM appendix B)."""
+        n = self.n_layers * 12 * self.d_model ** 2
+        return 6 * n + 12 * self.n_layers * self.d_model * self.context
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(approximate="tanh"),
+                                 nn.Linear(4 * cfg.d_model, cfg.d_model))
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        shape = (b, t, self.n_heads, d // self.n_heads)
+        q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)
+            v = torch.cat([cache[1], v], dim=2)
+        # With a cache, the t new queries sit at the end: each may see every cached key and the new
+        # ones up to itself. One new token (the sampling step) needs no mask at all.
+        if cache is None or t > 1:
+            past = k.shape[2] - t
+            mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past) if past else None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v)
+        x = x + F.dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)), self.dropout, self.training)
+        x = x + F.dropout(self.mlp(self.ln2(x)), self.dropout, self.training)
+        return x, (k, v)
+
+
+class MusicTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.position = nn.Embedding(cfg.context, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: torch.Tensor, caches: list | None = None, start: int = 0):
+        """Logits for ``tokens`` (B, T) at positions start..start+T-1, and the updated caches."""
+        t = tokens.shape[1]
+        if start + t > self.cfg.context:
+            raise ValueError(f"sequence of {start + t} tokens exceeds the model's context of {self.cfg.context}")
+        positions = torch.arange(start, start + t, device=tokens.device)
+        x = self.embed(tokens) + self.position(positions)
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if caches is None else caches[i])
+            new_caches.append(kv)
+        logits = self.ln_f(x) @ self.embed.weight.T  # tied embeddings
+        return logits, new_caches
+
+    def loss(self, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+        """Mean next-token cross-entropy, ignoring padding."""
+        logits, _ = self(tokens[:, :-1])
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+                               ignore_index=pad_id)
+
+
+def _filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    probs = sorted_logits.softmax(-1)
+    # Drop a token once the mass before it already reaches top_p (the first token always stays).
+    drop = probs.cumsum(-1) - probs >= top_p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+@torch.no_grad()
+def sample(model: MusicTransformer, prompts: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+           top_p: float = 0.95, seed: int = 0, use_cache: bool = True, eos_id: int | None = None,
+           stop_id: int | None = None, stop_count: int | None = None, banned: list[int] | None = None) -> torch.Tensor:
+    """Continue each prompt row (B, P) by up to ``max_new_tokens`` tokens.
+
+    Rows stop at ``eos_id`` or when they have produced ``stop_count`` tokens equal to ``stop_id``
+    (e.g. bars); stopped rows are padded with ``eos_id``. A fixed ``seed`` gives the same tokens with
+    and without the cache. ``banned`` tokens (conditioning, padding) are never sampled.
+    """
+    model.eval()
+    device = prompts.device
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    batch = prompts.shape[0]
+    out = prompts.clone()
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    stops = torch.zeros(batch, dtype=torch.long, device=device)
+    limit = min(max_new_tokens, model.cfg.context - prompts.shape[1])
+    caches, start = None, 0
+    step_input = prompts
+    for _ in range(limit):
+        if use_cache:
+            logits, caches = model(step_input, caches, start)
+            start += step_input.shape[1]
+        else:
+            logits, _ = model(out)
+        logits = logits[:, -1, :].float() / max(temperature, 1e-5)
+        if banned:
+            logits[:, banned] = float("-inf")
+        probs = _filter_top_p(logits, top_p).softmax(-1)
+        nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(device).squeeze(1)
+        if eos_id is not None:
+            nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+        out = torch.cat([out, nxt[:, None]], dim=1)
+        step_input = nxt[:, None]
+        if eos_id is not None:
+            done |= nxt == eos_id
+        if stop_id is not None and stop_count:
+            stops += (nxt == stop_id) & ~done
+            done |= stops >= stop_count
+        if bool(done.all()):
+            break
+    return out
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; a no-op context on the CPU (float32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    import contextlib
+    return contextlib.nullcontext()
