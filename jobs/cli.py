@@ -202,6 +202,38 @@ def cmd_corpus(cfg: Config, args) -> None:
     _print_table(["what", "rows"], sorted(counts.items()))
 
 
+def cmd_train_music(cfg: Config, args) -> None:
+    from ray_jobs.train_music import train_music
+    result = train_music(cfg)
+    rows = [(int(r["epoch"]), f"{r['train_loss']:.3f}", f"{r['valid_nll_per_token']:.3f}", f"{r['valid_nll_per_note']:.3f}",
+             f"{r['tokens_per_second']:.0f}") for r in result.history]
+    _print_table(["epoch", "train loss", "valid NLL/token", "valid NLL/note", "tokens/s"], rows)
+    print(f"\nMLflow run {result.run_id}: {cfg.get('music.model_name')} v{result.model_version} "
+          f"{'PROMOTED to champion' if result.decision.promoted else 'not promoted'}: {result.decision.reason}")
+
+
+def cmd_sample(cfg: Config, args) -> None:
+    from jobs import music
+    from ray_jobs.music_bundle import load_generator
+    from ray_jobs.tracking import CHAMPION, require_champion
+    name = str(cfg.get("music.model_name"))
+    require_champion(cfg, name, "run `encore train-music` first")
+    key = music.normalise_key(args.key if ":" in args.key else f"{args.key}:{'min' if args.minor else 'maj'}")
+    if key is None:
+        raise EncoreError(f"--key {args.key} is not a key: use a note name such as D, F# or Bb (add --minor for minor)")
+    if args.style not in music.STYLES:
+        raise EncoreError(f"--style {args.style} is not one of {', '.join(music.STYLES)}")
+    generator = load_generator(f"models:/{name}@{CHAMPION}")
+    sketch = generator.generate([(args.style, key, args.tempo)], [args.seed], bars=args.bars,
+                                temperature=args.temperature, top_p=args.top_p)[0]
+    if sketch.midi is None:
+        raise EncoreError(f"the sample did not decode to MIDI ({sketch.checks.get('error')}): try another --seed")
+    from pathlib import Path
+    Path(args.output).write_bytes(sketch.midi)
+    print(f"wrote {args.output}: {args.style}, {key}, {args.tempo} tempo, {args.bars} bars, seed {args.seed}, "
+          f"{len(sketch.tokens)} tokens")
+
+
 def cmd_train_recommender(cfg: Config, args) -> None:
     from ray_jobs.recommender_eval import print_comparison
     from ray_jobs.train_recommender import train_recommender
@@ -265,6 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("corpus", help="symbolic music -> gold.music_sequences (MidiTok REMI + BPE) with Spark")
     p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("train-music", help="train the music Transformer with Ray Train, log and gate it in MLflow")
+    p.set_defaults(func=cmd_train_music)
+
+    p = sub.add_parser("sample", help="generate one sketch with the champion music model to a MIDI file")
+    p.add_argument("--style", default="folk", help="chorale, folk or pop")
+    p.add_argument("--key", default="D", help="tonic, e.g. D, F#, Bb (or 'D:min')")
+    p.add_argument("--minor", action="store_true", help="minor instead of major")
+    p.add_argument("--tempo", default="medium", choices=["slow", "medium", "fast"])
+    p.add_argument("--bars", type=int, default=8)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("-o", "--output", default="sketch.mid")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("train-recommender", help="fit LightFM with a Ray Tune search, evaluate against baselines, "
                        "log to MLflow and gate the champion")

@@ -66,7 +66,7 @@ def read_snapshot(config: Config, name: str, as_of: dt.date | None, version: int
             raise EncoreError(f"{name} is empty at version {pinned}: run `encore features --date D` first")
         as_of = max(dates)
     try:
-        frame = table.to_pandas(partitions=[("as_of_date", "=", as_of.isoformat())], columns=columns)
+        frame = table.to_pandas(filters=[("as_of_date", "=", as_of)], columns=columns)
     except OSError as exc:  # the log still lists files that VACUUM removed
         raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
                           f"its files were vacuumed; use a newer version (latest is {table_latest(table)})") from None
@@ -80,3 +80,14 @@ def table_latest(table) -> int:
 
 def latest_version(config: Config, name: str) -> int:
     return _open(config, name, None)[2]
+
+
+def read_table(config: Config, name: str, version: int | None = None, columns: list[str] | None = None) -> PinnedRead:
+    """A whole (unpartitioned) table at a pinned Delta version."""
+    table, path, pinned = _open(config, name, version)
+    try:
+        frame = table.to_pandas(columns=columns)
+    except OSError as exc:
+        raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
+                          f"its files were vacuumed; use a newer version (latest is {table_latest(table)})") from None
+    return PinnedRead(name, path, pinned, frame)

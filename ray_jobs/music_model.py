@@ -122,18 +122,22 @@ def _filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(model: MusicTransformer, prompts: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-           top_p: float = 0.95, seed: int = 0, use_cache: bool = True, eos_id: int | None = None,
-           stop_id: int | None = None, stop_count: int | None = None, banned: list[int] | None = None) -> torch.Tensor:
-    """Continue each prompt row (B, P) by up to ``max_new_tokens`` tokens.
+           top_p: float = 0.95, seed: int | list[int] = 0, use_cache: bool = True, eos_id: int | None = None,
+           stop_ids: list[int] | None = None, stop_count: int | None = None,
+           banned: list[int] | None = None) -> torch.Tensor:
+    """Continue each prompt row (B, P) by up to ``max_new_tokens`` tokens, all rows in one batch.
 
-    Rows stop at ``eos_id`` or when they have produced ``stop_count`` tokens equal to ``stop_id``
-    (e.g. bars); stopped rows are padded with ``eos_id``. A fixed ``seed`` gives the same tokens with
-    and without the cache. ``banned`` tokens (conditioning, padding) are never sampled.
+    Rows stop at ``eos_id`` or once they have produced ``stop_count`` tokens from ``stop_ids``
+    (e.g. bars); stopped rows are padded with ``eos_id``. ``seed`` is one seed per row (or one for
+    all): a row's tokens depend only on its prompt and seed, with or without the cache, whatever
+    else is in the batch. ``banned`` tokens (conditioning, padding) are never sampled.
     """
     model.eval()
     device = prompts.device
-    generator = torch.Generator(device="cpu").manual_seed(seed)
     batch = prompts.shape[0]
+    seeds = seed if isinstance(seed, list) else [seed] * batch
+    generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    stop_tensor = torch.tensor(stop_ids or [], dtype=torch.long, device=device)
     out = prompts.clone()
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     stops = torch.zeros(batch, dtype=torch.long, device=device)
@@ -149,16 +153,16 @@ def sample(model: MusicTransformer, prompts: torch.Tensor, max_new_tokens: int, 
         logits = logits[:, -1, :].float() / max(temperature, 1e-5)
         if banned:
             logits[:, banned] = float("-inf")
-        probs = _filter_top_p(logits, top_p).softmax(-1)
-        nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(device).squeeze(1)
+        probs = _filter_top_p(logits, top_p).softmax(-1).cpu()
+        nxt = torch.cat([torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(batch)]).to(device)
         if eos_id is not None:
             nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
         out = torch.cat([out, nxt[:, None]], dim=1)
         step_input = nxt[:, None]
         if eos_id is not None:
             done |= nxt == eos_id
-        if stop_id is not None and stop_count:
-            stops += (nxt == stop_id) & ~done
+        if len(stop_tensor) and stop_count:
+            stops += torch.isin(nxt, stop_tensor) & ~done
             done |= stops >= stop_count
         if bool(done.all()):
             break

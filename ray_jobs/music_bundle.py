@@ -1,0 +1,193 @@
+"""The deployable music model: weights + tokenizer as one MLflow pyfunc, and the sketch generator
+built on it (conditioning, batched KV-cache sampling to a bar budget, MIDI decoding, checks).
+
+Quality checks on every sketch: it decodes to MIDI; most bars have notes
+(``min_bar_fill``); enough notes are in the key's scale (``min_in_scale``); and originality: the
+longest run of melodic pitch intervals it shares with any training piece stays under
+``max_shared_intervals``. Failing sketches are regenerated with a new seed up to ``retries``
+times, then dropped; both are counted.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from jobs import music
+from ray_jobs.music_model import ModelConfig, MusicTransformer, sample
+
+
+def log_music_model(checkpoint_dir: str, tokenizer_path: Path, model_name: str | None):
+    import mlflow.pyfunc
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(Path(checkpoint_dir) / "state.pt", Path(tmp) / "state.pt")
+        shutil.copy(tokenizer_path, Path(tmp) / "tokenizer.json")
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=pyfunc_model(),
+            artifacts={"state": str(Path(tmp) / "state.pt"), "tokenizer": str(Path(tmp) / "tokenizer.json")},
+            registered_model_name=model_name,
+            input_example=pd.DataFrame({"style": ["folk"], "key": ["D major"], "tempo_bucket": ["medium"],
+                                        "seed": [1], "bars": [4]}))
+
+
+@dataclass
+class Sketch:
+    style: str
+    key: str
+    tempo_bucket: str
+    seed: int
+    tokens: list[int]
+    midi: bytes | None
+    checks: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks.get("passed"))
+
+
+def longest_shared_run(melody: list[int], corpus_intervals: list[np.ndarray]) -> int:
+    """Length of the longest run of consecutive pitch intervals also found in one training piece."""
+    mine = np.diff(np.asarray(melody, dtype=np.int32))
+    best = 0
+    if len(mine) == 0:
+        return 0
+    for theirs in corpus_intervals:
+        if len(theirs) == 0:
+            continue
+        # Longest common substring by dynamic programming over the (short) sketch.
+        prev = np.zeros(len(theirs) + 1, dtype=np.int32)
+        for a in mine:
+            cur = np.zeros_like(prev)
+            cur[1:] = np.where(theirs == a, prev[:-1] + 1, 0)
+            best = max(best, int(cur.max()))
+            prev = cur
+    return best
+
+
+class MusicGenerator:
+    def __init__(self, state_path: str | Path, tokenizer_path: str | Path, device: str | None = None):
+        from ray_jobs.train_music import Vocabulary
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = MusicTransformer(ModelConfig(**state["model_config"]))
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device).eval()
+        self.tokenizer = music.load_tokenizer(tokenizer_path)
+        self.vocab = Vocabulary.of(self.tokenizer)
+        self.bar_ids = self._bar_ids()
+
+    def _bar_ids(self) -> list[int]:
+        """BPE ids whose merged base tokens contain Bar_None (a bar may hide inside a merged token)."""
+        ids = []
+        try:
+            for token, idx in self.tokenizer.vocab_model.get_vocab().items():
+                bases = self.tokenizer._vocab_learned_bytes_to_tokens.get(token, [])
+                if "Bar_None" in bases:
+                    ids.append(idx)
+        except AttributeError:
+            pass
+        return ids or ([self.vocab.bar_id] if self.vocab.bar_id >= 0 else [])
+
+    def score(self, tokens: list[int]):
+        body = [t for t in tokens if t < self.vocab.base_size and t not in (self.vocab.pad_id, self.vocab.bos_id,
+                                                                          self.vocab.eos_id)]
+        return music.decode(self.tokenizer, body)
+
+    def generate(self, conditions: list[tuple[str, str, str]], seeds: list[int], *, bars: int = 8,
+                 temperature: float = 1.0, top_p: float = 0.95, max_tokens: int | None = None,
+                 use_cache: bool = True) -> list[Sketch]:
+        """One sketch per (condition, seed), all sampled as one batch with the KV cache."""
+        prompts = torch.tensor([self.vocab.prefix(*c) for c in conditions], dtype=torch.long, device=self.device)
+        limit = max_tokens or (self.model.cfg.context - prompts.shape[1])
+        banned = [self.vocab.pad_id, self.vocab.bos_id] + list(range(self.vocab.base_size, self.vocab.size))
+        rows = sample(self.model, prompts, limit, temperature=temperature, top_p=top_p, seed=list(seeds),
+                      use_cache=use_cache, eos_id=self.vocab.eos_id, banned=banned, stop_ids=self.bar_ids,
+                      stop_count=bars + 1).tolist()
+        out = [Sketch(*cond, seed, [t for t in row[prompts.shape[1]:] if t != self.vocab.eos_id], None)
+               for cond, seed, row in zip(conditions, seeds, rows)]
+        for sketch in out:
+            try:
+                score = self.score(sketch.tokens)
+                sketch.midi = bytes(score.dumps_midi())
+            except Exception as exc:  # undecodable: fails the check, never crashes the batch
+                sketch.checks = {"passed": False, "decodes": False, "error": str(exc)[:200]}
+        return out
+
+
+def check(generator: "MusicGenerator", sketch: Sketch, bars: int, corpus_intervals: list[np.ndarray],
+          rules: dict) -> dict:
+    """The quality and originality checks of one sketch (see the module docstring)."""
+    if sketch.midi is None:
+        return sketch.checks or {"passed": False, "decodes": False}
+    import symusic
+    score = music.merged(symusic.Score.from_midi(sketch.midi))
+    notes = score.tracks[0].notes.numpy()
+    if len(notes["pitch"]) == 0:
+        return {"passed": False, "decodes": True, "notes": 0}
+    bar_ticks = score.ticks_per_quarter * 4
+    filled = len(set((notes["time"] // bar_ticks).tolist()) & set(range(bars))) / bars
+    in_scale = float(np.isin(notes["pitch"] % 12, sorted(music.scale_pitch_classes(sketch.key))).mean())
+    shared = longest_shared_run(music.melody(score), corpus_intervals)
+    result = {"decodes": True, "notes": int(len(notes["pitch"])), "bar_fill": filled, "in_scale": in_scale,
+              "longest_shared_intervals": shared}
+    result["passed"] = (filled >= float(rules["min_bar_fill"]) and in_scale >= float(rules["min_in_scale"])
+                        and shared < int(rules["max_shared_intervals"]))
+    return result
+
+
+def generate_checked(generator: "MusicGenerator", conditions: list[tuple[str, str, str]], seeds: list[int], *,
+                     bars: int, corpus_intervals: list[np.ndarray], rules: dict, temperature: float = 1.0,
+                     top_p: float = 0.95) -> tuple[list[Sketch | None], dict]:
+    """Sketches that pass the checks (None where every retry failed) and counts of what happened."""
+    final: list[Sketch | None] = [None] * len(conditions)
+    pending = list(range(len(conditions)))
+    counts = {"generated": 0, "regenerated": 0, "dropped": 0}
+    for attempt in range(int(rules["retries"]) + 1):
+        if not pending:
+            break
+        batch = generator.generate([conditions[i] for i in pending],
+                                   [seeds[i] + 7919 * attempt for i in pending], bars=bars,
+                                   temperature=temperature, top_p=top_p)
+        counts["generated"] += len(batch)
+        still = []
+        for i, sketch in zip(pending, batch):
+            sketch.checks = check(generator, sketch, bars, corpus_intervals, rules)
+            if sketch.passed:
+                final[i] = sketch
+            else:
+                still.append(i)
+        counts["regenerated"] += len(still) if attempt < int(rules["retries"]) else 0
+        pending = still
+    counts["dropped"] = len(pending)
+    return final, counts
+
+
+def pyfunc_model():
+    import mlflow.pyfunc
+
+    class MusicPyfunc(mlflow.pyfunc.PythonModel):
+        """predict(DataFrame[style, key, tempo_bucket, seed, bars]) -> DataFrame with MIDI bytes and tokens."""
+
+        def load_context(self, context):
+            self.generator = MusicGenerator(context.artifacts["state"], context.artifacts["tokenizer"])
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            rows = []
+            for rec in model_input.to_dict("records"):
+                sketch = self.generator.generate([(rec["style"], rec["key"], rec["tempo_bucket"])], [int(rec["seed"])],
+                                                 bars=int(rec.get("bars", 8)))[0]
+                rows.append({**rec, "tokens": json.dumps(sketch.tokens), "midi": sketch.midi})
+            return pd.DataFrame(rows)
+
+    return MusicPyfunc()
+
+
+def load_generator(model_uri: str) -> MusicGenerator:
+    import mlflow.pyfunc
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().generator

@@ -1,0 +1,345 @@
+"""train-music: gold.music_sequences -> the music Transformer, trained with Ray Train (DDP), then
+MLflow (model + tokenizer), registered as ``encore-music-model`` with a gated ``champion`` alias.
+
+Examples: each piece becomes windows of ``[BOS, <style>, <key>, <tempo>, tokens...]`` of at most
+``context`` tokens (the conditioning prefix is repeated in every window, so a sampler can start
+from it). Conditioning tokens are appended after the tokenizer's vocabulary (``Vocabulary``).
+
+Fault tolerance: every epoch ends with a checkpoint (model, optimizer, epoch, step). A worker
+failure restarts the workers from the latest checkpoint (``music.train.max_failures``); a rerun
+with the same data and settings finds its run folder under ``paths.ray_storage`` and resumes there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jobs import music
+from jobs.config import Config
+from jobs.errors import EncoreError
+from ray_jobs import tracking
+from ray_jobs.gold import read_table
+from ray_jobs.music_model import ModelConfig, MusicTransformer, autocast_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Token ids: the tokenizer's, then one per style, key and tempo bucket."""
+
+    base_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    bar_id: int
+
+    @property
+    def conditions(self) -> list[str]:
+        return ([f"STYLE_{s}" for s in music.STYLES] + [f"KEY_{k.replace(' ', '_')}" for k in music.KEYS]
+                + [f"TEMPO_{name}" for name, _ in music.TEMPO_BUCKETS])
+
+    @property
+    def size(self) -> int:
+        return self.base_size + len(self.conditions)
+
+    def condition_id(self, name: str) -> int:
+        return self.base_size + self.conditions.index(name)
+
+    def prefix(self, style: str, key: str, tempo_bucket: str) -> list[int]:
+        return [self.bos_id, self.condition_id(f"STYLE_{style}"), self.condition_id(f"KEY_{key.replace(' ', '_')}"),
+                self.condition_id(f"TEMPO_{tempo_bucket}")]
+
+    def to_dict(self) -> dict:
+        return {"base_size": self.base_size, "pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id,
+                "bar_id": self.bar_id}
+
+    @classmethod
+    def of(cls, tokenizer) -> "Vocabulary":
+        vocab = tokenizer.vocab  # base tokens -> base ids; BPE ids are the trained model's
+        size = len(tokenizer)
+        bar = tokenizer.vocab.get("Bar_None")
+        return cls(size, vocab["PAD_None"], vocab["BOS_None"], vocab["EOS_None"], bar if bar is not None else -1)
+
+
+def windows(frame, vocab: Vocabulary, context: int) -> np.ndarray:
+    """(N, context) int64 training windows, PAD-filled; the prefix leads every window."""
+    rows = []
+    for rec in frame.itertuples():
+        prefix = vocab.prefix(rec.style, rec.key, rec.tempo_bucket)
+        body = list(rec.token_ids) + [vocab.eos_id]
+        step = context - len(prefix)
+        for start in range(0, len(body), step):
+            chunk = prefix + body[start:start + step]
+            if len(chunk) > len(prefix) + 1:
+                rows.append(chunk + [vocab.pad_id] * (context - len(chunk)))
+    if not rows:
+        return np.zeros((0, context), dtype=np.int64)
+    return np.asarray(rows, dtype=np.int64)
+
+
+def device_and_gpu(config: Config) -> bool:
+    wanted = config.get("music.train.use_gpu")
+    return torch.cuda.is_available() if wanted in (None, "auto") else bool(wanted)
+
+
+# --- the per-worker loop ----------------------------------------------------------------------
+
+def _lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_loop(cfg: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg["seed"] + rank)
+    device = ray.train.torch.get_device()
+    model_cfg = ModelConfig(**cfg["model"])
+    model = MusicTransformer(model_cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.1, betas=(0.9, 0.95),
+                                  fused=device.type == "cuda")
+    start_epoch, step = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    resume_dir = None
+    if checkpoint is not None:
+        resume_dir = checkpoint.to_directory()
+    elif cfg.get("resume_path"):
+        resume_dir = cfg["resume_path"]
+    if resume_dir:
+        state = torch.load(Path(resume_dir) / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        print(f"[music] rank {rank}: resumed after epoch {state['epoch']} at step {step}", flush=True)
+    model = ray.train.torch.prepare_model(model)
+    if cfg.get("compile") and device.type == "cuda":
+        model = torch.compile(model)
+    raw = model.module if hasattr(model, "module") else model
+
+    train = torch.from_numpy(cfg["train"])[rank::world]
+    valid = torch.from_numpy(cfg["valid"])[rank::world]
+    batch = cfg["batch_size"]
+    steps_per_epoch = max(1, math.ceil(len(train) / batch))
+    total = steps_per_epoch * cfg["epochs"]
+    pad = cfg["pad_id"]
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    for epoch in range(start_epoch, cfg["epochs"]):
+        if cfg.get("fail_at_epoch") == epoch and not Path(cfg["fail_marker"]).exists():
+            Path(cfg["fail_marker"]).write_text("failed once")
+            raise RuntimeError(f"injected worker failure at epoch {epoch}")
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        started, tokens_seen, loss_sum = time.perf_counter(), 0, 0.0
+        for i in range(steps_per_epoch):
+            idx = order[i * batch:(i + 1) * batch]
+            if len(idx) == 0:
+                idx = order[:batch]
+            x = train[idx].to(device, non_blocking=True)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(step, total, cfg["lr"], cfg["warmup_steps"])
+            with autocast_for(device):
+                logits, _ = model(x[:, :-1])
+                loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                         x[:, 1:].reshape(-1), ignore_index=pad)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            tokens_seen += int((x[:, 1:] != pad).sum())
+            loss_sum += float(loss)
+        seconds = time.perf_counter() - started
+
+        model.eval()
+        nll, count = torch.zeros(2, dtype=torch.float64, device=device)
+        with torch.no_grad():
+            for i in range(0, len(valid), batch):
+                x = valid[i:i + batch].to(device)
+                with autocast_for(device):
+                    logits, _ = raw(x[:, :-1])
+                target = x[:, 1:]
+                losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                           target.reshape(-1), ignore_index=pad, reduction="sum")
+                nll += float(losses)
+                count += int((target != pad).sum())
+        totals = torch.stack([nll, count, torch.tensor(float(tokens_seen), dtype=torch.float64, device=device)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(totals)
+        metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / steps_per_epoch,
+                   "valid_nll_per_token": float(totals[0] / max(1.0, float(totals[1]))),
+                   "valid_nll_per_note": float(totals[0] / max(1, cfg["valid_notes"])),
+                   "tokens_per_second": float(totals[2]) / max(seconds, 1e-9), "epoch_seconds": seconds}
+        with tempfile.TemporaryDirectory() as tmp:
+            report_checkpoint = None
+            if rank == 0:
+                torch.save({"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                            "step": step, "model_config": model_cfg.to_dict()}, Path(tmp) / "state.pt")
+                report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=report_checkpoint)
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+def _load_state_model(path: Path) -> MusicTransformer:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = MusicTransformer(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model
+
+
+@torch.no_grad()
+def validation_nll(model: MusicTransformer, windows_: np.ndarray, pad_id: int, batch: int = 32) -> float:
+    """Mean NLL per (non-pad) token over validation windows, on the CPU: the gate's one yardstick."""
+    model = model.to("cpu").eval()
+    total, count = 0.0, 0
+    for i in range(0, len(windows_), batch):
+        x = torch.from_numpy(windows_[i:i + batch])
+        logits, _ = model(x[:, :-1])
+        total += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                         x[:, 1:].reshape(-1), ignore_index=pad_id, reduction="sum"))
+        count += int((x[:, 1:] != pad_id).sum())
+    return total / max(1, count)
+
+
+@dataclass
+class MusicTrainResult:
+    run_id: str
+    model_version: int
+    metrics: dict
+    history: list[dict]
+    decision: tracking.GateDecision
+    checkpoint_dir: str
+    resumed_from_epoch: int | None
+
+
+def _settings(config: Config) -> dict:
+    section = config.section("music").get("train") or {}
+    if not section:
+        raise EncoreError("config has no music.train section: see jobs/defaults.yaml")
+    return section
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.glob("checkpoint_*"), key=lambda p: p.stat().st_mtime) if run_dir.is_dir() else []
+    for path in reversed(found):
+        if (path / "state.pt").is_file():
+            return path
+    return None
+
+
+def train_music(config: Config, *, fail_at_epoch: int | None = None, version: int | None = None) -> MusicTrainResult:
+    import mlflow
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray_jobs.runtime import connect
+
+    settings = _settings(config)
+    read = read_table(config, "gold.music_sequences", version)
+    frame = read.frame
+    if frame.empty:
+        raise EncoreError("gold.music_sequences is empty: run `encore corpus` first")
+    tokenizer_path = Path(config.path("artifacts")) / "music_tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise EncoreError(f"tokenizer {tokenizer_path} is missing: run `encore corpus` to rebuild it")
+    sha = hashlib.sha256(tokenizer_path.read_bytes()).hexdigest()
+    stale = set(frame["tokenizer_sha256"]) - {sha}
+    if stale:
+        raise EncoreError(f"gold.music_sequences was tokenized with another tokenizer than {tokenizer_path}: "
+                          "rerun `encore corpus` so both match")
+    tokenizer = music.load_tokenizer(tokenizer_path)
+    vocab = Vocabulary.of(tokenizer)
+    context = int(settings["context"])
+    train_frame, valid_frame = frame[frame["split"] == "train"], frame[frame["split"] == "validation"]
+    if valid_frame.empty:
+        valid_frame = train_frame.iloc[: max(1, len(train_frame) // 20)]
+    train_windows, valid_windows = windows(train_frame, vocab, context), windows(valid_frame, vocab, context)
+    if len(train_windows) == 0:
+        raise EncoreError("no training windows: the corpus has no training pieces with tokens")
+    use_gpu = device_and_gpu(config)
+    model_cfg = ModelConfig(vocab_size=vocab.size, context=context, d_model=int(settings["d_model"]),
+                            n_layers=int(settings["n_layers"]), n_heads=int(settings["n_heads"]),
+                            dropout=float(settings["dropout"]))
+    epochs = int(settings["epochs"])
+    identity = json.dumps({"model": model_cfg.to_dict(), "data": f"{read.version}:{sha}", "epochs": epochs,
+                           "lr": settings["lr"], "batch": settings["batch_size"], "seed": settings["seed"],
+                           "workers": settings["num_workers"]}, sort_keys=True)
+    run_name = "music-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+    storage = config.path("ray_storage")
+    resume = _latest_checkpoint(Path(storage) / run_name) if "://" not in storage else None
+    resumed_from = None
+    if resume is not None:
+        resumed_from = int(torch.load(resume / "state.pt", map_location="cpu", weights_only=False)["epoch"])
+        log.info("train-music: resuming %s from %s (after epoch %d)", run_name, resume, resumed_from)
+    loop_cfg = {"model": model_cfg.to_dict(), "train": train_windows, "valid": valid_windows,
+                "valid_notes": int(valid_frame["n_notes"].sum()), "pad_id": vocab.pad_id, "epochs": epochs,
+                "batch_size": int(settings["batch_size"]), "lr": float(settings["lr"]),
+                "warmup_steps": int(settings["warmup_steps"]), "seed": int(settings["seed"]),
+                "compile": bool(settings.get("compile")), "resume_path": str(resume) if resume else None,
+                "fail_at_epoch": fail_at_epoch, "fail_marker": str(Path(storage) / f"{run_name}.failed-once")}
+    log.info("train-music: %d train / %d validation windows of %d tokens, vocab %d, %s, %d worker(s)",
+             len(train_windows), len(valid_windows), context, vocab.size, "GPU" if use_gpu else "CPU",
+             int(settings["num_workers"]))
+    connect(config)
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=loop_cfg,
+        scaling_config=ray.train.ScalingConfig(num_workers=int(settings["num_workers"]), use_gpu=use_gpu),
+        run_config=ray.train.RunConfig(name=run_name, storage_path=str(Path(storage).resolve()) if "://" not in storage
+                                       else storage,
+                                       failure_config=ray.train.FailureConfig(max_failures=int(settings["max_failures"])),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    result = trainer.fit()
+    if result.error:
+        raise EncoreError(f"music training failed: {result.error}")
+    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    metrics = dict(result.metrics)
+    checkpoint_dir = result.checkpoint.to_directory()
+
+    tracking.experiment(config, str(config.get("music.experiment", "encore-music")))
+    model_name = str(config.get("music.model_name", "encore-music-model"))
+    with mlflow.start_run(run_name=f"train-music {run_name}") as run:
+        mlflow.set_tags({"job": "train-music", "ray_run": run_name, "device": "cuda" if use_gpu else "cpu"})
+        tracking.log_delta_input(frame, read.name, read.path, read.version)
+        mlflow.log_params({**{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
+                           **{f"train.{k}": v for k, v in settings.items()}, "tokenizer_sha256": sha,
+                           "train_windows": len(train_windows), "valid_windows": len(valid_windows)})
+        for row in history:
+            mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "valid_nll_per_token", "valid_nll_per_note",
+                                                           "tokens_per_second") if k in row}, step=int(row["epoch"]))
+        mlflow.log_artifact(str(tokenizer_path), "tokenizer")
+        candidate_nll = validation_nll(_load_state_model(Path(checkpoint_dir) / "state.pt"), valid_windows, vocab.pad_id)
+        champion = tracking.champion(config, model_name)
+        champion_score = None
+        if champion is not None:
+            champion_sha = mlflow.get_run(champion.run_id).data.params.get("tokenizer_sha256")
+            if champion_sha == sha:
+                from ray_jobs.music_bundle import load_generator
+                generator = load_generator(f"models:/{model_name}@{tracking.CHAMPION}")
+                champion_score = validation_nll(generator.model, valid_windows, vocab.pad_id)
+            else:  # NLL over another vocabulary is not comparable: the new tokenizer's model wins
+                log.info("train-music: the champion used another tokenizer; promoting the new model")
+        from ray_jobs.music_bundle import log_music_model
+        info = log_music_model(checkpoint_dir, tokenizer_path, model_name)
+        version_number = int(info.registered_model_version)
+        decision = tracking.decide(candidate_nll, champion_score,
+                                   champion.version if champion else None, "valid_nll_per_token", higher_is_better=False)
+        mlflow.log_metrics({"valid_nll_per_token": float(metrics["valid_nll_per_token"]),
+                            "valid_nll_per_note": float(metrics["valid_nll_per_note"])})
+        tracking.apply_gate(config, model_name, version_number, decision)
+    return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, checkpoint_dir, resumed_from)
