@@ -209,4 +209,8 @@ def encode(tokenizer, score) -> list[int]:
 
 def decode(tokenizer, ids: list[int]):
     """A symusic.Score from token ids (BPE ids when the tokenizer is trained)."""
-    return tokenizer.decode([list(ids)])
+    from miditok import TokSequence
+    seq = TokSequence(ids=[int(i) for i in ids], are_ids_encoded=bool(tokenizer.is_trained))
+    if tokenizer.is_trained:
+        tokenizer.decode_token_ids(seq)  # BPE ids -> base ids, so decode does not read them as base ids
+    return tokenizer.decode([seq])

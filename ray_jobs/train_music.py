@@ -133,19 +133,51 @@ def train_loop(cfg: dict) -> None:
         model = torch.compile(model)
     raw = model.module if hasattr(model, "module") else model
 
-    train = torch.from_numpy(cfg["train"])[rank::world]
-    valid = torch.from_numpy(cfg["valid"])[rank::world]
+    train = torch.from_numpy(np.array(cfg["train"]))[rank::world]
+    valid = torch.from_numpy(np.array(cfg["valid"]))[rank::world]
     batch = cfg["batch_size"]
     steps_per_epoch = max(1, math.ceil(len(train) / batch))
     total = steps_per_epoch * cfg["epochs"]
     pad = cfg["pad_id"]
-    generator = torch.Generator().manual_seed(cfg["seed"])
+
+    def report(epoch: int, step: int, seconds: float, tokens_seen: int, train_loss: float) -> None:
+        """Validation NLL over every worker's shard, then one report with rank 0's checkpoint."""
+        model.eval()
+        nll, count = torch.zeros(2, dtype=torch.float64, device=device)
+        with torch.no_grad():
+            for i in range(0, len(valid), batch):
+                x = valid[i:i + batch].to(device)
+                with autocast_for(device):
+                    logits, _ = raw(x[:, :-1])
+                target = x[:, 1:]
+                losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                           target.reshape(-1), ignore_index=pad, reduction="sum")
+                nll += float(losses)
+                count += int((target != pad).sum())
+        totals = torch.stack([nll, count, torch.tensor(float(tokens_seen), dtype=torch.float64, device=device)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(totals)
+        metrics = {"epoch": epoch, "step": step, "train_loss": train_loss,
+                   "valid_nll_per_token": float(totals[0] / max(1.0, float(totals[1]))),
+                   "valid_nll_per_note": float(totals[0] / max(1, cfg["valid_notes"])),
+                   "tokens_per_second": float(totals[2]) / max(seconds, 1e-9), "epoch_seconds": seconds}
+        with tempfile.TemporaryDirectory() as tmp:
+            report_checkpoint = None
+            if rank == 0:
+                torch.save({"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                            "step": step, "model_config": model_cfg.to_dict()}, Path(tmp) / "state.pt")
+                report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=report_checkpoint)
+
+    if start_epoch >= cfg["epochs"]:  # a rerun of a finished run: report its final state again
+        report(start_epoch - 1, step, 0.0, 0, float("nan"))
     for epoch in range(start_epoch, cfg["epochs"]):
         if cfg.get("fail_at_epoch") == epoch and not Path(cfg["fail_marker"]).exists():
             Path(cfg["fail_marker"]).write_text("failed once")
             raise RuntimeError(f"injected worker failure at epoch {epoch}")
         model.train()
-        order = torch.randperm(len(train), generator=generator)
+        # Seeded per epoch, so a resumed run visits the data in the same order as an uninterrupted one.
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch))
         started, tokens_seen, loss_sum = time.perf_counter(), 0, 0.0
         for i in range(steps_per_epoch):
             idx = order[i * batch:(i + 1) * batch]
@@ -164,35 +196,8 @@ def train_loop(cfg: dict) -> None:
             optimizer.step()
             step += 1
             tokens_seen += int((x[:, 1:] != pad).sum())
-            loss_sum += float(loss)
-        seconds = time.perf_counter() - started
-
-        model.eval()
-        nll, count = torch.zeros(2, dtype=torch.float64, device=device)
-        with torch.no_grad():
-            for i in range(0, len(valid), batch):
-                x = valid[i:i + batch].to(device)
-                with autocast_for(device):
-                    logits, _ = raw(x[:, :-1])
-                target = x[:, 1:]
-                losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                           target.reshape(-1), ignore_index=pad, reduction="sum")
-                nll += float(losses)
-                count += int((target != pad).sum())
-        totals = torch.stack([nll, count, torch.tensor(float(tokens_seen), dtype=torch.float64, device=device)])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(totals)
-        metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / steps_per_epoch,
-                   "valid_nll_per_token": float(totals[0] / max(1.0, float(totals[1]))),
-                   "valid_nll_per_note": float(totals[0] / max(1, cfg["valid_notes"])),
-                   "tokens_per_second": float(totals[2]) / max(seconds, 1e-9), "epoch_seconds": seconds}
-        with tempfile.TemporaryDirectory() as tmp:
-            report_checkpoint = None
-            if rank == 0:
-                torch.save({"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                            "step": step, "model_config": model_cfg.to_dict()}, Path(tmp) / "state.pt")
-                report_checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=report_checkpoint)
+            loss_sum += float(loss.detach())
+        report(epoch, step, time.perf_counter() - started, tokens_seen, loss_sum / steps_per_epoch)
 
 
 # --- the driver -------------------------------------------------------------------------------

@@ -300,7 +300,7 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
         bundle = RecommenderBundle(data.user_ids, data.item_ids, factors.user, factors.item, factors.item_bias,
                                    train.tocsr(), np.asarray((train > 0).sum(axis=0)).ravel().astype(np.float32),
                                    w, ease_items, ease_weights)
-        label = "lightfm" if w <= 0 else f"lightfm+ease w={w:.1f}"
+        label = "lightfm" if w <= 0 else f"lightfm+ease w={w:g}"
         table = comparison_table(data, train, test, bundle.score, factors.score, settings, label)
         candidate = float(table.loc[table["model"] == label, METRIC].iloc[0])
         mlflow.log_metrics({"final_fit_seconds": fit_seconds, "final_seconds_per_epoch": fit_seconds / max(1, params["epochs"])})

@@ -1,0 +1,154 @@
+"""Music on real parts: music21's corpus and MIDI files through Spark into Delta, MidiTok tokens,
+a tiny Transformer trained with Ray Train (DDP over 2 CPU workers), MLflow, and KV-cache sampling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jobs import music
+from tests.conftest import make_config
+
+TINY = {
+    "ENCORE__MUSIC__CORPUS__LIMIT_PER_SOURCE": "6",
+    "ENCORE__MUSIC__CORPUS__BPE_VOCAB_SIZE": "400",
+    "ENCORE__MUSIC__TRAIN__CONTEXT": "96",
+    "ENCORE__MUSIC__TRAIN__D_MODEL": "32",
+    "ENCORE__MUSIC__TRAIN__N_LAYERS": "1",
+    "ENCORE__MUSIC__TRAIN__N_HEADS": "2",
+    "ENCORE__MUSIC__TRAIN__EPOCHS": "3",
+    "ENCORE__MUSIC__TRAIN__BATCH_SIZE": "8",
+    "ENCORE__MUSIC__TRAIN__LR": "0.003",
+    "ENCORE__MUSIC__TRAIN__WARMUP_STEPS": "5",
+    "ENCORE__MUSIC__TRAIN__DROPOUT": "0.0",
+}
+
+
+def test_abc_books_are_split_into_tunes_with_the_shared_header():
+    book = "%comment\nM:4/4\nX:1\nT:One\nK:G\nGABc|\n\nX:2\nT:Two\nK:D\nDEFG|\n"
+    tunes = music.split_abc_tunes(book)
+    assert len(tunes) == 2 and tunes[1].startswith("X:2") and "M:4/4" in tunes[1] and "K:D" in tunes[1]
+
+
+def test_keys_and_buckets():
+    assert music.normalise_key("Gb:maj") == "F# major" and music.normalise_key("d:min") == "D minor"
+    c_major = np.array([60, 62, 64, 65, 67, 69, 71, 72, 60, 64, 67])
+    assert music.estimate_key(c_major, np.ones(len(c_major))) == "C major"
+    assert [music.tempo_bucket(b) for b in (60, 100, 160)] == ["slow", "medium", "fast"]
+
+
+@pytest.fixture(scope="module")
+def corpus_home(spark, tmp_path_factory):
+    import symusic
+    from jobs.corpus import build_corpus
+    from jobs.lakehouse import Lakehouse
+    home = tmp_path_factory.mktemp("music")
+    midi_dir = home / "extra-midi"
+    midi_dir.mkdir()
+    good = symusic.Score(480)
+    track = symusic.Track(program=0)
+    for i, pitch in enumerate([62, 64, 66, 67, 69, 71, 73, 74] * 4):
+        track.notes.append(symusic.Note(i * 480, 400, pitch, 80))
+    good.tracks.append(track)
+    good.dump_midi(str(midi_dir / "reel_good.mid"))
+    (midi_dir / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage-not-midi")
+    (midi_dir / "empty.mid").write_bytes(b"")
+    env = {**TINY, "ENCORE__MUSIC__CORPUS__NOTTINGHAM_DIR": str(midi_dir)}
+    lake = Lakehouse(make_config(home, **env), spark)
+    counts = build_corpus(lake)
+    yield home, env, lake, counts
+    import ray
+    ray.shutdown()
+
+
+def test_corpus_tokenizes_and_quarantines_bad_files(corpus_home):
+    home, env, lake, counts = corpus_home
+    rows = lake.read("gold.music_sequences").toPandas()
+    quarantine = lake.read("silver.music_quarantine").toPandas()
+    assert set(quarantine["piece_id"]) == {"nottingham/corrupt.mid", "nottingham/empty.mid"}
+    assert set(quarantine["stage"]) == {"parse"} and quarantine["error"].str.len().min() > 0
+    assert set(rows["style"]) == {"chorale", "folk"} and "nottingham/reel_good.mid" in set(rows["piece_id"])
+    assert counts["gold.music_sequences"] + counts["silver.music_quarantine"] == counts["pieces"]
+    assert (rows["length"] == rows["token_ids"].apply(len)).all() and rows["length"].min() >= 8
+    assert set(rows["split"]) <= {"train", "validation", "test"} and (rows["split"] == "train").any()
+    assert rows["key"].isin(music.KEYS).all()
+    assert rows.loc[rows["piece_id"] == "nottingham/reel_good.mid", "key"].item() == "D major"
+    assert rows["tokenizer_sha256"].nunique() == 1
+    tokenizer = music.load_tokenizer(lake.config.path("artifacts") + "/music_tokenizer.json")
+    decoded = music.decode(tokenizer, list(rows["token_ids"].iloc[0]))
+    assert decoded.note_num() > 0
+
+
+def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
+    from ray_jobs import tracking
+    from ray_jobs.train_music import train_music
+    home, env, _, _ = corpus_home
+    config = make_config(home, **env)
+    result = train_music(config, fail_at_epoch=1)
+    history = result.history
+    assert (home / "ray").exists()
+    # The history holds the attempt that finished: it started after epoch 0's checkpoint, not from 0.
+    epochs = [int(h["epoch"]) for h in history]
+    assert epochs == [1, 2], f"a worker failure restarted training instead of resuming: {epochs}"
+    steps = [int(h["step"]) for h in history]
+    per_epoch = steps[1] - steps[0]
+    assert per_epoch > 0 and steps == [2 * per_epoch, 3 * per_epoch]   # resumed at the right step
+    vocab_size = int(mlflow_param(config, result.run_id, "model.vocab_size"))
+    assert history[-1]["valid_nll_per_token"] < np.log(vocab_size) - 0.5   # learned: an untrained model is ~ln V
+    assert result.decision.promoted
+    assert tracking.champion(config, "encore-music-model").version == result.model_version
+
+    again = train_music(config)          # same data and settings: picks up its finished run
+    assert again.resumed_from_epoch == 2 and int(again.history[-1]["step"]) == steps[-1]
+    assert again.history[-1]["valid_nll_per_token"] == pytest.approx(history[-1]["valid_nll_per_token"])
+    assert not again.decision.promoted   # equal validation NLL does not beat the champion
+
+
+def mlflow_param(config, run_id: str, key: str) -> str:
+    from ray_jobs import tracking
+    return tracking.client(config).get_run(run_id).data.params[key]
+
+
+def test_sampling_with_and_without_cache_is_identical_and_decodes(corpus_home):
+    import symusic
+    from ray_jobs.music_bundle import generate_checked, load_generator
+    from ray_jobs.tracking import CHAMPION
+    home, env, lake, _ = corpus_home
+    from ray_jobs import tracking
+    tracking.client(make_config(home, **env))  # points MLflow at this home's store
+    generator = load_generator(f"models:/encore-music-model@{CHAMPION}")
+    conditions = [("folk", "D major", "medium"), ("chorale", "G minor", "slow")]
+    cached = generator.generate(conditions, [5, 6], bars=4, max_tokens=60)
+    plain = generator.generate(conditions, [5, 6], bars=4, max_tokens=60, use_cache=False)
+    assert [s.tokens for s in cached] == [s.tokens for s in plain]
+    alone = generator.generate(conditions[1:], [6], bars=4, max_tokens=60)
+    assert alone[0].tokens == cached[1].tokens                  # a row depends on its own seed only
+    decoded = [s for s in cached if s.midi is not None]
+    assert decoded and all(symusic.Score.from_midi(s.midi).note_num() >= 0 for s in decoded)
+
+    rows = lake.read("gold.music_sequences").toPandas()
+    corpus = [np.diff(np.asarray(m)) for m in rows["melody"]]
+    rules = {"min_bar_fill": 0.0, "min_in_scale": 0.0, "max_shared_intervals": 10_000, "retries": 1}
+    sketches, counts = generate_checked(generator, conditions, [1, 2], bars=2, corpus_intervals=corpus, rules=rules)
+    assert counts["generated"] >= 2 and counts["dropped"] + sum(s is not None for s in sketches) == 2
+    strict = {**rules, "min_in_scale": 1.01}                    # impossible: every sketch is retried, then dropped
+    sketches, counts = generate_checked(generator, conditions, [1, 2], bars=2, corpus_intervals=corpus, rules=strict)
+    assert sketches == [None, None] and counts == {"generated": 4, "regenerated": 2, "dropped": 2}
+
+
+def test_longest_shared_interval_run():
+    from ray_jobs.music_bundle import longest_shared_run
+    corpus = [np.diff(np.array([60, 62, 64, 65, 67, 69]))]
+    assert longest_shared_run([50, 52, 54, 55, 40], corpus) == 3        # +2 +2 +1 shared
+    assert longest_shared_run([60, 63], corpus) == 0                     # +3 never occurs
+
+
+def test_kv_cache_logits_match_the_full_forward():
+    from ray_jobs.music_model import ModelConfig, MusicTransformer
+    torch.manual_seed(0)
+    model = MusicTransformer(ModelConfig(vocab_size=50, context=64, d_model=32, n_layers=2, n_heads=4, dropout=0.0)).eval()
+    x = torch.randint(0, 50, (2, 40))
+    full, _ = model(x)
+    first, cache = model(x[:, :25])
+    rest, _ = model(x[:, 25:], cache, 25)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), full, atol=1e-5, rtol=1e-4)
