@@ -152,3 +152,27 @@ def test_kv_cache_logits_match_the_full_forward():
     first, cache = model(x[:, :25])
     rest, _ = model(x[:, 25:], cache, 25)
     torch.testing.assert_close(torch.cat([first, rest], dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_sample_command_writes_midi_and_names_a_missing_champion(corpus_home, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import symusic
+    from tests.conftest import TEST_ENV
+    home, env, _, _ = corpus_home
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    encore = str(Path(sys.executable).parent / "encore")
+    out = tmp_path / "sketch.mid"
+    done = subprocess.run([encore, "sample", "--style", "folk", "--key", "D", "--bars", "2", "-o", str(out)],
+                          env={**base, **TEST_ENV, **env, "ENCORE_HOME": str(home)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert symusic.Score.from_midi(out.read_bytes()).ticks_per_quarter > 0
+    empty = subprocess.run([encore, "sample", "-o", str(tmp_path / "x.mid")],
+                           env={**base, **TEST_ENV, "ENCORE_HOME": str(tmp_path / "nothing")}, capture_output=True,
+                           text=True, timeout=300)
+    assert empty.returncode == 2
+    assert empty.stderr.strip().splitlines()[-1].startswith("encore: error: no 'champion' version of MLflow model")
