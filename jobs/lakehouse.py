@@ -135,13 +135,19 @@ class Lakehouse:
             raise EncoreError(f"writing {name}: columns {missing} missing from the job's output")
         return df.select([df[f.name].cast(f.dataType).alias(f.name) for f in table.schema])
 
-    def append(self, df, name: str, run_info: dict | None = None) -> int:
-        """Append and return the number of rows written (from the Delta commit's metrics)."""
+    def _write(self, df, name: str, mode: str, run_info: dict | None, **options: str) -> None:
+        """Create the table if needed, cast to its contract and commit, recording ``run_info``."""
         self.ensure(name)
-        writer = self._select_contract(df, name).write.format("delta").mode("append")
+        writer = self._select_contract(df, name).write.format("delta").mode(mode)
+        for key, value in options.items():
+            writer = writer.option(key, value)
         if run_info:
             writer = writer.option("userMetadata", json.dumps(run_info, sort_keys=True))
         writer.save(self.path(name))
+
+    def append(self, df, name: str, run_info: dict | None = None) -> int:
+        """Append and return the number of rows written (from the Delta commit's metrics)."""
+        self._write(df, name, "append", run_info)
         return self.last_commit_rows(name)
 
     def last_commit_rows(self, name: str) -> int:
@@ -151,20 +157,11 @@ class Lakehouse:
 
     def overwrite(self, df, name: str, run_info: dict | None = None) -> None:
         """Replace the whole table (for tables rebuilt from scratch, like the music corpus)."""
-        self.ensure(name)
-        writer = self._select_contract(df, name).write.format("delta").mode("overwrite")
-        if run_info:
-            writer = writer.option("userMetadata", json.dumps(run_info, sort_keys=True))
-        writer.save(self.path(name))
+        self._write(df, name, "overwrite", run_info)
 
     def replace_partition(self, df, name: str, column: str, value: date, run_info: dict | None = None) -> None:
         """Overwrite exactly the rows where ``column = value``: a rerun replaces, never duplicates."""
-        self.ensure(name)
-        writer = (self._select_contract(df, name).write.format("delta").mode("overwrite")
-                  .option("replaceWhere", f"{column} = DATE'{value.isoformat()}'"))
-        if run_info:
-            writer = writer.option("userMetadata", json.dumps(run_info, sort_keys=True))
-        writer.save(self.path(name))
+        self._write(df, name, "overwrite", run_info, replaceWhere=f"{column} = DATE'{value.isoformat()}'")
 
 
 def open_lakehouse(config: Config, app_name: str = "encore") -> Lakehouse:

@@ -65,12 +65,15 @@ def read_snapshot(config: Config, name: str, as_of: dt.date | None, version: int
         if not dates:
             raise EncoreError(f"{name} is empty at version {pinned}: run `encore features --date D` first")
         as_of = max(dates)
+    return PinnedRead(name, path, pinned, _frame(table, name, pinned, [("as_of_date", "=", as_of)], columns))
+
+
+def _frame(table, name: str, pinned: int, filters, columns) -> pd.DataFrame:
     try:
-        frame = table.to_pandas(filters=[("as_of_date", "=", as_of)], columns=columns)
+        return table.to_pandas(filters=filters, columns=columns)
     except OSError as exc:  # the log still lists files that VACUUM removed
         raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
                           f"its files were vacuumed; use a newer version (latest is {table_latest(table)})") from None
-    return PinnedRead(name, path, pinned, frame)
 
 
 def table_latest(table) -> int:
@@ -85,9 +88,4 @@ def latest_version(config: Config, name: str) -> int:
 def read_table(config: Config, name: str, version: int | None = None, columns: list[str] | None = None) -> PinnedRead:
     """A whole (unpartitioned) table at a pinned Delta version."""
     table, path, pinned = _open(config, name, version)
-    try:
-        frame = table.to_pandas(columns=columns)
-    except OSError as exc:
-        raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
-                          f"its files were vacuumed; use a newer version (latest is {table_latest(table)})") from None
-    return PinnedRead(name, path, pinned, frame)
+    return PinnedRead(name, path, pinned, _frame(table, name, pinned, None, columns))
