@@ -232,6 +232,7 @@ class MusicTrainResult:
     decision: tracking.GateDecision
     checkpoint_dir: str
     resumed_from_epoch: int | None
+    quality: "object" = None  # pandas DataFrame: the per-style quality report
 
 
 def _settings(config: Config) -> dict:
@@ -347,4 +348,26 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
         mlflow.log_metrics({"valid_nll_per_token": float(metrics["valid_nll_per_token"]),
                             "valid_nll_per_note": float(metrics["valid_nll_per_note"])})
         tracking.apply_gate(config, model_name, version_number, decision)
-    return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, checkpoint_dir, resumed_from)
+        quality = _quality_report(config, checkpoint_dir, tokenizer_path, frame)
+    return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, checkpoint_dir, resumed_from,
+                            quality)
+
+
+def _quality_report(config: Config, checkpoint_dir: str, tokenizer_path: Path, frame):
+    """Per-style report of generated vs held-out pieces, logged to the active MLflow run."""
+    import mlflow
+    from ray_jobs.music_bundle import MusicGenerator
+    from ray_jobs.music_quality import report
+    section = config.section("music").get("report") or {}
+    held_out = frame[frame["split"] == "test"]
+    if held_out.empty:
+        held_out = frame[frame["split"] == "validation"]
+    generator = MusicGenerator(Path(checkpoint_dir) / "state.pt", tokenizer_path)
+    table = report(generator, held_out, int(section.get("sketches_per_style", 8)), int(section.get("bars", 8)))
+    for row in table.to_dict("records"):
+        for kind in ("generated", "real", "distance"):
+            if row[kind] == row[kind]:
+                mlflow.log_metric(f"quality.{row['style']}.{row['metric']}.{kind}", row[kind])
+    mlflow.log_table(table, artifact_file="quality_report.json")
+    log.info("music quality report:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return table

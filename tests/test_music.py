@@ -21,6 +21,8 @@ TINY = {
     "ENCORE__MUSIC__TRAIN__LR": "0.003",
     "ENCORE__MUSIC__TRAIN__WARMUP_STEPS": "5",
     "ENCORE__MUSIC__TRAIN__DROPOUT": "0.0",
+    "ENCORE__MUSIC__REPORT__SKETCHES_PER_STYLE": "2",
+    "ENCORE__MUSIC__REPORT__BARS": "2",
 }
 
 
@@ -96,6 +98,14 @@ def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
     vocab_size = int(mlflow_param(config, result.run_id, "model.vocab_size"))
     assert history[-1]["valid_nll_per_token"] < np.log(vocab_size) - 0.5   # learned: an untrained model is ~ln V
     assert result.decision.promoted
+    quality = result.quality
+    assert set(quality["style"]) <= {"chorale", "folk"} and set(quality["metric"]) == {
+        "pitch_class_entropy", "scale_consistency", "groove_consistency"}
+    real = quality.set_index(["style", "metric"])["real"]
+    assert real.xs("scale_consistency", level="metric").between(0.5, 1.0).all()
+    assert real.xs("pitch_class_entropy", level="metric").between(0.0, np.log2(12)).all()
+    logged = tracking.client(config).get_run(result.run_id).data.metrics
+    assert any(k.startswith("quality.") and k.endswith(".distance") for k in logged)
     assert tracking.champion(config, "encore-music-model").version == result.model_version
 
     again = train_music(config)          # same data and settings: picks up its finished run
