@@ -85,13 +85,12 @@ class MusicGenerator:
     def _bar_ids(self) -> list[int]:
         """BPE ids whose merged base tokens contain Bar_None (a bar may hide inside a merged token)."""
         ids = []
-        try:
-            for token, idx in self.tokenizer.vocab_model.get_vocab().items():
-                bases = self.tokenizer._vocab_learned_bytes_to_tokens.get(token, [])
-                if "Bar_None" in bases:
-                    ids.append(idx)
-        except AttributeError:
-            pass
+        learned = getattr(self.tokenizer, "_vocab_learned_bytes_to_tokens", None) or {}
+        vocab_model = self.tokenizer.vocab_model if self.tokenizer.is_trained else {}
+        items = vocab_model.items() if isinstance(vocab_model, dict) else vocab_model.get_vocab().items()
+        for token, idx in items:
+            if "Bar_None" in learned.get(token, []):
+                ids.append(int(idx))
         return ids or ([self.vocab.bar_id] if self.vocab.bar_id >= 0 else [])
 
     def score(self, tokens: list[int]):
