@@ -27,6 +27,8 @@ def client(config: Config):
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Our logged tables and input examples have integer columns on purpose; the hint is noise.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, uri)
