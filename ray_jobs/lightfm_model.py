@@ -36,7 +36,6 @@ def tag_vocabulary(data: Interactions, n_tags: int) -> list[str]:
 
 def _with_identity(tag_part: sp.csr_matrix, share: float) -> sp.csr_matrix:
     """[identity * (1 - share) | tag rows L1-normalised * share]; rows without tags keep identity 1."""
-    n = tag_part.shape[0]
     sums = np.asarray(tag_part.sum(axis=1)).ravel()
     has = sums > 0
     scale = np.where(has, share / np.where(has, sums, 1.0), 0.0)

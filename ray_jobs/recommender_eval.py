@@ -60,8 +60,7 @@ def recommender_eval(config: Config, hetrec_dir: str, out: str, trials: int | No
     from jobs.lakehouse import open_lakehouse
     from ray_jobs import lightfm_model as lm
     from ray_jobs import recsys
-    from ray_jobs.recommender_model import RecommenderBundle
-    from ray_jobs.train_recommender import load_gold, train_recommender
+    from ray_jobs.train_recommender import assemble_bundle, load_gold, train_recommender
 
     hetrec.check_dir(hetrec_dir)
     out_path = Path(out)
@@ -86,12 +85,8 @@ def recommender_eval(config: Config, hetrec_dir: str, out: str, trials: int | No
         log.info("refitting %s on all %d given rows", params, data.plays.nnz)
         models, features, _, _ = lm.fit(data, data.plays, params, seed=int(rc["seed"]), threads=int(rc["final_threads"]))
         factors = lm.factors_of(models, features)
-        w = float(params["blend_ease"])
-        ease_items, ease_weights = (recsys.ease_matrix(data.plays, float(rc["baselines"]["ease_lambda"]),
-                                                       int(rc["baselines"]["ease_max_items"])) if w > 0 else (None, None))
-        bundle = RecommenderBundle(data.user_ids, data.item_ids, factors.user, factors.item, factors.item_bias,
-                                   data.plays, np.asarray((data.plays > 0).sum(axis=0)).ravel().astype(np.float32),
-                                   w, ease_items, ease_weights)
+        bundle = assemble_bundle(data, factors, data.plays, float(params["blend_ease"]),
+                                 float(rc["baselines"]["ease_lambda"]), int(rc["baselines"]["ease_max_items"]))
         users = np.arange(len(data.user_ids))
         items, _ = recsys.top_k(bundle.score, users, data.plays, 10)
         frame = pd.DataFrame({"user_id": np.repeat(data.user_ids, 10), "item_id": data.item_ids[items.ravel()],

@@ -24,7 +24,7 @@ from jobs.config import Config
 from jobs.errors import EncoreError
 from ray_jobs import lightfm_model as lm
 from ray_jobs import recsys, tracking
-from ray_jobs.gold import PinnedRead, read_snapshot
+from ray_jobs.gold import read_snapshot
 from ray_jobs.recommender_model import RecommenderBundle, load_bundle, pyfunc_model
 
 log = logging.getLogger(__name__)
@@ -55,27 +55,30 @@ def load_gold(config: Config, as_of: dt.date | None, versions: dict[str, int] | 
 
 # --- one trial: fit on `fit`, early-stop on `valid`, choose the blend weight ------------------
 
-def _choose_blend(factors: lm.Factors, fit: "recsys.sp.csr_matrix", valid, ease_fn) -> tuple[float, float]:
+def assemble_bundle(data: recsys.Interactions, factors: lm.Factors, seen, blend: float, ease_lambda: float,
+                    ease_max_items: int, with_ease: bool | None = None) -> RecommenderBundle:
+    """The deployable bundle from fitted factors and the plays they were fitted on (plus EASE when
+    blending, or when ``with_ease`` asks for it so the weight can still be varied)."""
+    seen = seen.tocsr()
+    items = weights = None
+    if with_ease or (with_ease is None and blend > 0):
+        items, weights = recsys.ease_matrix(seen, ease_lambda, ease_max_items)
+    return RecommenderBundle(data.user_ids, data.item_ids, factors.user, factors.item, factors.item_bias, seen,
+                             np.asarray((seen > 0).sum(axis=0)).ravel().astype(np.float32), blend, items, weights)
+
+
+def _choose_blend(data: recsys.Interactions, factors: lm.Factors, fit, valid, settings: dict) -> tuple[float, float]:
+    """The EASE weight (from BLEND_GRID) whose blend, scored exactly as the deployed bundle scores,
+    gives the best validation NDCG@10."""
+    bundle = assemble_bundle(data, factors, fit, 0.0, float(settings["ease_lambda"]), int(settings["ease_max_items"]),
+                             with_ease=True)
     best_w, best = 0.0, -1.0
     for w in BLEND_GRID:
-        bundle_score = _blend_score(factors, ease_fn, w)
-        value = recsys.evaluate_scores(bundle_score, fit, valid)[METRIC]
+        bundle.blend_ease = w
+        value = recsys.evaluate_scores(bundle.score, fit, valid)[METRIC]
         if value > best + 1e-9:
             best_w, best = w, value
     return best_w, best
-
-
-def _blend_score(factors: lm.Factors, ease_fn, w: float):
-    from ray_jobs.recommender_model import _standardise
-    if w <= 0 or ease_fn is None:
-        return factors.score
-
-    def score(users):
-        e = ease_fn(users)
-        modelled = e > -1e5
-        low = np.where(modelled, e, np.inf).min(axis=1, keepdims=True) - 1e-3
-        return (1 - w) * _standardise(factors.score(users)) + w * _standardise(np.where(modelled, e, low))
-    return score
 
 
 def run_trial(params: dict, data: recsys.Interactions, fit, valid, settings: dict, report=None) -> dict:
@@ -95,9 +98,8 @@ def run_trial(params: dict, data: recsys.Interactions, fit, valid, settings: dic
         eval_every=int(settings["eval_every"]), patience=int(settings["patience"]), on_eval=on_eval)
     if not history or not all(math.isfinite(h[METRIC]) for h in history):
         raise RuntimeError("LightFM produced non-finite validation scores")
-    ease_fn = recsys.ease(fit, float(settings["ease_lambda"]), int(settings["ease_max_items"])) \
-        if settings.get("blend", True) else None
-    w, blended = _choose_blend(lm.factors_of(model, features), fit, valid, ease_fn) if ease_fn else (0.0, last[METRIC])
+    w, blended = (_choose_blend(data, lm.factors_of(model, features), fit, valid, settings)
+                  if settings.get("blend", True) else (0.0, last[METRIC]))
     final = {**last, "best_epoch": best_epoch, "best_lightfm": max(h[METRIC] for h in history),
              "blend_weight": w, "score": blended, "reported_at": time.time()}
     if report:
@@ -111,7 +113,7 @@ def _tune_trainable(config_params: dict, data, fit, valid, settings):
     run_trial(params, data, fit, valid, settings, report=tune.report)
 
 
-def search_space(seed: int) -> dict:
+def search_space() -> dict:
     from ray import tune
     return {
         "no_components": tune.choice([64, 128, 192]),
@@ -163,12 +165,12 @@ def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tup
         tune.with_parameters(_tune_trainable, data=data, fit=fit, valid=valid, settings=settings),
         {"cpu": int(settings["threads"])})
     tuner = tune.Tuner(
-        trainable, param_space=search_space(int(settings["seed"])),
+        trainable, param_space=search_space(),
         tune_config=tune.TuneConfig(
             num_samples=trials, max_concurrent_trials=int(rc["search"]["max_concurrent"]) or None,
             # The configured parameters are always the first trial, so a search never does worse than them.
             search_alg=BasicVariantGenerator(random_state=int(settings["seed"]), points_to_evaluate=[
-                {k: settings["base_params"][k] for k in search_space(0)}]),
+                {k: settings["base_params"][k] for k in search_space()}]),
             scheduler=ASHAScheduler(metric=METRIC, mode="max", time_attr="training_iteration",
                                     grace_period=int(rc["search"]["grace_evaluations"]),
                                     max_t=max(1, int(settings["base_params"]["epochs"]) // int(settings["eval_every"])) + 1)),
@@ -182,7 +184,7 @@ def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tup
         finished = metrics.get("score") is not None and math.isfinite(metrics["score"])
         row = {"trial": Path(result.path).name if result.path else "?",
                "status": "error" if result.error else ("ok" if finished else "stopped early"),
-               **{k: result.config.get(k) for k in search_space(0)}}
+               **{k: result.config.get(k) for k in search_space()}}
         row.update({k: metrics.get(k) for k in ("epoch", "best_epoch", "best_lightfm", "blend_weight", "score",
                                                  "seconds_per_epoch", "started_at", "reported_at")})
         row["error"] = str(result.error).splitlines()[0][:200] if result.error else ""
@@ -192,7 +194,7 @@ def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tup
         raise EncoreError(f"all {len(table)} search trials failed or were stopped early; first error: "
                           f"{table['error'].iloc[0] if len(table) else 'none'} (see {storage})")
     best = grid.get_best_result(metric="score", mode="max", scope="last", filter_nan_and_inf=True)
-    params = {**settings["base_params"], **{k: best.config[k] for k in search_space(0)}}
+    params = {**settings["base_params"], **{k: best.config[k] for k in search_space()}}
     return params, dict(best.metrics), table
 
 
@@ -294,12 +296,7 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
         fit_seconds = time.perf_counter() - started
         factors = lm.factors_of(models, features)
         w = float(params["blend_ease"])
-        ease_items = ease_weights = None
-        if w > 0:
-            ease_items, ease_weights = recsys.ease_matrix(train, settings["ease_lambda"], settings["ease_max_items"])
-        bundle = RecommenderBundle(data.user_ids, data.item_ids, factors.user, factors.item, factors.item_bias,
-                                   train.tocsr(), np.asarray((train > 0).sum(axis=0)).ravel().astype(np.float32),
-                                   w, ease_items, ease_weights)
+        bundle = assemble_bundle(data, factors, train, w, settings["ease_lambda"], settings["ease_max_items"])
         label = "lightfm" if w <= 0 else f"lightfm+ease w={w:g}"
         table = comparison_table(data, train, test, bundle.score, factors.score, settings, label)
         candidate = float(table.loc[table["model"] == label, METRIC].iloc[0])
