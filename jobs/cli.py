@@ -170,30 +170,63 @@ def cmd_setup(cfg: Config, args) -> None:
     print(f"Spark {lake.spark.version} with Delta is ready; home: {cfg.home}")
 
 
+def _print_night(report) -> None:
+    _print_table(["step", "result", "seconds"], [(s, r, f"{secs:.1f}") for s, r, secs in report.steps], max_width=110)
+
+
 def cmd_demo(cfg: Config, args) -> None:
-    """Generate the embedded synthetic logs, then ingest -> clean -> features for every date."""
+    """Generate the embedded synthetic logs, backfill the earlier dates, then run the night of the last one."""
     from jobs.clean import clean_date
-    from jobs.features import build_features
     from jobs.ingest import ingest_landing
-    steps = []
+    from jobs.night import NightReport, run_night
     started = time.monotonic()
     written = _generate(cfg)
-    steps.append(("generate-logs", f"{sum(written.values())} lines over {len(written)} days", time.monotonic() - started))
-    lake = _lake(cfg)
     dates = sorted(dt.date.fromisoformat(d) for d in written)
-    t = time.monotonic()
-    added = ingest_landing(lake, dates)
-    steps.append(("ingest", ", ".join(f"{k} +{v}" for k, v in added.items()), time.monotonic() - t))
-    for d in dates:
-        t = time.monotonic()
-        result = clean_date(lake, d)
-        steps.append((f"clean {d}", f"{result.kept} kept, {result.quarantined} quarantined", time.monotonic() - t))
-    t = time.monotonic()
-    out = build_features(lake, dates[-1])
-    steps.append((f"features {dates[-1]}", ", ".join(f"{k}={v}" for k, v in out.items()), time.monotonic() - t))
-    _print_table(["step", "result", "seconds"], [(s, r, f"{secs:.1f}") for s, r, secs in steps])
-    print(f"\nTables under {lake.root}. Try:\n  .venv/bin/encore sql \"SELECT * FROM gold.items "
-          f"WHERE as_of_date = DATE'{dates[-1]}' ORDER BY popularity_rank LIMIT 10\"")
+    lake = _lake(cfg)
+    earlier = NightReport(dates[-1])
+    earlier.steps.append(("generate-logs", f"{sum(written.values())} lines over {len(written)} days",
+                          time.monotonic() - started))
+    earlier.step("ingest", lambda: ", ".join(f"{k} +{v}" for k, v in ingest_landing(lake, dates).items()))
+    for d in dates[:-1]:
+        earlier.step(f"clean {d}", lambda d=d: (lambda r: f"{r.kept} kept, {r.quarantined} quarantined")(clean_date(lake, d)))
+    report = run_night(lake, dates[-1], ingest=False)
+    report.steps[:0] = earlier.steps
+    _print_night(report)
+    last = dates[-1]
+    print(f"\nTables under {lake.root}, export under {cfg.path('exports')}/run_date={last}. Try:\n"
+          f"  .venv/bin/encore sql \"SELECT rank, item_name, strategy, reason FROM warehouse.recommendations "
+          f"WHERE run_date = DATE'{last}' AND user_id = (SELECT min(user_id) FROM warehouse.recommendations) "
+          f"ORDER BY rank LIMIT 10\"")
+
+
+def cmd_night(cfg: Config, args) -> None:
+    from jobs.night import run_night
+    _print_night(run_night(_lake(cfg), args.date))
+
+
+def cmd_score(cfg: Config, args) -> None:
+    from ray_jobs.score import score
+    r = score(_lake(cfg), args.date)
+    _print_table(["run_date", "users", "rows", "per strategy", "recommender", "MLflow run", "seconds"],
+                 [(r.run_date, r.users, r.rows, ", ".join(f"{k}={v}" for k, v in sorted(r.per_strategy.items())),
+                   f"v{r.model_version}", r.run_id, f"{r.seconds:.1f}")])
+
+
+def cmd_generate(cfg: Config, args) -> None:
+    from ray_jobs.packs import generate_packs
+    r = generate_packs(_lake(cfg), args.date)
+    _print_table(["run_date", "packs", "sketches", "short packs", "pool generated", "pool dropped", "music model",
+                  "MLflow run", "seconds"],
+                 [(r.run_date, r.packs, r.sketches, r.short_packs, r.pool_counts["generated"],
+                   r.pool_counts["pool_dropped"], f"v{r.model_version}", r.run_id, f"{r.seconds:.1f}")])
+
+
+def cmd_export(cfg: Config, args) -> None:
+    from jobs.export import export_run
+    r = export_run(_lake(cfg), args.date)
+    _print_table(["run_date", "folder", "recommendations", "sketches", "files", "MB", "removed old runs"],
+                 [(r.run_date, r.path, r.rows["recommendations"], r.rows["packs"], r.files, f"{r.bytes / 1e6:.1f}",
+                   ", ".join(r.removed_runs) or "-")], max_width=100)
 
 
 def cmd_corpus(cfg: Config, args) -> None:
@@ -262,8 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
 
-    p = sub.add_parser("demo", help="run the pipeline end to end on embedded synthetic data")
+    p = sub.add_parser("demo", help="generate embedded synthetic logs and run the whole night on them")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("night", help="one logical date end to end: ingest -> clean -> features -> (training when "
+                       "there is no champion) -> score -> generate -> export")
+    p.add_argument("--date", type=_date, required=True, help="logical date, YYYY-MM-DD")
+    p.set_defaults(func=cmd_night)
 
     p = sub.add_parser("generate-logs", help="write seeded raw play logs to the landing folder")
     p.add_argument("--source", choices=["synthetic", "hetrec"])
@@ -329,6 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-home", action="store_true", help="keep the temporary lakehouse and MLflow store")
     p.set_defaults(func=cmd_recommender_eval)
 
+    p = sub.add_parser("score", help="champion recommender's top-K for every user -> warehouse.recommendations")
+    p.add_argument("--date", type=_date, required=True, help="run date (reads the gold snapshot as of it)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("generate", help="inspiration packs from the champion music model -> warehouse.inspiration_packs")
+    p.add_argument("--date", type=_date, required=True, help="run date (needs that date's recommendations)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="publish the run date's warehouse rows to exports/run_date=D/ (manifest, "
+                       "_SUCCESS, atomic)")
+    p.add_argument("--date", type=_date, required=True, help="run date")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("sql", help="run Spark SQL against the catalog and print a table")
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=100)
@@ -352,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "pyspark"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # py4j logs a reset socket at INFO on the root logger and then retries on a new connection.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: record.getMessage() != "Exception while sending command.")
     try:
         cfg = load_config(args.profile, args.config)
         args.func(cfg, args)

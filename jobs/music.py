@@ -170,6 +170,16 @@ def tempo_of(score) -> float:
     return float(score.tempos[0].qpm) if len(score.tempos) else 120.0
 
 
+def tempo_at_first_note(score) -> float:
+    """The tempo in effect when the first note sounds (decoded sketches start with a default tempo)."""
+    notes = score.tracks[0].notes if len(score.tracks) else []
+    if not len(score.tempos) or not len(notes):
+        return tempo_of(score)
+    first = min(n.time for n in notes)
+    current = [t for t in score.tempos if t.time <= first]
+    return float((current[-1] if current else score.tempos[0]).qpm)
+
+
 def tempo_bucket(bpm: float) -> str:
     return next(name for name, upper in TEMPO_BUCKETS if bpm < upper)
 
@@ -182,6 +192,34 @@ def melody(score) -> list[int]:
             top[note.time] = note.pitch
     return [top[t] for t in sorted(top)]
 
+
+
+TRIADS = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6)}
+
+
+def chord_progression(score, bars: int) -> str:
+    """One chord per bar, e.g. 'D | G | A | D', from the notes sounding in it ('N.C.' for an empty bar).
+
+    Each bar's duration-weighted pitch classes are matched to the 36 major, minor and diminished
+    triads; the chord covering the most weight wins (ties: the chord whose root sounds most).
+    """
+    notes = score.tracks[0].notes.numpy() if len(score.tracks) else {"pitch": np.zeros(0, int)}
+    bar_ticks = score.ticks_per_quarter * 4
+    names = []
+    for bar in range(bars):
+        start, end = bar * bar_ticks, (bar + 1) * bar_ticks
+        if len(notes["pitch"]) == 0:
+            names.append("N.C.")
+            continue
+        overlap = np.clip(np.minimum(notes["time"] + notes["duration"], end) - np.maximum(notes["time"], start), 0, None)
+        weights = np.bincount(notes["pitch"] % 12, weights=overlap.astype(float), minlength=12)
+        if weights.sum() <= 0:
+            names.append("N.C.")
+            continue
+        best = max(((weights[[(root + i) % 12 for i in shape]].sum(), weights[root], root, quality)
+                    for root in range(12) for quality, shape in TRIADS.items()), key=lambda c: (c[0], c[1]))
+        names.append(PITCH_NAMES[best[2]] + best[3])
+    return " | ".join(names)
 
 def split_of(piece_id: str, validation: float = 0.05, test: float = 0.05) -> str:
     h = int.from_bytes(hashlib.sha256(piece_id.encode()).digest()[:8], "big") / 2 ** 64

@@ -23,6 +23,15 @@ def storage_uri(path: str) -> tuple[str, dict[str, str] | None]:
     return path, None
 
 
+# The command that writes each table, for "missing table" errors.
+PRODUCERS = {
+    "silver.plays": "`encore clean --date D`", "gold.interactions": "`encore features --date D`",
+    "gold.items": "`encore features --date D`", "gold.user_profiles": "`encore features --date D`",
+    "gold.music_sequences": "`encore corpus`", "warehouse.recommendations": "`encore score --date D`",
+    "warehouse.inspiration_packs": "`encore generate --date D`",
+}
+
+
 @dataclass(frozen=True)
 class PinnedRead:
     name: str
@@ -39,7 +48,8 @@ def _open(config: Config, name: str, version: int | None):
     try:
         table = DeltaTable(uri, storage_options=options)
     except TableNotFoundError:
-        raise EncoreError(f"table {name} does not exist at {path}: run `encore features --date D` first") from None
+        raise EncoreError(f"table {name} does not exist at {path}: run the step that writes it first"
+                          f" ({PRODUCERS.get(name, 'see `encore tables`')})") from None
     latest = table.version()
     if version is None:
         return table, path, latest
@@ -89,3 +99,10 @@ def read_table(config: Config, name: str, version: int | None = None, columns: l
     """A whole (unpartitioned) table at a pinned Delta version."""
     table, path, pinned = _open(config, name, version)
     return PinnedRead(name, path, pinned, _frame(table, name, pinned, None, columns))
+
+
+def read_filtered(config: Config, name: str, filters: list[tuple], columns: list[str] | None = None,
+                  version: int | None = None) -> PinnedRead:
+    """Rows of a table matching partition/column ``filters`` (deltalake DNF tuples) at a pinned version."""
+    table, path, pinned = _open(config, name, version)
+    return PinnedRead(name, path, pinned, _frame(table, name, pinned, filters, columns))

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyspark.sql.types import (ArrayType, DateType, DoubleType, IntegerType, LongType, MapType, StringType,
-                               StructField, StructType, TimestampType)
+from pyspark.sql.types import (ArrayType, BinaryType, DateType, DoubleType, IntegerType, LongType, MapType,
+                               StringType, StructField, StructType, TimestampType)
 
 
 def col(name: str, dtype, doc: str, nullable: bool = True) -> StructField:
@@ -229,7 +229,71 @@ MUSIC_QUARANTINE = TableSpec(
     "Music files or tunes the corpus job could not use, with the error; rebuilt with the corpus.",
 )
 
+RUN_COLS_DOC = "MLflow run of the job that wrote this run date's rows (params, metrics, lineage)."
+
+RECOMMENDATIONS = TableSpec(
+    "warehouse.recommendations",
+    StructType([
+        col("run_date", DateType(), "Logical date of the nightly run.", False),
+        col("user_id", StringType(), "Listener id (every user seen in silver up to run_date).", False),
+        col("rank", IntegerType(), "1 = best; 1..K without gaps per user.", False),
+        col("item_id", StringType(), "Recommended artist id; never one the user played in the gold window.", False),
+        col("item_name", StringType(), "Display name of the artist."),
+        col("score", DoubleType(), "Score within the row's strategy (comparable within one user and strategy only).", False),
+        col("strategy", StringType(), "model, tag_profile or popularity (README: recommendation strategies).", False),
+        col("reason", StringType(), "Human reason, e.g. 'because you play Radiohead'.", False),
+        col("reason_item_id", StringType(), "The played artist behind the reason (model rows)."),
+        col("model_name", StringType(), "MLflow registered recommender.", False),
+        col("model_version", IntegerType(), "Its version (the champion at scoring time).", False),
+        col("mlflow_run_id", StringType(), RUN_COLS_DOC, False),
+        col("source_versions", MapType(StringType(), LongType()), "Delta versions of the gold tables read.", False),
+    ]),
+    ("run_date",),
+    "Top-K artists per user per nightly run, with strategy and reason.",
+    constraints={"rank_positive": "rank >= 1",
+                 "known_strategy": "strategy IN ('model', 'tag_profile', 'popularity')"},
+)
+
+# Nested fields are nullable in the schema because Spark reads every Parquet field as nullable;
+# score and generate always set them.
+SKETCH = StructType([
+    StructField("sketch_id", StringType()),
+    StructField("style", StringType()),
+    StructField("key", StringType()),
+    StructField("tempo_bucket", StringType()),
+    StructField("tempo_bpm", DoubleType()),
+    StructField("bars", IntegerType()),
+    StructField("seed", LongType()),
+    StructField("chords", StringType()),
+    StructField("n_notes", IntegerType()),
+    StructField("in_scale", DoubleType()),
+    StructField("longest_shared_intervals", IntegerType()),
+    StructField("midi", BinaryType()),
+])
+SEED_ITEM = StructType([StructField("item_id", StringType()), StructField("name", StringType())])
+
+INSPIRATION_PACKS = TableSpec(
+    "warehouse.inspiration_packs",
+    StructType([
+        col("run_date", DateType(), "Logical date of the nightly run.", False),
+        col("user_id", StringType(), "Listener id.", False),
+        col("pack_id", StringType(), "Stable id: hash of user, run date and model version.", False),
+        col("styles", ArrayType(StringType()), "The user's dominant styles (README: tags to styles), strongest first.", False),
+        col("sketches", ArrayType(SKETCH),
+            "2-4 generated sketches: id, style, key, tempo, bars, seed, chord progression per bar, notes, checks, "
+            "MIDI bytes.", False),
+        col("seed_items", ArrayType(SEED_ITEM), "The user's top recommendations that motivated the pack.", False),
+        col("model_name", StringType(), "MLflow registered music model.", False),
+        col("model_version", IntegerType(), "Its version (the champion at generation time).", False),
+        col("data_versions", MapType(StringType(), LongType()),
+            "Delta versions read: gold.music_sequences, gold.user_profiles, warehouse.recommendations.", False),
+        col("mlflow_run_id", StringType(), RUN_COLS_DOC, False),
+    ]),
+    ("run_date",),
+    "One inspiration pack per user per nightly run: generated musical sketches tied to their taste.",
+)
+
 TABLES: dict[str, TableSpec] = {t.name: t for t in [
     PLAYS_RAW, CATALOG_RAW, PLAY_COUNTS_RAW, PLAYS, QUARANTINE, PLAY_COUNTS, CATALOG,
-    INTERACTIONS, ITEMS, USER_PROFILES, MUSIC_SEQUENCES, MUSIC_QUARANTINE,
+    INTERACTIONS, ITEMS, USER_PROFILES, MUSIC_SEQUENCES, MUSIC_QUARANTINE, RECOMMENDATIONS, INSPIRATION_PACKS,
 ]}

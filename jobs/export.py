@@ -1,0 +1,205 @@
+"""The nightly export for platform teams: one run date of the warehouse tables as files under
+``paths.exports``, following the contract in ``schemas/export.py``.
+
+Publishing is atomic for readers: everything is written into a hidden staging folder next to
+the target (``.staging-run_date=D-<id>``), the manifest is validated, ``_SUCCESS`` is written
+last, and only then is the folder renamed to ``run_date=D``. A rerun renames the previous
+folder aside and the new one into place, then deletes the old one, so a reader sees the old
+export, the new one, or (for an instant during a rerun) none; never a mixture. A crash leaves
+the staging folder behind, without ``_SUCCESS``; the next export of that date removes it.
+After publishing, only the newest ``export.keep_runs`` run dates are kept (the date just
+exported always stays).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.errors import EncoreError
+from schemas import export as contract
+
+log = logging.getLogger(__name__)
+RUN_FOLDER = re.compile(r"^run_date=(\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass
+class ExportResult:
+    run_date: dt.date
+    path: Path
+    run_id: str
+    rows: dict[str, int]
+    files: int
+    bytes: int
+    removed_runs: list[str]
+    seconds: float
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tidy_spark_output(folder: Path) -> list[Path]:
+    """Drop Spark's own _SUCCESS and checksum files; return the data files, sorted."""
+    for extra in list(folder.glob("_*")) + list(folder.glob(".*.crc")):
+        extra.unlink()
+    return sorted(folder.glob("*.parquet"))
+
+
+def _select(df, schema):
+    return df.select([df[f.name].cast(f.dataType).alias(f.name) for f in schema])
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Write _SUCCESS, then swap the staging folder into place (see the module docstring)."""
+    with open(staging / "_SUCCESS", "wb") as f:
+        os.fsync(f.fileno())
+    if target.exists():
+        aside = target.with_name(f".replaced-{target.name}-{uuid.uuid4().hex[:8]}")
+        os.rename(target, aside)
+        os.rename(staging, target)
+        shutil.rmtree(aside)
+    else:
+        os.rename(staging, target)
+
+
+def _apply_retention(root: Path, keep: int, current: str) -> list[str]:
+    runs = sorted((p.name for p in root.iterdir() if p.is_dir() and RUN_FOLDER.match(p.name)), reverse=True)
+    removed = [name for name in runs[max(keep, 1):] if name != current]
+    for name in removed:
+        shutil.rmtree(root / name)
+    return removed
+
+
+def _remove_leftovers(root: Path, folder: str) -> None:
+    """Staging or replaced folders of this run date left by a crashed export."""
+    for stale in root.glob(f".*-{folder}-*"):
+        log.warning("export: removing %s left by an interrupted export", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def export_run(lake, run_date: dt.date) -> ExportResult:
+    """Write ``exports/run_date=D/`` from the warehouse tables' rows of that date."""
+    import mlflow
+    from pyspark.sql import functions as F
+    from ray_jobs import tracking
+
+    config = lake.config
+    root_text = config.path("exports")
+    if "://" in root_text:
+        raise EncoreError(f"paths.exports is {root_text}: exports are written to a local or mounted folder "
+                          "(object-store publishing is not supported yet); point paths.exports at a mounted path")
+    started = time.perf_counter()
+    root = Path(root_text)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = f"run_date={run_date.isoformat()}"
+    _remove_leftovers(root, folder)
+
+    versions = {}
+    frames = {}
+    for name, hint in (("warehouse.recommendations", "score"), ("warehouse.inspiration_packs", "generate")):
+        if not lake.exists(name):
+            raise EncoreError(f"{name} does not exist yet: run `encore {hint} --date {run_date}` first")
+        versions[name] = lake.version(name)
+        frames[name] = lake.read(name, versions[name]).where(F.col("run_date") == F.lit(run_date))
+        if frames[name].isEmpty():
+            raise EncoreError(f"{name} has no rows for {run_date}: run `encore {hint} --date {run_date}` first")
+    recs, packs = frames["warehouse.recommendations"], frames["warehouse.inspiration_packs"]
+    for df in (recs, packs):
+        for row in df.select(F.explode("source_versions" if "source_versions" in df.columns else "data_versions")
+                             ).distinct().collect():
+            versions.setdefault(row["key"], int(row["value"]))
+
+    sketches = (packs.select("run_date", "user_id", "pack_id", "model_version", "seed_items",
+                             F.posexplode("sketches").alias("position", "sketch"))
+                .select("run_date", "user_id", "pack_id", (F.col("position") + 1).alias("sketch_index"), "sketch.*",
+                        F.col("seed_items.item_id").alias("seed_item_ids"),
+                        F.col("seed_items.name").alias("seed_item_names"), "model_version")
+                .withColumn("midi_path", F.concat(F.lit("midi/"), F.col("sketch_id"), F.lit(".mid")))
+                .withColumn("midi_sha256", F.sha2(F.col("midi"), 256)))
+
+    staging = root / f".staging-{folder}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    tracking.experiment(config, str(config.get("nightly.experiment")))
+    with mlflow.start_run(run_name=f"export {run_date}") as run:
+        mlflow.set_tags({"job": "export", "run_date": str(run_date)})
+        mlflow.log_params({f"source.{k}.version": v for k, v in versions.items()})
+        try:
+            _select(recs, contract.RECOMMENDATIONS).coalesce(1).write.parquet(str(staging / "recommendations"))
+            _select(sketches, contract.PACK_SKETCHES).coalesce(1).write.parquet(str(staging / "packs"))
+            (staging / "midi").mkdir()
+            midi_count = 0
+            for row in sketches.select("midi_path", "midi").dropDuplicates(["midi_path"]).toLocalIterator():
+                (staging / row["midi_path"]).write_bytes(bytes(row["midi"]))
+                midi_count += 1
+            manifest = _manifest(staging, run_date, run.info.run_id, recs, packs, versions, midi_count)
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            _publish(staging, root / folder)
+        except BaseException:
+            log.error("export %s failed before publishing; %s is left without _SUCCESS and the previous export "
+                      "(if any) is untouched", run_date, staging)
+            raise
+        removed = _apply_retention(root, int(config.get("export.keep_runs")), folder)
+        total_bytes = sum(f["bytes"] for f in manifest["files"])
+        seconds = time.perf_counter() - started
+        mlflow.log_metrics({"rows.recommendations": manifest["datasets"]["recommendations"]["rows"],
+                            "rows.packs": manifest["datasets"]["packs"]["rows"], "files.midi": midi_count,
+                            "bytes": total_bytes, "seconds": seconds, "removed_runs": len(removed)})
+        mlflow.log_dict(manifest, "manifest.json")
+    log.info("export %s: %s (%d files, %.1f MB)%s", run_date, root / folder, len(manifest["files"]), total_bytes / 1e6,
+             f"; removed old runs {removed}" if removed else "")
+    return ExportResult(run_date, root / folder, run.info.run_id,
+                        {k: v["rows"] for k, v in manifest["datasets"].items()}, len(manifest["files"]),
+                        total_bytes, removed, seconds)
+
+
+def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versions: dict, midi_count: int) -> dict:
+    import pyarrow.parquet as pq
+    files, datasets = [], {}
+    for dataset in ("recommendations", "packs"):
+        parts = _tidy_spark_output(staging / dataset)
+        rows = 0
+        for part in parts:
+            n = pq.read_metadata(part).num_rows
+            rows += n
+            files.append({"path": part.relative_to(staging).as_posix(), "bytes": part.stat().st_size,
+                          "sha256": _sha256(part), "rows": n})
+        datasets[dataset] = {"rows": rows, "files": [p.relative_to(staging).as_posix() for p in parts]}
+    midi = sorted((staging / "midi").glob("*.mid"))
+    files += [{"path": m.relative_to(staging).as_posix(), "bytes": m.stat().st_size, "sha256": _sha256(m)} for m in midi]
+    datasets["midi"] = {"rows": midi_count, "files": [m.relative_to(staging).as_posix() for m in midi]}
+
+    def model(df, label: str) -> dict:
+        found = df.select("model_name", "model_version", "mlflow_run_id").distinct().collect()
+        if len(found) != 1:
+            raise EncoreError(f"{label} rows of {run_date} come from {len(found)} model versions or runs: "
+                              f"rerun that step for the date so one run wrote them")
+        return found[0]
+
+    rec_model, pack_model = model(recs, "warehouse.recommendations"), model(packs, "warehouse.inspiration_packs")
+    manifest = {
+        "schema_version": contract.SCHEMA_VERSION,
+        "run_date": run_date.isoformat(),
+        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "run_id": run_id,
+        "datasets": datasets,
+        "files": files,
+        "models": {"recommender": {"name": rec_model["model_name"], "version": int(rec_model["model_version"])},
+                   "music": {"name": pack_model["model_name"], "version": int(pack_model["model_version"])}},
+        "source_versions": dict(sorted(versions.items())),
+        "upstream_runs": {"score": rec_model["mlflow_run_id"], "generate": pack_model["mlflow_run_id"]},
+    }
+    contract.validate_manifest(manifest)
+    return manifest

@@ -1,0 +1,299 @@
+"""Nightly inspiration packs: 2-4 sketches per user from the champion music model, tied to their
+taste and recommendations, into ``warehouse.inspiration_packs``.
+
+Taste to styles: each tag of the user's ``gold.user_profiles`` distribution maps to the music
+styles whose keywords it contains (``packs.style_tags``; "indie folk" counts for pop and folk,
+split evenly). The user's strongest ``styles_per_pack`` styles that the model was trained on
+share the pack's sketches in proportion to their weight; a user whose tags map to no known
+style gets ``packs.default_style``.
+
+Cost: sketches come from pools, one per condition, not one generation per user. A condition is
+(style, key, tempo bucket); each style uses its ``conditions_per_style`` most common (key,
+tempo) pairs in the training corpus, and each condition's pool holds ``pool_per_condition``
+sketches. The night costs (styles x conditions_per_style x pool_per_condition) generations
+whatever the number of users; users sharing a condition on the same night may get the same
+sketch, but never twice in one pack. Pools are seeded by (run date, model version, condition,
+index) and users draw with a generator seeded by (user, run date, model version), so a pack is
+the same for the same user, date and model.
+
+Every pool sketch passes the quality and originality checks (``music.generate``; failures are
+regenerated, then dropped and counted). Generation runs as Ray Data ``map_batches`` with an
+actor pool; each actor loads the model once (one GPU each when ``use_gpu``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jobs import music
+from jobs.config import Config
+from jobs.errors import EncoreError
+from ray_jobs import tracking
+from ray_jobs.gold import read_filtered, read_snapshot, read_table, storage_uri
+
+log = logging.getLogger(__name__)
+
+
+def stable_hash(*parts) -> int:
+    """A 63-bit integer from the parts that does not change between processes (unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
+
+
+def tag_styles(tag: str, style_tags: dict[str, list[str]], known: list[str]) -> list[str]:
+    """The known styles a tag counts for (keyword contained in the lower-cased tag)."""
+    text = str(tag).lower()
+    return [style for style in known if any(word in text for word in style_tags.get(style, []))]
+
+
+def user_styles(distribution, style_tags: dict, known: list[str], limit: int, default: str) -> list[tuple[str, float]]:
+    """(style, share) of a user's strongest known styles, strongest first, shares summing to 1."""
+    weights: dict[str, float] = {}
+    for entry in (distribution if distribution is not None else []):
+        styles = tag_styles(entry["tag"], style_tags, known)
+        for style in styles:
+            weights[style] = weights.get(style, 0.0) + float(entry["weight"]) / len(styles)
+    ranked = sorted(((s, w) for s, w in weights.items() if w > 0), key=lambda sw: (-sw[1], sw[0]))[:limit]
+    if not ranked:
+        return [(default, 1.0)]
+    total = sum(w for _, w in ranked)
+    return [(s, w / total) for s, w in ranked]
+
+
+def allocate(styles: list[tuple[str, float]], n: int) -> list[str]:
+    """n sketch slots over the styles by largest remainder; the strongest style always gets one."""
+    exact = [share * n for _, share in styles]
+    counts = [int(np.floor(x)) for x in exact]
+    for i in sorted(range(len(styles)), key=lambda i: (-(exact[i] - counts[i]), i))[: n - sum(counts)]:
+        counts[i] += 1
+    if counts[0] == 0:
+        counts[0], counts[int(np.argmax(counts))] = 1, counts[int(np.argmax(counts))] - 1
+    return [s for (s, _), c in zip(styles, counts) for _ in range(c)]
+
+
+class SketchGenerator:
+    """Ray Data actor: loads the music model once and generates checked sketches for a batch of pool slots."""
+
+    def __init__(self, payload_ref: list):
+        import ray
+        import torch
+        from ray_jobs.music_bundle import MusicGenerator
+        payload = ray.get(payload_ref[0])
+        if not torch.cuda.is_available():
+            torch.set_num_threads(1)   # one core per actor; the pool is the parallelism
+        self.tmp = tempfile.TemporaryDirectory()
+        state, tokenizer = Path(self.tmp.name) / "state.pt", Path(self.tmp.name) / "tokenizer.json"
+        state.write_bytes(payload["state"])
+        tokenizer.write_bytes(payload["tokenizer"])
+        self.generator = MusicGenerator(state, tokenizer)
+        self.corpus = payload["corpus_intervals"]
+        self.rules = payload["rules"]
+        self.bars = payload["bars"]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        import symusic
+        from ray_jobs.music_bundle import generate_checked
+        conditions = list(zip(batch["style"], batch["key"], batch["tempo_bucket"]))
+        seeds = [int(s) for s in batch["seed"]]
+        sketches, _ = generate_checked(self.generator, conditions, seeds, bars=self.bars, corpus_intervals=self.corpus,
+                                       rules=self.rules)
+        rows = []
+        retries = int(self.rules["retries"])
+        for base, sketch in zip(seeds, sketches):
+            row = {"passed": sketch is not None, "attempts": retries + 1, "used_seed": base, "midi": b"", "chords": "",
+                   "tempo_bpm": 0.0, "n_notes": 0, "in_scale": 0.0, "longest_shared_intervals": 0}
+            if sketch is not None:
+                score = music.merged(symusic.Score.from_midi(sketch.midi))
+                row.update(attempts=(sketch.seed - base) // 7919 + 1, used_seed=sketch.seed, midi=sketch.midi,
+                           chords=music.chord_progression(score, self.bars), tempo_bpm=round(music.tempo_at_first_note(score), 1),
+                           n_notes=int(sketch.checks["notes"]), in_scale=float(sketch.checks["in_scale"]),
+                           longest_shared_intervals=int(sketch.checks["longest_shared_intervals"]))
+            rows.append(row)
+        return pd.concat([batch.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+
+
+@dataclass
+class PackResult:
+    run_date: dt.date
+    run_id: str
+    model_version: int
+    packs: int
+    sketches: int
+    short_packs: int
+    pool_counts: dict[str, int]
+    seconds: float
+
+
+def _model_files(name: str, version: int) -> tuple[bytes, bytes]:
+    import mlflow.artifacts
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
+        state = next(root.rglob("state.pt"), None)
+        tokenizer = next(root.rglob("tokenizer.json"), None)
+        if state is None or tokenizer is None:
+            raise EncoreError(f"{name} v{version} has no state.pt/tokenizer.json: it was not logged by train-music")
+        return state.read_bytes(), tokenizer.read_bytes()
+
+
+def _use_gpu(section: dict) -> bool:
+    import ray
+    setting = str(section.get("use_gpu", "auto")).lower()
+    if setting == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return setting in ("true", "1", "yes")
+
+
+def generate_packs(lake, run_date: dt.date) -> PackResult:
+    """One pack per user of ``run_date``'s recommendations, replacing that date in the warehouse table."""
+    import mlflow
+    import pyarrow as pa
+    import ray
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from ray_jobs.runtime import connect
+    from schemas.tables import TABLES
+
+    config = lake.config
+    section = config.section("packs")
+    started = time.perf_counter()
+    name = str(config.get("music.model_name"))
+    champion = tracking.require_champion(config, name, "run `encore train-music` (or `encore night`, which trains "
+                                                       "when there is no champion)")
+    params = tracking.client(config).get_run(champion.run_id).data.params
+    corpus_version = int(params["source.gold.music_sequences.version"])
+    corpus = read_table(config, "gold.music_sequences", corpus_version,
+                        ["style", "key", "tempo_bucket", "melody", "split"])
+    train = corpus.frame[corpus.frame["split"] == "train"]
+    known = sorted(train["style"].unique())
+    default = str(section["default_style"]) if str(section["default_style"]) in known else known[0]
+    recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", run_date)],
+                         ["user_id", "rank", "item_id", "item_name"])
+    if recs.frame.empty:
+        raise EncoreError(f"warehouse.recommendations has no rows for {run_date}: run `encore score --date {run_date}` "
+                          "first")
+    profiles = read_snapshot(config, "gold.user_profiles", run_date, columns=["user_id", "tag_distribution"])
+    tastes = dict(zip(profiles.frame["user_id"].astype(str), profiles.frame["tag_distribution"]))
+    n_sketches = min(4, max(2, int(section["sketches"])))
+    style_tags = {k: [str(w).lower() for w in v] for k, v in (section.get("style_tags") or {}).items()}
+
+    users = sorted(recs.frame["user_id"].astype(str).unique())
+    slots = {u: allocate(user_styles(tastes.get(u), style_tags, known, int(section["styles_per_pack"]), default),
+                         n_sketches) for u in users}
+    used_styles = sorted({s for styles in slots.values() for s in styles})
+    combos = {style: [tuple(kt) for kt in train[train["style"] == style].groupby(["key", "tempo_bucket"]).size()
+                      .sort_values(ascending=False, kind="stable").index[: int(section["conditions_per_style"])]]
+              for style in used_styles}
+    pool_size = int(section["pool_per_condition"])
+    pool = pd.DataFrame([{"style": s, "key": k, "tempo_bucket": t, "slot": j,
+                          "seed": stable_hash(run_date, champion.version, s, k, t, j) % 2 ** 31}
+                         for s in used_styles for k, t in combos[s] for j in range(pool_size)])
+    generate_rules = config.section("music")["generate"]
+    bars = int(section["bars"])
+    versions = {"gold.music_sequences": corpus_version, "gold.user_profiles": profiles.version,
+                "warehouse.recommendations": recs.version}
+    log.info("generate %s: %d users, styles %s, %d pool sketches (%d conditions x %d) with %s v%d", run_date,
+             len(users), used_styles, len(pool), len(pool) // max(pool_size, 1), pool_size, name, champion.version)
+
+    tracking.experiment(config, str(config.get("nightly.experiment")))
+    with mlflow.start_run(run_name=f"generate {run_date}") as run:
+        mlflow.set_tags({"job": "generate", "run_date": str(run_date)})
+        tracking.log_delta_input(recs.frame, recs.name, recs.path, recs.version, context="generation")
+        tracking.log_delta_input(profiles.frame, profiles.name, profiles.path, profiles.version, context="generation")
+        mlflow.log_params({"model_name": name, "model_version": champion.version, "sketches": n_sketches,
+                           "bars": bars, "pool_per_condition": pool_size, "conditions": len(pool) // max(pool_size, 1),
+                           "source.gold.music_sequences.version": corpus_version})
+        connect(config)
+        import ray.data
+        ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+        state, tokenizer = _model_files(name, champion.version)
+        payload = ray.put({"state": state, "tokenizer": tokenizer, "bars": bars,
+                           "corpus_intervals": [np.diff(np.asarray(m, dtype=np.int32)) for m in train["melody"]],
+                           "rules": {k: generate_rules[k] for k in ("min_bar_fill", "min_in_scale",
+                                                                     "max_shared_intervals", "retries")}})
+        gpu = _use_gpu(section)
+        generated_at = time.perf_counter()
+        blocks = max(1, -(-len(pool) // int(section["batch"])))
+        sketches = ray.data.from_pandas(pool, override_num_blocks=blocks).map_batches(
+            SketchGenerator, fn_constructor_kwargs={"payload_ref": [payload]}, batch_format="pandas",
+            batch_size=int(section["batch"]), num_cpus=1, num_gpus=1 if gpu else 0,
+            compute=ray.data.ActorPoolStrategy(size=int(section["actors"]))).to_pandas()
+        generation_seconds = time.perf_counter() - generated_at
+        del payload
+        sketches = sketches.sort_values(["style", "key", "tempo_bucket", "slot"]).reset_index(drop=True)
+        counts = {"pool_slots": len(sketches), "pool_passed": int(sketches["passed"].sum()),
+                  "pool_dropped": int((~sketches["passed"]).sum()),
+                  "generated": int(sketches["attempts"].sum()),
+                  "regenerated": int(sketches["attempts"].sum() - len(sketches) - (~sketches["passed"]).sum())}
+
+        rows, short = _assemble(users, slots, combos, sketches, recs.frame, run_date, champion.version, bars,
+                                int(section["seed_items"]))
+        table = pa.Table.from_pylist([{**r, "run_date": run_date, "model_name": name,
+                                       "model_version": champion.version, "data_versions": sorted(versions.items()),
+                                       "mlflow_run_id": run.info.run_id} for r in rows],
+                                     schema=to_arrow_schema(TABLES["warehouse.inspiration_packs"].schema))
+        with lake.staging(f"packs-{run_date}") as staging:
+            ray.data.from_arrow(table).write_parquet(storage_uri(staging)[0])
+            lake.replace_partition(lake.spark.read.parquet(staging), "warehouse.inspiration_packs", "run_date",
+                                   run_date, {"job": "generate", "mlflow_run_id": run.info.run_id,
+                                              "model_version": champion.version,
+                                              **{f"source.{k}": v for k, v in versions.items()}})
+        written = lake.read("warehouse.inspiration_packs").where(F.col("run_date") == F.lit(run_date))
+        n_packs = written.count()
+        n_sketches_written = written.select(F.sum(F.size("sketches"))).first()[0] or 0
+        seconds = time.perf_counter() - started
+        mlflow.log_metrics({"packs": n_packs, "sketches": n_sketches_written, "short_packs": short,
+                            "seconds": seconds, "generation_seconds": generation_seconds,
+                            "pool_sketches_per_second": counts["generated"] / max(generation_seconds, 1e-9),
+                            **{f"pool.{k}": v for k, v in counts.items()}})
+        mlflow.log_param("warehouse.inspiration_packs.version", lake.version("warehouse.inspiration_packs"))
+    log.info("generate %s: %d packs, %d sketches (%d short packs); pools: %s", run_date, n_packs, n_sketches_written,
+             short, counts)
+    return PackResult(run_date, run.info.run_id, champion.version, n_packs, int(n_sketches_written), short, counts,
+                      seconds)
+
+
+def _assemble(users, slots, combos, sketches: pd.DataFrame, recs: pd.DataFrame, run_date, model_version: int,
+              bars: int, seed_items: int) -> tuple[list[dict], int]:
+    """Draw each user's sketches from the pools (no repeats within a pack); returns rows and short packs."""
+    passed = sketches[sketches["passed"]]
+    pools = {cond: group.to_dict("records") for cond, group in passed.groupby(["style", "key", "tempo_bucket"])}
+    top = recs[recs["rank"] <= seed_items].sort_values(["user_id", "rank"])
+    seeds_by_user = {u: [{"item_id": str(i), "name": n} for i, n in zip(g["item_id"], g["item_name"])]
+                     for u, g in top.groupby("user_id")}
+    rows, short = [], 0
+    for user in users:
+        rng = np.random.default_rng(stable_hash(user, run_date, model_version))
+        taken: set[tuple] = set()
+        chosen = []
+        for style in slots[user]:
+            for ci in rng.permutation(len(combos[style])):
+                cond = (style, *combos[style][ci])
+                free = [s for s in pools.get(cond, []) if (cond, s["slot"]) not in taken]
+                if free:
+                    pick = free[int(rng.integers(len(free)))]
+                    taken.add((cond, pick["slot"]))
+                    chosen.append(pick)
+                    break
+        short += len(chosen) < 2
+        pack_id = hashlib.sha256(f"{user}|{run_date}|{model_version}".encode()).hexdigest()[:16]
+        rows.append({
+            "user_id": user, "pack_id": pack_id,
+            "styles": list(dict.fromkeys(slots[user])),
+            "sketches": [{"sketch_id": hashlib.sha256(f"{model_version}|{s['style']}|{s['key']}|{s['tempo_bucket']}|"
+                                                      f"{s['used_seed']}".encode()).hexdigest()[:16],
+                          "style": s["style"], "key": s["key"], "tempo_bucket": s["tempo_bucket"],
+                          "tempo_bpm": float(s["tempo_bpm"]), "bars": bars, "seed": int(s["used_seed"]),
+                          "chords": s["chords"], "n_notes": int(s["n_notes"]), "in_scale": float(s["in_scale"]),
+                          "longest_shared_intervals": int(s["longest_shared_intervals"]), "midi": bytes(s["midi"])}
+                         for s in chosen],
+            "seed_items": seeds_by_user.get(user, []),
+        })
+    return rows, short

@@ -1,0 +1,326 @@
+"""Nightly scoring: the champion recommender's top-K for every user seen in silver, with a reason
+per row, into ``warehouse.recommendations``.
+
+Strategies (the ``strategy`` column, per row):
+  model        users the champion was trained on: its scores (blocked ``U[block] @ V.T + b``,
+               blended with EASE when the champion is), items the user played in the gold
+               window removed. Reason: the played artist whose item factors are most similar
+               (cosine) to the recommended one, "because you play X".
+  tag_profile  users new since training who have a tag profile in ``gold.user_profiles``:
+               cosine between their tag distribution and the items' top tags (+ a small
+               popularity term for ties). Reason: the tag that contributes most.
+  popularity   users with no usable history (no known factors, no tags), and the tail of any
+               list that runs out of candidates: artists by listeners in the gold window.
+Lists have K rows (``score.top_k``) unless the catalogue has fewer unplayed artists.
+
+Distribution: a Ray Data ``map_batches`` over blocks of users with an actor pool; every actor
+holds the item side (factors, tags, popularity, names) once, shared through the object store.
+The rows are staged as Parquet and written with Spark (``replaceWhere run_date``), so a rerun
+replaces exactly its date.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from jobs.config import Config
+from jobs.errors import EncoreError
+from ray_jobs import tracking
+from ray_jobs.gold import read_filtered, read_snapshot
+from ray_jobs.recommender_model import RecommenderBundle
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("model", "tag_profile", "popularity")
+POPULAR_REASON = "popular with listeners right now"
+
+
+@dataclass
+class ScoringContext:
+    """Everything an actor needs, put in the object store once per run."""
+
+    bundle: RecommenderBundle
+    item_ids: np.ndarray          # run catalogue: the model's items, then new items from gold.items
+    item_names: np.ndarray
+    popularity: np.ndarray        # (n_items,) log1p(listeners) / max, 0 for items out of the window
+    item_tags: sp.csr_matrix      # (n_items, n_tags) L2-normalised tag weights
+    tag_names: np.ndarray
+    user_ids: np.ndarray          # run users
+    user_model_index: np.ndarray  # (n_users,) row in the bundle, -1 when unknown to the model
+    user_tags: sp.csr_matrix      # (n_users, n_tags) tag distribution
+    played: sp.csr_matrix         # (n_users, n_items) plays in the gold window
+    top_k: int
+
+    @property
+    def n_model_items(self) -> int:
+        return len(self.bundle.item_ids)
+
+    def strategies(self) -> np.ndarray:
+        has_tags = np.diff(self.user_tags.indptr) > 0
+        return np.where(self.user_model_index >= 0, "model", np.where(has_tags, "tag_profile", "popularity"))
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest finite scores per row, best first; ties broken by the lower index."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+    picked = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -picked), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+class BlockScorer:
+    """Ray Data actor: holds the scoring context and turns a block of user rows into list rows."""
+
+    def __init__(self, context_ref: list):
+        import ray
+        self.ctx: ScoringContext = ray.get(context_ref[0])
+        factors = self.ctx.bundle.item_factors.astype(np.float32)
+        norms = np.linalg.norm(factors, axis=1, keepdims=True)
+        self.unit_factors = factors / np.where(norms > 0, norms, 1.0)
+        self.item_tags_t = self.ctx.item_tags.T.tocsr()
+
+    def __call__(self, batch: dict) -> dict:
+        ctx = self.ctx
+        rows = np.asarray(batch["row"], dtype=np.int64)
+        strategy = ctx.strategies()[rows]
+        out: list[pd.DataFrame] = []
+        for name in STRATEGIES:
+            chosen = rows[strategy == name]
+            if len(chosen):
+                out.append(getattr(self, f"_{name}")(chosen))
+        frame = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+        return {c: frame[c].to_numpy() for c in frame.columns}
+
+    # Scores below every real score of a row, ordered by popularity: the fill-in tail of a list.
+    def _with_popular_tail(self, scores: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(scores), floor[:, None] - 2.0 + self.ctx.popularity[None, :], scores)
+
+    def _mask_played(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        played = self.ctx.played[rows]
+        r, c = played.nonzero()
+        scores[r, c] = -np.inf
+        return scores
+
+    def _model(self, rows: np.ndarray) -> pd.DataFrame:
+        ctx = self.ctx
+        n_model = ctx.n_model_items
+        scores = np.full((len(rows), len(ctx.item_ids)), np.nan, dtype=np.float64)
+        scores[:, :n_model] = ctx.bundle.score(ctx.user_model_index[rows])
+        scores = self._with_popular_tail(scores, np.nanmin(scores[:, :n_model], axis=1))
+        top = _top(self._mask_played(scores, rows), ctx.top_k)
+        from_model = top < n_model
+        reasons = np.full(top.shape, POPULAR_REASON, dtype=object)
+        reason_items = np.full(top.shape, None, dtype=object)
+        for i, row in enumerate(rows):
+            history = ctx.played[row].indices
+            history = history[history < n_model]
+            if len(history) == 0:  # nothing played in the window: the training history
+                history = ctx.bundle.seen[ctx.user_model_index[row]].indices
+            recs = top[i][from_model[i]]
+            reasons[i][from_model[i]] = "recommended from your listening"
+            if len(history) == 0 or len(recs) == 0:
+                continue
+            best = history[np.argmax(self.unit_factors[recs] @ self.unit_factors[history].T, axis=1)]
+            reason_items[i][from_model[i]] = ctx.item_ids[best]
+            reasons[i][from_model[i]] = ["because you play " + str(n) for n in ctx.item_names[best]]
+        return self._rows(rows, top, scores, np.where(from_model, "model", "popularity"), reasons, reason_items)
+
+    def _tag_profile(self, rows: np.ndarray) -> pd.DataFrame:
+        ctx = self.ctx
+        affinity = np.asarray((ctx.user_tags[rows] @ self.item_tags_t).todense(), dtype=np.float64)
+        scores = affinity + 1e-3 * ctx.popularity[None, :]
+        top = _top(self._mask_played(scores, rows), ctx.top_k)
+        matched = np.take_along_axis(affinity, top, axis=1) > 0
+        reasons = np.full(top.shape, POPULAR_REASON, dtype=object)
+        if matched.any():
+            users = np.repeat(rows, top.shape[1]).reshape(top.shape)[matched]
+            contrib = ctx.user_tags[users].multiply(ctx.item_tags[top[matched]]).tocsr()
+            best = np.asarray(contrib.argmax(axis=1)).reshape(-1)
+            reasons[matched] = ["because you like " + str(t) for t in ctx.tag_names[best]]
+        return self._rows(rows, top, scores, np.where(matched, "tag_profile", "popularity"), reasons,
+                          np.full(top.shape, None, dtype=object))
+
+    def _popularity(self, rows: np.ndarray) -> pd.DataFrame:
+        scores = np.repeat(self.ctx.popularity[None, :].astype(np.float64), len(rows), axis=0)
+        top = _top(self._mask_played(scores, rows), self.ctx.top_k)
+        return self._rows(rows, top, scores, np.full(top.shape, "popularity"),
+                          np.full(top.shape, POPULAR_REASON, dtype=object), np.full(top.shape, None, dtype=object))
+
+    def _rows(self, rows, top, scores, strategy, reasons, reason_items) -> pd.DataFrame:
+        ctx = self.ctx
+        picked = np.take_along_axis(scores, top, axis=1)
+        keep = np.isfinite(picked).reshape(-1)   # a played item never fills a short list
+        k = top.shape[1]
+        frame = pd.DataFrame({
+            "user_id": np.repeat(ctx.user_ids[rows], k).astype(str),
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows)),
+            "item_id": ctx.item_ids[top.reshape(-1)].astype(str),
+            "item_name": ctx.item_names[top.reshape(-1)].astype(str),
+            "score": picked.reshape(-1),
+            "strategy": strategy.reshape(-1).astype(str),
+            "reason": reasons.reshape(-1),
+            "reason_item_id": reason_items.reshape(-1),
+        })
+        return frame[keep].reset_index(drop=True)
+
+
+# --- building the context --------------------------------------------------------------------
+
+def _silver_users(config: Config, run_date: dt.date) -> set[str]:
+    users: set[str] = set()
+    for name, column in (("silver.plays", "date"), ("silver.play_counts", "snapshot_date")):
+        try:
+            frame = read_filtered(config, name, [(column, "<=", run_date)], ["user_id"]).frame
+        except EncoreError as exc:
+            if "does not exist" in str(exc):
+                continue
+            raise
+        users.update(frame["user_id"].astype(str).unique())
+    return users
+
+
+def _tag_rows(tag_lists, vocabulary: dict[str, int], weighted: bool) -> sp.csr_matrix:
+    indptr, indices, data = [0], [], []
+    for tags in tag_lists:
+        row: dict[int, float] = {}
+        if tags is not None:
+            for rank, tag in enumerate(tags):
+                name, weight = (tag["tag"], float(tag["weight"])) if weighted else (tag, 1.0 / np.sqrt(rank + 1))
+                if name in vocabulary and weight > 0:
+                    row[vocabulary[name]] = row.get(vocabulary[name], 0.0) + weight
+        indices.extend(row)
+        data.extend(row.values())
+        indptr.append(len(indices))
+    m = sp.csr_matrix((np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int64), indptr),
+                      shape=(len(indptr) - 1, len(vocabulary)))
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).reshape(-1))
+    return sp.diags(1.0 / np.where(norms > 0, norms, 1.0)).astype(np.float32) @ m
+
+
+def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, top_k: int):
+    reads = {name: read_snapshot(config, name, run_date) for name in ("gold.interactions", "gold.items",
+                                                                      "gold.user_profiles")}
+    if reads["gold.interactions"].frame.empty:
+        raise EncoreError(f"gold has no snapshot as of {run_date}: run `encore features --date {run_date}` first")
+    interactions = reads["gold.interactions"].frame
+    items = reads["gold.items"].frame
+    profiles = reads["gold.user_profiles"].frame
+
+    model_items = pd.Index(bundle.item_ids.astype(str))
+    new_items = sorted(set(items["item_id"].astype(str)) - set(model_items))
+    item_ids = np.asarray(list(model_items) + new_items, dtype=object)
+    item_index = pd.Index(item_ids)
+    names = pd.Series(items["name"].fillna(items["item_id"]).astype(str).to_numpy(), index=items["item_id"].astype(str))
+    item_names = names.reindex(item_ids).fillna(pd.Series(item_ids, index=item_ids)).to_numpy(dtype=object)
+    listeners = items.set_index(items["item_id"].astype(str))["listeners"].reindex(item_ids).fillna(0).to_numpy(float)
+    popularity = np.log1p(listeners) / max(np.log1p(listeners).max(), 1.0)
+
+    users = sorted(_silver_users(config, run_date) | set(interactions["user_id"].astype(str)))
+    user_ids = np.asarray(users, dtype=object)
+    user_index = pd.Index(user_ids)
+    played = sp.csr_matrix((np.ones(len(interactions), dtype=np.float32),
+                            (user_index.get_indexer(interactions["user_id"].astype(str)),
+                             item_index.get_indexer(interactions["item_id"].astype(str)))),
+                           shape=(len(user_ids), len(item_ids)))
+    played.sum_duplicates()
+
+    tags = sorted({t for ts in items["top_tags"].dropna() for t in ts}
+                  | {t["tag"] for ds in profiles["tag_distribution"].dropna() for t in ds})
+    vocabulary = {t: i for i, t in enumerate(tags)}
+    item_tag_lists = items.set_index(items["item_id"].astype(str))["top_tags"].reindex(item_ids).to_list()
+    profile_lists = profiles.set_index(profiles["user_id"].astype(str))["tag_distribution"]
+    user_tag_lists = profile_lists.reindex(user_ids).to_list()
+    context = ScoringContext(
+        bundle=bundle, item_ids=item_ids, item_names=item_names, popularity=popularity.astype(np.float32),
+        item_tags=_tag_rows([t if isinstance(t, (list, np.ndarray)) else None for t in item_tag_lists], vocabulary, False),
+        tag_names=np.asarray(tags, dtype=object), user_ids=user_ids,
+        user_model_index=pd.Index(bundle.user_ids.astype(str)).get_indexer(user_ids).astype(np.int64),
+        user_tags=_tag_rows([t if isinstance(t, (list, np.ndarray)) else None for t in user_tag_lists], vocabulary, True),
+        played=played, top_k=top_k)
+    return context, reads
+
+
+@dataclass
+class ScoreResult:
+    run_date: dt.date
+    run_id: str
+    model_version: int
+    users: int
+    rows: int
+    per_strategy: dict[str, int]
+    seconds: float
+    source_versions: dict[str, int]
+
+
+def score(lake, run_date: dt.date) -> ScoreResult:
+    """Score every user for ``run_date`` and replace that date in ``warehouse.recommendations``."""
+    import mlflow
+    import ray
+    from pyspark.sql import functions as F
+    from ray_jobs.recommender_model import load_bundle
+    from ray_jobs.runtime import connect
+
+    config = lake.config
+    section = config.section("score")
+    name = str(config.get("recommender.model_name"))
+    champion = tracking.require_champion(config, name, "run `encore train-recommender` (or `encore night`, which "
+                                                       "trains when there is no champion)")
+    started = time.perf_counter()
+    bundle = load_bundle(f"models:/{name}/{champion.version}")
+    top_k = int(section["top_k"])
+    context, reads = build_context(config, run_date, bundle, top_k)
+    versions = {r.name: r.version for r in reads.values()}
+    log.info("score %s: %d users (%s) x %d artists with %s v%d", run_date, len(context.user_ids),
+             ", ".join(f"{s}={n}" for s, n in zip(*np.unique(context.strategies(), return_counts=True))),
+             len(context.item_ids), name, champion.version)
+
+    tracking.experiment(config, str(config.get("nightly.experiment")))
+    with mlflow.start_run(run_name=f"score {run_date}") as run:
+        mlflow.set_tags({"job": "score", "run_date": str(run_date)})
+        for read in reads.values():
+            tracking.log_delta_input(read.frame, read.name, read.path, read.version, context="scoring")
+        mlflow.log_params({"model_name": name, "model_version": champion.version, "top_k": top_k,
+                           "block_users": int(section["block_users"]), "actors": int(section["actors"])})
+        connect(config)
+        import ray.data
+        ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+        ref = ray.put(context)
+        blocks = max(1, -(-len(context.user_ids) // int(section["block_users"])))
+        users = ray.data.from_pandas(pd.DataFrame({"row": np.arange(len(context.user_ids), dtype=np.int64)}),
+                                     override_num_blocks=blocks)
+        lists = users.map_batches(BlockScorer, fn_constructor_kwargs={"context_ref": [ref]}, batch_format="numpy",
+                                  batch_size=int(section["block_users"]), num_cpus=1,
+                                  compute=ray.data.ActorPoolStrategy(size=int(section["actors"])))
+        with lake.staging(f"score-{run_date}") as staging:
+            from ray_jobs.gold import storage_uri
+            lists.write_parquet(storage_uri(staging)[0])
+            staged = lake.spark.read.parquet(staging)
+            frame = (staged.withColumn("run_date", F.lit(run_date))
+                     .withColumn("model_name", F.lit(name)).withColumn("model_version", F.lit(champion.version))
+                     .withColumn("mlflow_run_id", F.lit(run.info.run_id))
+                     .withColumn("source_versions", F.create_map(*[x for k, v in sorted(versions.items())
+                                                                   for x in (F.lit(k), F.lit(v))])))
+            lake.replace_partition(frame, "warehouse.recommendations", "run_date", run_date,
+                                   {"job": "score", "mlflow_run_id": run.info.run_id, "model_version": champion.version,
+                                    **{f"source.{k}": v for k, v in versions.items()}})
+        del ref
+        written = lake.read("warehouse.recommendations").where(F.col("run_date") == F.lit(run_date))
+        per_strategy = {r["strategy"]: int(r["count"]) for r in written.groupBy("strategy").count().collect()}
+        seconds = time.perf_counter() - started
+        rows = sum(per_strategy.values())
+        mlflow.log_metrics({"users": len(context.user_ids), "rows": rows, "seconds": seconds,
+                            "users_per_second": len(context.user_ids) / seconds,
+                            **{f"rows.{k}": v for k, v in per_strategy.items()},
+                            **{f"users.{s}": int(n) for s, n in zip(*np.unique(context.strategies(), return_counts=True))}})
+        mlflow.log_param("warehouse.recommendations.version", lake.version("warehouse.recommendations"))
+    return ScoreResult(run_date, run.info.run_id, champion.version, len(context.user_ids), rows, per_strategy, seconds,
+                       versions)
+

@@ -1,0 +1,69 @@
+"""The export contract for platform teams: the files of ``exports/run_date=YYYY-MM-DD/``, their
+columns, and the manifest (``export_manifest.schema.json``). Versioned by ``SCHEMA_VERSION``.
+
+    run_date=YYYY-MM-DD/
+      recommendations/part-*.parquet   RECOMMENDATIONS columns, one row per (user, rank)
+      packs/part-*.parquet             PACK_SKETCHES columns, one row per sketch of a user's pack
+      midi/<sketch_id>.mid             one Standard MIDI File per distinct sketch
+      manifest.json                    counts, sha256 per file, model and data versions, run ids
+      _SUCCESS                         written last; only a folder with it is a published export
+
+Compatibility: adding a column or a file is a minor version bump; removing or retyping one is a
+major bump, announced ahead. Consumers should select columns by name.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from pyspark.sql.types import ArrayType, DateType, DoubleType, IntegerType, LongType, StringType, StructType
+
+from schemas.tables import col
+
+SCHEMA_VERSION = "1.0.0"
+
+RECOMMENDATIONS = StructType([
+    col("run_date", DateType(), "Logical date of the run.", False),
+    col("user_id", StringType(), "Listener id.", False),
+    col("rank", IntegerType(), "1..K without gaps per user.", False),
+    col("item_id", StringType(), "Recommended artist id (never one the user played in the window).", False),
+    col("item_name", StringType(), "Artist display name."),
+    col("score", DoubleType(), "Score within the row's strategy; compare within one user only.", False),
+    col("strategy", StringType(), "model, tag_profile or popularity.", False),
+    col("reason", StringType(), "Human reason, e.g. 'because you play Radiohead'.", False),
+    col("reason_item_id", StringType(), "The played artist behind the reason (model rows), else null."),
+    col("model_version", IntegerType(), "Recommender version (manifest models.recommender).", False),
+])
+
+PACK_SKETCHES = StructType([
+    col("run_date", DateType(), "Logical date of the run.", False),
+    col("user_id", StringType(), "Listener id.", False),
+    col("pack_id", StringType(), "The user's pack for this run.", False),
+    col("sketch_index", IntegerType(), "1..n within the pack (n is 2-4).", False),
+    col("sketch_id", StringType(), "Stable sketch id; users may share a sketch (see README).", False),
+    col("style", StringType(), "chorale, folk or pop.", False),
+    col("key", StringType(), "Key, e.g. 'D major'.", False),
+    col("tempo_bucket", StringType(), "slow, medium or fast.", False),
+    col("tempo_bpm", DoubleType(), "Tempo of the MIDI file.", False),
+    col("bars", IntegerType(), "Bar budget of the sketch.", False),
+    col("seed", LongType(), "Sampling seed (with the model version it reproduces the sketch).", False),
+    col("chords", StringType(), "One chord per bar, e.g. 'D | G | A | D'; N.C. for a silent bar.", False),
+    col("n_notes", IntegerType(), "Notes in the sketch.", False),
+    col("midi_path", StringType(), "Relative path of the MIDI file, midi/<sketch_id>.mid.", False),
+    col("midi_sha256", StringType(), "sha256 of that file.", False),
+    col("seed_item_ids", ArrayType(StringType()), "The user's top recommendations behind the pack.", False),
+    col("seed_item_names", ArrayType(StringType()), "Their names, same order.", False),
+    col("model_version", IntegerType(), "Music model version (manifest models.music).", False),
+])
+
+FILES = {"recommendations": RECOMMENDATIONS, "packs": PACK_SKETCHES}
+
+
+def manifest_schema() -> dict:
+    return json.loads(resources.files("schemas").joinpath("export_manifest.schema.json").read_text())
+
+
+def validate_manifest(manifest: dict) -> None:
+    """Raise ``jsonschema.ValidationError`` when a manifest breaks the contract."""
+    import jsonschema
+    jsonschema.validate(manifest, manifest_schema(), format_checker=jsonschema.FormatChecker())

@@ -1,0 +1,222 @@
+"""One whole night on small data through the real parts: Spark + Delta, Ray (Tune, Train, Data),
+MLflow, and the export folder. A recommender trained on the first date serves the second, where
+two newcomers (one with tagged artists, one with an unknown artist) need the fallbacks."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import EncoreError
+from tests.conftest import make_config
+from tests.landing_helpers import event, write_landing
+from tests.test_music import TINY
+
+D1, D2 = dt.date(2026, 11, 19), dt.date(2026, 11, 20)
+K = 10
+NIGHT = {
+    **TINY,
+    "ENCORE__GENERATE__USERS": "60", "ENCORE__GENERATE__ITEMS": "300", "ENCORE__GENERATE__EVENTS_PER_DAY": "3000",
+    "ENCORE__GENERATE__DAYS": "2", "ENCORE__GENERATE__END_DATE": D2.isoformat(), "ENCORE__GENERATE__BOTS": "0",
+    "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0", "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10",
+    "ENCORE__RECOMMENDER__PARAMS__NO_COMPONENTS": "16", "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1",
+    "ENCORE__RECOMMENDER__SEARCH__EVAL_EVERY": "5",
+    "ENCORE__SCORE__TOP_K": str(K), "ENCORE__SCORE__BLOCK_USERS": "16",
+    "ENCORE__PACKS__POOL_PER_CONDITION": "3", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",
+    "ENCORE__PACKS__BARS": "2", "ENCORE__PACKS__BATCH": "4",
+    # A model trained for seconds rarely stays in scale; here the checks only have to reject what
+    # does not decode or has no notes (test_music covers the strict rules).
+    "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
+    "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000", "ENCORE__MUSIC__GENERATE__RETRIES": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def night(spark, tmp_path_factory):
+    import ray
+    from jobs.cli import _generate
+    from jobs.clean import clean_date
+    from jobs.features import build_features
+    from jobs.ingest import ingest_landing
+    from jobs.lakehouse import Lakehouse
+    from jobs.night import run_night
+    from ray_jobs.train_recommender import train_recommender
+
+    home = tmp_path_factory.mktemp("night")
+    config = make_config(home, **NIGHT)
+    lake = Lakehouse(config, spark)
+    _generate(config)
+    ingest_landing(lake, [D1])
+    clean_date(lake, D1)
+    build_features(lake, D1)
+    assert train_recommender(config, D1, search_trials=0).decision.promoted
+
+    tagged = [r["item_id"] for r in lake.read("gold.items").where(f"as_of_date = DATE'{D1}' AND size(top_tags) > 0")
+              .orderBy("item_id").limit(3).collect()]
+    lines = [event(f"nc-t-{i}", user="newcomer_tagged", artist=a, ts=f"{D2}T1{i}:00:00Z") for i, a in enumerate(tagged)]
+    lines += [event(f"nc-u-{i}", user="newcomer_untagged", artist="zz-unknown-artist", ts=f"{D2}T1{i}:30:00Z")
+              for i in range(2)]
+    write_landing(Path(config.path("landing")), D2.isoformat(), lines, "part-newcomers.jsonl.gz")
+
+    report = run_night(lake, D2)
+    yield config, lake, report
+    ray.shutdown()
+
+
+def _recs(lake, date=D2):
+    return lake.read("warehouse.recommendations").where(f"run_date = DATE'{date}'").toPandas()
+
+
+def test_the_night_trains_what_is_missing_and_runs_every_step(night):
+    _, _, report = night
+    steps = [s for s, _, _ in report.steps]
+    assert steps == ["ingest", "clean", "features", "corpus (no music corpus yet)", "train-music (no champion yet)",
+                     "score", "generate", "export"]
+
+
+def test_every_silver_user_gets_k_unplayed_recommendations_with_reasons(night):
+    _, lake, _ = night
+    recs = _recs(lake)
+    silver_users = {r[0] for r in lake.read("silver.plays").where(f"date <= DATE'{D2}'").select("user_id").distinct()
+                    .collect()}
+    assert set(recs["user_id"]) == silver_users and {"newcomer_tagged", "newcomer_untagged"} <= silver_users
+    per_user = recs.groupby("user_id")["rank"].agg(["count", "min", "max", "nunique"])
+    assert (per_user["count"] == K).all() and (per_user["min"] == 1).all() and (per_user["max"] == K).all()
+    assert (per_user["nunique"] == K).all()
+
+    played = lake.read("gold.interactions").where(f"as_of_date = DATE'{D2}'").select("user_id", "item_id").toPandas()
+    played_pairs = set(zip(played["user_id"], played["item_id"]))
+    assert not any(pair in played_pairs for pair in zip(recs["user_id"], recs["item_id"]))
+
+    model = recs[recs["strategy"] == "model"]
+    assert len(model) >= 0.9 * len(recs) - 2 * K
+    assert all(pair in played_pairs for pair in zip(model["user_id"], model["reason_item_id"]))
+    names = dict(lake.read("gold.items").where(f"as_of_date = DATE'{D2}'").select("item_id", "name").toPandas()
+                 .itertuples(index=False, name=None))
+    assert all(reason == f"because you play {names[item]}" for reason, item in zip(model["reason"], model["reason_item_id"]))
+
+    tagged = recs[recs["user_id"] == "newcomer_tagged"].sort_values("rank")
+    assert tagged["strategy"].iloc[0] == "tag_profile" and set(tagged["strategy"]) <= {"tag_profile", "popularity"}
+    assert tagged["reason"].iloc[0].startswith("because you like ")
+    untagged = recs[recs["user_id"] == "newcomer_untagged"]
+    assert set(untagged["strategy"]) == {"popularity"}
+    row = lake.read("warehouse.recommendations").where(f"run_date = DATE'{D2}'").first()
+    assert row["model_version"] == 1 and row["mlflow_run_id"] and row["source_versions"]["gold.interactions"] >= 0
+
+
+def test_packs_decode_are_tied_to_recommendations_and_are_deterministic(night):
+    import symusic
+    from ray_jobs.packs import generate_packs
+    config, lake, _ = night
+    packs = lake.read("warehouse.inspiration_packs").where(f"run_date = DATE'{D2}'").toPandas()
+    recs = _recs(lake)
+    assert set(packs["user_id"]) == set(recs["user_id"]) and packs["pack_id"].is_unique
+    bars = int(NIGHT["ENCORE__PACKS__BARS"])
+    for pack in packs.itertuples():
+        assert 2 <= len(pack.sketches) <= 4
+        assert len({s["sketch_id"] for s in pack.sketches}) == len(pack.sketches)     # no repeats within a pack
+        for sketch in pack.sketches:
+            assert symusic.Score.from_midi(sketch["midi"]).note_num() == sketch["n_notes"] > 0
+            assert len(sketch["chords"].split(" | ")) == bars and sketch["style"] in pack.styles
+        top3 = recs[(recs["user_id"] == pack.user_id) & (recs["rank"] <= 3)].sort_values("rank")["item_id"].tolist()
+        assert [s["item_id"] for s in pack.seed_items] == top3
+    assert dict(packs["data_versions"].iloc[0])["warehouse.recommendations"] >= 0
+
+    again = generate_packs(lake, D2)
+    assert again.short_packs == 0
+    rerun = lake.read("warehouse.inspiration_packs").where(f"run_date = DATE'{D2}'").toPandas()
+    assert len(rerun) == len(packs)
+    before = {p.user_id: [(s["sketch_id"], s["midi"]) for s in p.sketches] for p in packs.itertuples()}
+    after = {p.user_id: [(s["sketch_id"], s["midi"]) for s in p.sketches] for p in rerun.itertuples()}
+    assert before == after
+
+
+def test_rescoring_a_date_replaces_it(night):
+    from ray_jobs.score import score
+    _, lake, _ = night
+    before = _recs(lake)
+    total = lake.read("warehouse.recommendations").count()
+    score(lake, D2)
+    after = _recs(lake)
+    assert lake.read("warehouse.recommendations").count() == total == len(after)
+    key = ["user_id", "rank", "item_id", "strategy"]
+    assert before[key].sort_values(key).values.tolist() == after[key].sort_values(key).values.tolist()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_export_manifest_matches_files_and_a_crash_keeps_the_previous_export(night, monkeypatch):
+    import pyarrow.parquet as pq
+    import symusic
+    from jobs import export
+    from schemas import export as contract
+    config, lake, _ = night
+    export.export_run(lake, D2)                          # the warehouse may have been rewritten by other tests
+    root = Path(config.path("exports"))
+    folder = root / f"run_date={D2}"
+    assert (folder / "_SUCCESS").is_file()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    contract.validate_manifest(manifest)
+    listed = {f["path"] for f in manifest["files"]}
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json", "_SUCCESS"}
+    assert listed == on_disk
+    for f in manifest["files"]:
+        assert _sha(folder / f["path"]) == f["sha256"] and (folder / f["path"]).stat().st_size == f["bytes"]
+    recs = pq.read_table(folder / "recommendations")
+    sketches = pq.read_table(folder / "packs")
+    assert recs.num_rows == manifest["datasets"]["recommendations"]["rows"] == len(_recs(lake))
+    packs = lake.read("warehouse.inspiration_packs").where(f"run_date = DATE'{D2}'").toPandas()
+    assert sketches.num_rows == manifest["datasets"]["packs"]["rows"] == int(packs["sketches"].apply(len).sum())
+    assert recs.schema.names == [f.name for f in contract.RECOMMENDATIONS]
+    assert sketches.schema.names == [f.name for f in contract.PACK_SKETCHES]
+    frame = sketches.to_pandas()
+    assert set(frame["midi_path"]) == {f"midi/{p.name}" for p in (folder / "midi").iterdir()}
+    for path, sha in zip(frame["midi_path"], frame["midi_sha256"]):
+        assert _sha(folder / path) == sha and symusic.Score.from_midi((folder / path).read_bytes()).note_num() > 0
+    assert manifest["models"]["recommender"]["version"] == 1 and manifest["upstream_runs"]["score"]
+
+    published = (folder / "manifest.json").read_bytes()
+
+    def crash(staging, target):
+        raise RuntimeError("injected crash between writing the files and publishing")
+    monkeypatch.setattr(export, "_publish", crash)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        export.export_run(lake, D2)
+    assert (folder / "manifest.json").read_bytes() == published and (folder / "_SUCCESS").is_file()
+    leftovers = [p for p in root.iterdir() if p.name.startswith(".staging-")]
+    assert len(leftovers) == 1 and (leftovers[0] / "manifest.json").is_file()
+    assert not (leftovers[0] / "_SUCCESS").exists()
+    assert [p for p in root.rglob("_SUCCESS")] == [folder / "_SUCCESS"]
+
+    monkeypatch.undo()
+    export.export_run(lake, D2)                          # a rerun replaces the folder whole and tidies up
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+    rows = {k: v["rows"] for k, v in json.loads((folder / "manifest.json").read_text())["datasets"].items()}
+    assert rows == {k: v["rows"] for k, v in manifest["datasets"].items()}
+
+
+def test_retention_keeps_the_newest_runs_and_the_current_one(tmp_path):
+    from jobs.export import _apply_retention
+    for day in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-10-01"):
+        (tmp_path / f"run_date={day}").mkdir()
+    (tmp_path / "unrelated").mkdir()
+    removed = _apply_retention(tmp_path, 2, "run_date=2026-10-01")
+    assert sorted(removed) == ["run_date=2026-11-01"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_date=2026-10-01", "run_date=2026-11-02",
+                                                           "run_date=2026-11-03", "unrelated"]
+
+
+def test_a_date_without_landing_data_fails_first_and_writes_nothing(night):
+    from jobs.night import run_night
+    config, lake, _ = night
+    missing = D2 + dt.timedelta(days=1)
+    versions = {name: lake.version(name) for name in ("silver.plays", "warehouse.recommendations")}
+    with pytest.raises(EncoreError, match=f"no landing data for {missing}"):
+        run_night(lake, missing)
+    assert {name: lake.version(name) for name in versions} == versions
+    assert not (Path(config.path("exports")) / f"run_date={missing}").exists()
