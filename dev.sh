@@ -47,7 +47,7 @@ setup() {
 }
 
 case "${1:-}" in
-  demo) setup; shift; exec .venv/bin/encore "$@" demo ;;
+  demo) setup; shift; exec .venv/bin/encore --profile "${ENCORE_PROFILE:-demo}" "$@" demo ;;
   test) setup; shift; exec .venv/bin/python -m pytest "$@" ;;
   setup) setup ;;
   *) echo "usage: ./dev.sh demo | test [pytest args] | setup" >&2; exit 2 ;;

@@ -157,8 +157,22 @@ def cmd_schema(cfg: Config, args) -> None:
             print(f"CHECK {name}: {expr}")
     elif args.name in ("play_event", "catalog_entry"):
         _print_table(["field", "JSON type", "description"], field_docs(args.name), max_width=200)
+    elif args.name.startswith("export."):
+        from schemas import export
+        files = {f"export.{k}": v for k, v in export.FILES.items()}
+        if args.name == "export.manifest":
+            import json
+            print(json.dumps(export.manifest_schema(), indent=2))
+            return
+        if args.name not in files:
+            raise EncoreError(f"no export contract named '{args.name}': use {', '.join(files)} or export.manifest")
+        print(f"{args.name} (export contract {export.SCHEMA_VERSION})")
+        _print_table(["column", "type", "description"],
+                     [(f.name, f.dataType.simpleString(), f.metadata.get("comment", "")) for f in files[args.name]],
+                     max_width=200)
     else:
-        raise EncoreError(f"no contract named '{args.name}': use play_event, catalog_entry or one of {', '.join(TABLES)}")
+        raise EncoreError(f"no contract named '{args.name}': use play_event, catalog_entry, export.recommendations, "
+                          f"export.packs, export.manifest or one of {', '.join(TABLES)}")
 
 
 def cmd_setup(cfg: Config, args) -> None:
@@ -388,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="list the registered tables, their versions and descriptions")
     p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("schema", help="print a contract: play_event, catalog_entry or a table's columns")
+    p = sub.add_parser("schema", help="print a contract: play_event, catalog_entry, a table's columns, "
+                       "export.recommendations, export.packs or export.manifest")
     p.add_argument("name")
     p.set_defaults(func=cmd_schema)
 

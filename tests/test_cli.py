@@ -59,13 +59,23 @@ def test_schema_prints_the_contracts(tmp_path):
 
 
 
-def test_demo_runs_the_pipeline_and_a_rerun_changes_nothing(tmp_path):
-    small = {"ENCORE__GENERATE__DAYS": "2", "ENCORE__GENERATE__EVENTS_PER_DAY": "3000", "ENCORE__GENERATE__BOTS": "0"}
-    runs = [run(tmp_path / "home", "demo", env=small) for _ in range(2)]
+def test_demo_runs_the_whole_night_and_a_rerun_changes_nothing(tmp_path):
+    from tests.test_music import TINY
+    small = {**TINY, "ENCORE__GENERATE__DAYS": "2", "ENCORE__GENERATE__EVENTS_PER_DAY": "3000",
+             "ENCORE__GENERATE__BOTS": "0", "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0",
+             "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10", "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1",
+             "ENCORE__PACKS__POOL_PER_CONDITION": "2", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",
+             "ENCORE__PACKS__BARS": "2", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
+             "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
+    runs = [run(tmp_path / "home", "--profile", "demo", "demo", env=small) for _ in range(2)]
     for out in runs:
         assert out.returncode == 0, out.stderr[-2000:]
-    assert "features 2026-11-20" in runs[0].stdout and "bronze.plays_raw +0" in runs[1].stdout
+    assert "train-music (no champion yet)" in runs[0].stdout and "train-" not in runs[1].stdout
+    assert "bronze.plays_raw +0" in runs[1].stdout
 
-    def clean_results(out):
-        return [line.split(" | ")[1].strip() for line in out.stdout.splitlines() if line.startswith("clean ")]
-    assert len(clean_results(runs[0])) == 2 and clean_results(runs[0]) == clean_results(runs[1])
+    def results(out, step):
+        return [line.split(" | ")[1].strip() for line in out.stdout.splitlines() if line.startswith(step + " ")]
+    assert len(results(runs[0], "clean")) == 2 and results(runs[0], "clean") == results(runs[1], "clean")
+    assert results(runs[0], "score") == results(runs[1], "score") and " users, " in results(runs[0], "score")[0]
+    export = tmp_path / "home" / "exports" / "run_date=2026-11-20"
+    assert (export / "_SUCCESS").is_file() and (export / "manifest.json").is_file()
