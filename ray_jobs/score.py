@@ -67,17 +67,23 @@ class ScoringContext:
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest finite scores per row, best first; ties broken by the lower index."""
+    """Indices of the k largest scores per row, best first (equal scores: the lower index first).
+
+    ``torch.topk`` selects (multi-threaded, about twice numpy's argpartition here); which of
+    several equal scores at the cut gets in is the kernel's choice, deterministic for the same input.
+    """
+    import torch
     k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
-    picked = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -picked), axis=1)
+    values, part = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)).topk(k, dim=1)
+    values, part = values.numpy(), part.numpy()
+    order = np.lexsort((part, -values), axis=1)
     return np.take_along_axis(part, order, axis=1)
 
 
 class BlockScorer:
     """Ray Data actor: holds the scoring context and turns a block of user rows into list rows."""
+
+    MAX_HISTORY = 256   # reasons look at the user's most played artists, at most this many
 
     def __init__(self, context_ref: list):
         import ray
@@ -86,57 +92,68 @@ class BlockScorer:
         norms = np.linalg.norm(factors, axis=1, keepdims=True)
         self.unit_factors = factors / np.where(norms > 0, norms, 1.0)
         self.item_tags_t = self.ctx.item_tags.T.tocsr()
+        self.strategy = self.ctx.strategies()
+        self.ctx.bundle.lightfm_scores(np.zeros(0, dtype=np.int64))   # builds the product's matrices once
 
     def __call__(self, batch: dict) -> dict:
-        ctx = self.ctx
         rows = np.asarray(batch["row"], dtype=np.int64)
-        strategy = ctx.strategies()[rows]
-        out: list[pd.DataFrame] = []
-        for name in STRATEGIES:
-            chosen = rows[strategy == name]
-            if len(chosen):
-                out.append(getattr(self, f"_{name}")(chosen))
-        frame = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-        return {c: frame[c].to_numpy() for c in frame.columns}
-
-    # Scores below every real score of a row, ordered by popularity: the fill-in tail of a list.
-    def _with_popular_tail(self, scores: np.ndarray, floor: np.ndarray) -> np.ndarray:
-        return np.where(np.isnan(scores), floor[:, None] - 2.0 + self.ctx.popularity[None, :], scores)
+        parts = [getattr(self, f"_{name}")(rows[self.strategy[rows] == name]) for name in STRATEGIES
+                 if (self.strategy[rows] == name).any()]
+        return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]} if parts else {}
 
     def _mask_played(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        played = self.ctx.played[rows]
-        r, c = played.nonzero()
+        r, c = self.ctx.played[rows].nonzero()
         scores[r, c] = -np.inf
         return scores
 
-    def _model(self, rows: np.ndarray) -> pd.DataFrame:
+    def _history(self, row: int) -> np.ndarray:
+        """Model items the user played in the window, most played first (else their training history)."""
+        ctx, n_model = self.ctx, self.ctx.n_model_items
+        lo, hi = ctx.played.indptr[row], ctx.played.indptr[row + 1]
+        items, plays = ctx.played.indices[lo:hi], ctx.played.data[lo:hi]
+        known = items < n_model
+        items, plays = items[known], plays[known]
+        if len(items) == 0:
+            m = ctx.user_model_index[row]
+            items = ctx.bundle.seen.indices[ctx.bundle.seen.indptr[m]:ctx.bundle.seen.indptr[m + 1]]
+            plays = np.ones(len(items))
+        return items[np.argsort(-plays, kind="stable")[: self.MAX_HISTORY]]
+
+    def _model(self, rows: np.ndarray) -> dict:
         ctx = self.ctx
         n_model = ctx.n_model_items
-        scores = np.full((len(rows), len(ctx.item_ids)), np.nan, dtype=np.float64)
-        scores[:, :n_model] = ctx.bundle.score(ctx.user_model_index[rows])
-        scores = self._with_popular_tail(scores, np.nanmin(scores[:, :n_model], axis=1))
+        model_scores = ctx.bundle.score(ctx.user_model_index[rows])
+        if len(ctx.item_ids) > n_model:
+            # Items the model does not know rank below all its scores, by popularity: the list's tail.
+            scores = np.empty((len(rows), len(ctx.item_ids)), dtype=np.float32)
+            scores[:, :n_model] = model_scores
+            scores[:, n_model:] = model_scores.min(axis=1, keepdims=True) - 2.0 + ctx.popularity[None, n_model:]
+        else:
+            scores = model_scores
         top = _top(self._mask_played(scores, rows), ctx.top_k)
         from_model = top < n_model
-        reasons = np.full(top.shape, POPULAR_REASON, dtype=object)
-        reason_items = np.full(top.shape, None, dtype=object)
-        for i, row in enumerate(rows):
-            history = ctx.played[row].indices
-            history = history[history < n_model]
-            if len(history) == 0:  # nothing played in the window: the training history
-                history = ctx.bundle.seen[ctx.user_model_index[row]].indices
-            recs = top[i][from_model[i]]
-            reasons[i][from_model[i]] = "recommended from your listening"
-            if len(history) == 0 or len(recs) == 0:
-                continue
-            best = history[np.argmax(self.unit_factors[recs] @ self.unit_factors[history].T, axis=1)]
-            reason_items[i][from_model[i]] = ctx.item_ids[best]
-            reasons[i][from_model[i]] = ["because you play " + str(n) for n in ctx.item_names[best]]
+
+        # Reasons for the whole block at once: (users, K, d) @ (users, d, history) cosines.
+        histories = [self._history(r) for r in rows]
+        width = max(1, max(len(h) for h in histories))
+        history = np.zeros((len(rows), width), dtype=np.int64)
+        present = np.zeros((len(rows), width), dtype=bool)
+        for i, h in enumerate(histories):
+            history[i, :len(h)], present[i, :len(h)] = h, True
+        recs = np.where(from_model, top, 0)
+        cosine = np.matmul(self.unit_factors[recs], self.unit_factors[history].transpose(0, 2, 1))
+        cosine[~np.broadcast_to(present[:, None, :], cosine.shape)] = -np.inf
+        best = np.take_along_axis(history, cosine.argmax(axis=2), axis=1)
+        explained = from_model & present.any(axis=1)[:, None]
+        reason_items = np.where(explained, ctx.item_ids[best], None)
+        reasons = np.where(explained, "because you play " + ctx.item_names[best].astype(str).astype(object),
+                           np.where(from_model, "recommended from your listening", POPULAR_REASON)).astype(object)
         return self._rows(rows, top, scores, np.where(from_model, "model", "popularity"), reasons, reason_items)
 
-    def _tag_profile(self, rows: np.ndarray) -> pd.DataFrame:
+    def _tag_profile(self, rows: np.ndarray) -> dict:
         ctx = self.ctx
-        affinity = np.asarray((ctx.user_tags[rows] @ self.item_tags_t).todense(), dtype=np.float64)
-        scores = affinity + 1e-3 * ctx.popularity[None, :]
+        affinity = np.asarray((ctx.user_tags[rows] @ self.item_tags_t).todense(), dtype=np.float32)
+        scores = (affinity + 1e-3 * ctx.popularity[None, :]).astype(np.float32)
         top = _top(self._mask_played(scores, rows), ctx.top_k)
         matched = np.take_along_axis(affinity, top, axis=1) > 0
         reasons = np.full(top.shape, POPULAR_REASON, dtype=object)
@@ -148,28 +165,28 @@ class BlockScorer:
         return self._rows(rows, top, scores, np.where(matched, "tag_profile", "popularity"), reasons,
                           np.full(top.shape, None, dtype=object))
 
-    def _popularity(self, rows: np.ndarray) -> pd.DataFrame:
-        scores = np.repeat(self.ctx.popularity[None, :].astype(np.float64), len(rows), axis=0)
+    def _popularity(self, rows: np.ndarray) -> dict:
+        scores = np.repeat(self.ctx.popularity[None, :], len(rows), axis=0)
         top = _top(self._mask_played(scores, rows), self.ctx.top_k)
         return self._rows(rows, top, scores, np.full(top.shape, "popularity"),
                           np.full(top.shape, POPULAR_REASON, dtype=object), np.full(top.shape, None, dtype=object))
 
-    def _rows(self, rows, top, scores, strategy, reasons, reason_items) -> pd.DataFrame:
+    def _rows(self, rows, top, scores, strategy, reasons, reason_items) -> dict:
         ctx = self.ctx
         picked = np.take_along_axis(scores, top, axis=1)
         keep = np.isfinite(picked).reshape(-1)   # a played item never fills a short list
         k = top.shape[1]
-        frame = pd.DataFrame({
-            "user_id": np.repeat(ctx.user_ids[rows], k).astype(str),
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows)),
-            "item_id": ctx.item_ids[top.reshape(-1)].astype(str),
-            "item_name": ctx.item_names[top.reshape(-1)].astype(str),
-            "score": picked.reshape(-1),
-            "strategy": strategy.reshape(-1).astype(str),
-            "reason": reasons.reshape(-1),
-            "reason_item_id": reason_items.reshape(-1),
-        })
-        return frame[keep].reset_index(drop=True)
+        flat = top.reshape(-1)[keep]
+        return {
+            "user_id": np.repeat(ctx.user_ids[rows], k)[keep],   # object arrays of str: no conversion
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))[keep],
+            "item_id": ctx.item_ids[flat],
+            "item_name": ctx.item_names[flat],
+            "score": picked.reshape(-1)[keep].astype(np.float64),
+            "strategy": strategy.reshape(-1)[keep],
+            "reason": reasons.reshape(-1)[keep],
+            "reason_item_id": reason_items.reshape(-1)[keep],
+        }
 
 
 # --- building the context --------------------------------------------------------------------
@@ -226,7 +243,7 @@ def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, 
     users = sorted(_silver_users(config, run_date) | set(interactions["user_id"].astype(str)))
     user_ids = np.asarray(users, dtype=object)
     user_index = pd.Index(user_ids)
-    played = sp.csr_matrix((np.ones(len(interactions), dtype=np.float32),
+    played = sp.csr_matrix((interactions["plays"].to_numpy(dtype=np.float32),
                             (user_index.get_indexer(interactions["user_id"].astype(str)),
                              item_index.get_indexer(interactions["item_id"].astype(str)))),
                            shape=(len(user_ids), len(item_ids)))
