@@ -39,7 +39,7 @@ setup() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "dev.sh: installing encore and its dependencies into .venv (first run: a few minutes)" >&2
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[test]"
+    .venv/bin/python -m pip install --quiet -e ".[test,airflow]"
     echo "$want" > "$stamp"
   fi
   # Resolves Delta's jars from Maven Central once (into .venv/encore-jars), then works offline.

@@ -218,6 +218,15 @@ def cmd_night(cfg: Config, args) -> None:
     _print_night(run_night(_lake(cfg), args.date))
 
 
+def cmd_ensure_models(cfg: Config, args) -> None:
+    from jobs.night import NightReport, ensure_models
+    report = NightReport(args.date)
+    ensure_models(_lake(cfg), args.date, report)
+    if not report.steps:
+        report.steps.append(("ensure-models", "both models have a champion: nothing to train", 0.0))
+    _print_night(report)
+
+
 def cmd_score(cfg: Config, args) -> None:
     from ray_jobs.score import score
     r = score(_lake(cfg), args.date)
@@ -241,6 +250,15 @@ def cmd_export(cfg: Config, args) -> None:
     _print_table(["run_date", "folder", "recommendations", "sketches", "files", "MB", "removed old runs"],
                  [(r.run_date, r.path, r.rows["recommendations"], r.rows["packs"], r.files, f"{r.bytes / 1e6:.1f}",
                    ", ".join(r.removed_runs) or "-")], max_width=100)
+
+
+def cmd_validate(cfg: Config, args) -> None:
+    from jobs.export import validate_export
+    rows = validate_export(_lake(cfg), args.date)
+    _print_table(["run_date", "recommendations", "sketches", "MIDI files", "checks"],
+                 [(args.date, rows["recommendations"], rows["packs"], rows["midi"],
+                   "_SUCCESS, manifest contract, sha256 and size of every file, row counts vs manifest and warehouse")],
+                 max_width=120)
 
 
 def cmd_corpus(cfg: Config, args) -> None:
@@ -381,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-home", action="store_true", help="keep the temporary lakehouse and MLflow store")
     p.set_defaults(func=cmd_recommender_eval)
 
+    p = sub.add_parser("ensure-models", help="train the recommender and/or the music model if it has no champion yet")
+    p.add_argument("--date", type=_date, required=True, help="as-of date of the gold snapshot to train on")
+    p.set_defaults(func=cmd_ensure_models)
+
     p = sub.add_parser("score", help="champion recommender's top-K for every user -> warehouse.recommendations")
     p.add_argument("--date", type=_date, required=True, help="run date (reads the gold snapshot as of it)")
     p.set_defaults(func=cmd_score)
@@ -393,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "_SUCCESS, atomic)")
     p.add_argument("--date", type=_date, required=True, help="run date")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("validate", help="check a published export against its manifest and the warehouse")
+    p.add_argument("--date", type=_date, required=True, help="run date")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("sql", help="run Spark SQL against the catalog and print a table")
     p.add_argument("query")

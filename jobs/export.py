@@ -203,3 +203,47 @@ def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versio
     }
     contract.validate_manifest(manifest)
     return manifest
+
+
+def validate_export(lake, run_date: dt.date) -> dict[str, int]:
+    """Check a published export against its manifest and the warehouse rows it came from.
+
+    Raises ``EncoreError`` listing every problem: no ``_SUCCESS``, a manifest that breaks the
+    contract, a file missing, changed (sha256, size) or not listed, Parquet row counts that differ
+    from the manifest, or from the warehouse tables at the Delta versions the manifest records.
+    """
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    folder = Path(lake.config.path("exports")) / f"run_date={run_date.isoformat()}"
+    if not (folder / "_SUCCESS").is_file():
+        raise EncoreError(f"{folder} is not a published export (no _SUCCESS): run `encore export --date {run_date}`")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    problems = []
+    try:
+        contract.validate_manifest(manifest)
+    except Exception as exc:  # jsonschema.ValidationError: report it with the other problems
+        problems.append(f"manifest breaks the contract: {str(exc).splitlines()[0]}")
+    listed = {f["path"]: f for f in manifest.get("files", [])}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json", "_SUCCESS"}
+    problems += [f"{p} is not in the manifest" for p in sorted(present - set(listed))]
+    problems += [f"{p} is missing" for p in sorted(set(listed) - present)]
+    for path, entry in sorted(listed.items()):
+        if path in present and (_sha256(folder / path) != entry["sha256"] or (folder / path).stat().st_size != entry["bytes"]):
+            problems.append(f"{path} differs from its manifest entry (sha256 or size)")
+    rows = {}
+    for dataset, table in (("recommendations", "warehouse.recommendations"), ("packs", "warehouse.inspiration_packs")):
+        files = manifest.get("datasets", {}).get(dataset, {}).get("files", [])
+        rows[dataset] = sum(pq.read_metadata(folder / f).num_rows for f in files if (folder / f).is_file())
+        if rows[dataset] != manifest["datasets"][dataset]["rows"]:
+            problems.append(f"{dataset}: {rows[dataset]} rows in the files, {manifest['datasets'][dataset]['rows']} "
+                            "in the manifest")
+        frame = lake.read(table, manifest["source_versions"].get(table)).where(F.col("run_date") == F.lit(run_date))
+        expected = frame.count() if dataset == "recommendations" else \
+            (frame.select(F.sum(F.size("sketches"))).first()[0] or 0)
+        if rows[dataset] != expected:
+            problems.append(f"{dataset}: {rows[dataset]} rows exported, {expected} in {table} for {run_date}")
+    if problems:
+        raise EncoreError(f"export {folder} failed validation: " + "; ".join(problems))
+    rows["midi"] = len(manifest["datasets"]["midi"]["files"])
+    return rows

@@ -1,6 +1,6 @@
 """One night for one logical date, in order: ingest -> clean -> features -> (training when a model
-has no champion yet) -> score -> generate -> export. ``encore night`` and the README's main command
-call ``run_night``; each step is also its own CLI command and Airflow task.
+has no champion yet) -> score -> generate -> export -> validate. ``encore night`` and the README's
+main command call ``run_night``; each step is also its own CLI command and Airflow task.
 
 Every step replaces its date's outputs, so rerunning a night (or resuming after a failed step)
 gives the same tables and export, never duplicates.
@@ -58,7 +58,7 @@ def ensure_models(lake, run_date: dt.date, report: NightReport) -> None:
 
 def run_night(lake, run_date: dt.date, *, ingest: bool = True) -> NightReport:
     from jobs.clean import clean_date
-    from jobs.export import export_run
+    from jobs.export import export_run, validate_export
     from jobs.features import build_features
     from jobs.ingest import ingest_landing
     from ray_jobs.packs import generate_packs
@@ -91,4 +91,9 @@ def run_night(lake, run_date: dt.date, *, ingest: bool = True) -> NightReport:
         r = export_run(lake, run_date)
         return f"{r.path} ({r.files} files, {r.rows['recommendations']} recommendations, {r.rows['packs']} sketches)"
     report.step("export", export_step)
+
+    def validate_step():
+        rows = validate_export(lake, run_date)
+        return f"export matches its manifest and the warehouse ({rows['midi']} MIDI files)"
+    report.step("validate", validate_step)
     return report

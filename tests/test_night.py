@@ -74,7 +74,7 @@ def test_the_night_trains_what_is_missing_and_runs_every_step(night):
     _, _, report = night
     steps = [s for s, _, _ in report.steps]
     assert steps == ["ingest", "clean", "features", "corpus (no music corpus yet)", "train-music (no champion yet)",
-                     "score", "generate", "export"]
+                     "score", "generate", "export", "validate"]
 
 
 def test_every_silver_user_gets_k_unplayed_recommendations_with_reasons(night):
@@ -180,6 +180,7 @@ def test_export_manifest_matches_files_and_a_crash_keeps_the_previous_export(nig
         assert _sha(folder / path) == sha and symusic.Score.from_midi((folder / path).read_bytes()).note_num() > 0
     assert manifest["models"]["recommender"]["version"] == 1 and manifest["upstream_runs"]["score"]
 
+    assert export.validate_export(lake, D2)["recommendations"] == recs.num_rows
     published = (folder / "manifest.json").read_bytes()
 
     def crash(staging, target):
@@ -198,6 +199,14 @@ def test_export_manifest_matches_files_and_a_crash_keeps_the_previous_export(nig
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
     rows = {k: v["rows"] for k, v in json.loads((folder / "manifest.json").read_text())["datasets"].items()}
     assert rows == {k: v["rows"] for k, v in manifest["datasets"].items()}
+
+    midi = next((folder / "midi").iterdir())
+    midi.write_bytes(midi.read_bytes() + b"tampered")
+    (folder / "unlisted.txt").write_text("x")
+    with pytest.raises(EncoreError, match="failed validation") as failure:
+        export.validate_export(lake, D2)
+    assert f"{midi.relative_to(folder).as_posix()} differs" in str(failure.value)
+    assert "unlisted.txt is not in the manifest" in str(failure.value)
 
 
 def test_retention_keeps_the_newest_runs_and_the_current_one(tmp_path):

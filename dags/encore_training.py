@@ -1,0 +1,24 @@
+"""encore_training: weekly retraining with the promotion gates.
+
+corpus -> train_recommender -> train_music
+
+``train-recommender`` trains on the newest gold snapshot and moves ``champion`` only when the
+candidate beats it on the same held-out split; ``train-music`` likewise on validation NLL. The
+nightly DAG picks up whichever version is ``champion`` at scoring time.
+"""
+from __future__ import annotations
+
+from airflow.sdk import dag
+
+from encore_dag_support import dag_settings, step
+
+
+@dag(dag_id="encore_training", schedule="@weekly", doc_md=__doc__, **dag_settings())
+def encore_training():
+    corpus = step("corpus", "corpus")
+    train_recommender = step("train_recommender", "train-recommender")
+    train_music = step("train_music", "train-music")
+    corpus >> train_recommender >> train_music
+
+
+encore_training()
