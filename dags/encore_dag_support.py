@@ -25,6 +25,12 @@ DEFAULT_ARGS = {
 }
 
 
+def schedule(default: str) -> str | None:
+    """The DAG's schedule, or None (triggered runs only) when ``ENCORE_AIRFLOW_SCHEDULES=off``, as in
+    infra/airflow/local_airflow.py, where unpausing must not also start the latest interval."""
+    return None if os.environ.get("ENCORE_AIRFLOW_SCHEDULES", "on").lower() == "off" else default
+
+
 def dag_settings() -> dict:
     """What every Encore DAG shares: start date, no catchup, one run at a time, retries, failure summary."""
     import pendulum

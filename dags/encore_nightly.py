@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from encore_dag_support import dag_settings, step, table_assets
+from encore_dag_support import dag_settings, schedule, step, table_assets
 
 
-@dag(dag_id="encore_nightly", schedule="@daily", doc_md=__doc__, **dag_settings())
+@dag(dag_id="encore_nightly", schedule=schedule("@daily"), doc_md=__doc__, **dag_settings())
 def encore_nightly():
     assets = table_assets()
     date = "--date {{ ds }}"

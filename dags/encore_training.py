@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from encore_dag_support import dag_settings, step
+from encore_dag_support import dag_settings, schedule, step
 
 
-@dag(dag_id="encore_training", schedule="@weekly", doc_md=__doc__, **dag_settings())
+@dag(dag_id="encore_training", schedule=schedule("@weekly"), doc_md=__doc__, **dag_settings())
 def encore_training():
     corpus = step("corpus", "corpus")
     train_recommender = step("train_recommender", "train-recommender")

@@ -82,19 +82,24 @@ def test_task_order_retries_and_assets(airflow_home):
         "encore.gold.interactions", "encore.gold.items", "encore.gold.user_profiles"}
 
 
+def small_night_env(home: Path) -> dict[str, str]:
+    """ENCORE_* settings for one small synthetic date and tiny models (shared with the scheduler test)."""
+    return {**TEST_ENV, **TINY, "ENCORE_HOME": str(home),
+            "ENCORE__GENERATE__DAYS": "1", "ENCORE__GENERATE__USERS": "60", "ENCORE__GENERATE__ITEMS": "300",
+            "ENCORE__GENERATE__EVENTS_PER_DAY": "3000", "ENCORE__GENERATE__BOTS": "0",
+            "ENCORE__GENERATE__END_DATE": "2026-11-20",
+            "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0", "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10",
+            "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1", "ENCORE__SCORE__TOP_K": "10",
+            "ENCORE__PACKS__POOL_PER_CONDITION": "2", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",
+            "ENCORE__PACKS__BARS": "2", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
+            "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
+
+
 def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, tmp_path, monkeypatch):
     from jobs.cli import _generate
     from ray_jobs.gold import read_filtered
     day = dt.date(2026, 11, 20)
-    env = {**TEST_ENV, **TINY, "ENCORE_HOME": str(tmp_path / "encore"),
-           "ENCORE__GENERATE__DAYS": "1", "ENCORE__GENERATE__USERS": "60", "ENCORE__GENERATE__ITEMS": "300",
-           "ENCORE__GENERATE__EVENTS_PER_DAY": "3000", "ENCORE__GENERATE__BOTS": "0",
-           "ENCORE__GENERATE__END_DATE": day.isoformat(),
-           "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0", "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10",
-           "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1", "ENCORE__SCORE__TOP_K": "10",
-           "ENCORE__PACKS__POOL_PER_CONDITION": "2", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",
-           "ENCORE__PACKS__BARS": "2", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
-           "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
+    env = small_night_env(tmp_path / "encore")
     for key in [k for k in os.environ if k.startswith("ENCORE")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
