@@ -219,12 +219,15 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                            "rules": {k: generate_rules[k] for k in ("min_bar_fill", "min_in_scale",
                                                                      "max_shared_intervals", "retries")}})
         gpu = _use_gpu(section)
+        actors = int(section["actors"])
+        if gpu:   # one GPU per actor: never ask for more actors than the cluster has GPUs
+            actors = max(1, min(actors, int(ray.cluster_resources().get("GPU", 1))))
         generated_at = time.perf_counter()
         blocks = max(1, -(-len(pool) // int(section["batch"])))
         sketches = ray.data.from_pandas(pool, override_num_blocks=blocks).map_batches(
             SketchGenerator, fn_constructor_kwargs={"payload_ref": [payload]}, batch_format="pandas",
             batch_size=int(section["batch"]), num_cpus=1, num_gpus=1 if gpu else 0,
-            compute=ray.data.ActorPoolStrategy(size=int(section["actors"]))).to_pandas()
+            compute=ray.data.ActorPoolStrategy(size=actors)).to_pandas()
         generation_seconds = time.perf_counter() - generated_at
         del payload
         sketches = sketches.sort_values(["style", "key", "tempo_bucket", "slot"]).reset_index(drop=True)
