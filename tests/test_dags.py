@@ -95,23 +95,26 @@ def small_night_env(home: Path) -> dict[str, str]:
             "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
 
 
-def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, tmp_path, monkeypatch):
+def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, tmp_path):
+    """``airflow dags test`` (Dag.test) in its own process, as an operator would run it: Airflow's
+    task runner then shares nothing with this test process and its Spark session."""
     from jobs.cli import _generate
     from ray_jobs.gold import read_filtered
     day = dt.date(2026, 11, 20)
     env = small_night_env(tmp_path / "encore")
-    for key in [k for k in os.environ if k.startswith("ENCORE")]:
-        monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
     _generate(config)
-
-    bag, _ = _dagbag()
-    run = bag.get_dag("encore_nightly").test(logical_date=dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc))
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    assert str(run.state) == "success", states
-    assert set(states) == set(NIGHTLY_ORDER) and set(states.values()) == {"success"}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    full_env.update(env)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    done = subprocess.run([airflow, "dags", "test", "encore_nightly", day.isoformat()], env=full_env,
+                          capture_output=True, text=True, timeout=1500)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "DagRun Finished: dag_id=encore_nightly" in output, output[-3000:]
+    finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=encore_nightly" in line][-1]
+    assert "state=success" in finished, output[-3000:]
+    for task in NIGHTLY_ORDER:
+        assert f"[DAG TEST] end task task_id={task}" in output, task
     export = Path(config.path("exports")) / f"run_date={day}"
     assert (export / "_SUCCESS").is_file()
     recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", day)], ["user_id", "rank"]).frame
