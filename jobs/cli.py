@@ -190,9 +190,7 @@ def _print_night(report) -> None:
 
 def cmd_demo(cfg: Config, args) -> None:
     """Generate the embedded synthetic logs, backfill the earlier dates, then run the night of the last one."""
-    from jobs.clean import clean_date
-    from jobs.ingest import ingest_landing
-    from jobs.night import NightReport, run_night
+    from jobs.night import NightReport, clean_step, ingest_step, run_night
     started = time.monotonic()
     written = _generate(cfg)
     dates = sorted(dt.date.fromisoformat(d) for d in written)
@@ -200,9 +198,9 @@ def cmd_demo(cfg: Config, args) -> None:
     earlier = NightReport(dates[-1])
     earlier.steps.append(("generate-logs", f"{sum(written.values())} lines over {len(written)} days",
                           time.monotonic() - started))
-    earlier.step("ingest", lambda: ", ".join(f"{k} +{v}" for k, v in ingest_landing(lake, dates).items()))
+    earlier.step("ingest", lambda: ingest_step(lake, dates))
     for d in dates[:-1]:
-        earlier.step(f"clean {d}", lambda d=d: (lambda r: f"{r.kept} kept, {r.quarantined} quarantined")(clean_date(lake, d)))
+        earlier.step(f"clean {d}", lambda d=d: clean_step(lake, d))
     report = run_night(lake, dates[-1], ingest=False)
     report.steps[:0] = earlier.steps
     _print_night(report)

@@ -31,6 +31,19 @@ class NightReport:
         return summary
 
 
+def ingest_step(lake, dates: list[dt.date]) -> str:
+    """Ingest the landing dates; a one-line summary of rows added per bronze table."""
+    from jobs.ingest import ingest_landing
+    return ", ".join(f"{k} +{v}" for k, v in ingest_landing(lake, dates).items())
+
+
+def clean_step(lake, day: dt.date) -> str:
+    """Clean one date; a one-line summary of kept and quarantined rows."""
+    from jobs.clean import clean_date
+    result = clean_date(lake, day)
+    return f"{result.kept} kept, {result.quarantined} quarantined"
+
+
 def ensure_models(lake, run_date: dt.date, report: NightReport) -> None:
     """Train whichever model has no champion yet (the first night of a fresh installation)."""
     from ray_jobs import tracking
@@ -57,21 +70,15 @@ def ensure_models(lake, run_date: dt.date, report: NightReport) -> None:
 
 
 def run_night(lake, run_date: dt.date, *, ingest: bool = True) -> NightReport:
-    from jobs.clean import clean_date
     from jobs.export import export_run, validate_export
     from jobs.features import build_features
-    from jobs.ingest import ingest_landing
     from ray_jobs.packs import generate_packs
     from ray_jobs.score import score
 
     report = NightReport(run_date)
     if ingest:
-        report.step("ingest", lambda: ", ".join(f"{k} +{v}" for k, v in ingest_landing(lake, [run_date]).items()))
-
-    def clean():
-        r = clean_date(lake, run_date)
-        return f"{r.kept} kept, {r.quarantined} quarantined"
-    report.step("clean", clean)
+        report.step("ingest", lambda: ingest_step(lake, [run_date]))
+    report.step("clean", lambda: clean_step(lake, run_date))
     report.step("features", lambda: ", ".join(f"{k}={v}" for k, v in build_features(lake, run_date).items()))
     ensure_models(lake, run_date, report)
 
