@@ -58,7 +58,7 @@ class RecommenderBundle:
         """(len(users), n_items) float32 scores for user indices."""
         lfm = self.lightfm_scores(users)
         if self.blend_ease <= 0 or self.ease_weights is None:
-            return lfm.astype(np.float32)
+            return lfm.astype(np.float32, copy=False)
         w = self.blend_ease
         return ((1 - w) * _standardise(lfm) + w * _standardise(self.ease_scores(users))).astype(np.float32)
 
