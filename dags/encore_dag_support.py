@@ -1,9 +1,16 @@
 """What both Encore DAGs share: the task factory (a thin call of the ``encore`` CLI, the same entry
 point people run by hand), retries with backoff, the failure summary, and the table assets.
 
-Each task runs ``encore <step> --date {{ ds }}`` in its own process with the worker's environment
-(``ENCORE_HOME``, ``ENCORE_PROFILE``, ``ENCORE__…`` overrides), so a task holds no JVM or Ray
-state between runs and a retry simply reruns an idempotent step.
+Where a task runs follows the profile's ``airflow.submit`` (profile from ``ENCORE_PROFILE``):
+
+* ``local``: ``encore <step> --date {{ ds }}`` in its own process on the Airflow worker (Spark
+  in-process, Ray in-process), with the worker's environment (``ENCORE_HOME``, ``ENCORE__…``).
+* ``cluster``: Spark steps go to ``spark.master`` with ``SparkSubmitOperator`` (client mode, the
+  application is the same CLI: jobs/entrypoints/spark_step.py, with the Spark settings of the one
+  session factory); Ray steps become Ray jobs on ``ray.dashboard`` (ray_jobs/submission.py) with
+  the worker's ``ENCORE_*`` settings; the worker only waits and streams their logs.
+
+Either way a task holds no JVM or Ray state between runs and a retry simply reruns an idempotent step.
 """
 from __future__ import annotations
 
@@ -25,17 +32,19 @@ DEFAULT_ARGS = {
 }
 
 
-def schedule(default: str) -> str | None:
-    """The DAG's schedule, or None (triggered runs only) when ``ENCORE_AIRFLOW_SCHEDULES=off``, as in
-    infra/airflow/local_airflow.py, where unpausing must not also start the latest interval."""
-    return None if os.environ.get("ENCORE_AIRFLOW_SCHEDULES", "on").lower() == "off" else default
-
-
 def dag_settings() -> dict:
-    """What every Encore DAG shares: start date, no catchup, one run at a time, retries, failure summary."""
+    """What every Encore DAG shares: start date, no catchup, one run at a time, retries (``airflow.retries``),
+    failure summary. ``ENCORE_AIRFLOW_END_DATE=YYYY-MM-DD`` ends the schedule on that date: the scheduler then
+    creates no run of its own after it, which infra/airflow/local_airflow.py uses for backfills."""
     import pendulum
-    return {"start_date": pendulum.datetime(2026, 11, 1, tz="UTC"), "catchup": False, "max_active_runs": 1,
-            "default_args": {**DEFAULT_ARGS, "on_failure_callback": summarise_failure}, "tags": ["encore"]}
+    retries = int(_config().get("airflow.retries", DEFAULT_ARGS["retries"]))
+    settings = {"start_date": pendulum.datetime(2026, 11, 1, tz="UTC"), "catchup": False, "max_active_runs": 1,
+                "default_args": {**DEFAULT_ARGS, "retries": retries, "on_failure_callback": summarise_failure},
+                "tags": ["encore"]}
+    end = os.environ.get("ENCORE_AIRFLOW_END_DATE")
+    if end:
+        settings["end_date"] = pendulum.parse(end).in_timezone("UTC")
+    return settings
 
 
 def encore_executable() -> str:
@@ -48,11 +57,67 @@ def encore_executable() -> str:
     return found
 
 
-def step(task_id: str, command: str, outlets=(), **kwargs):
-    """A task running ``encore <command>`` (Jinja-templated, e.g. ``score --date {{ ds }}``)."""
-    from airflow.providers.standard.operators.bash import BashOperator
-    return BashOperator(task_id=task_id, bash_command=f"{encore_executable()} {command}", outlets=list(outlets),
-                        append_env=True, **kwargs)
+def _config():
+    from jobs.config import load_config
+    return load_config()
+
+
+def step(task_id: str, command: str, engine: str, outlets=(), **kwargs):
+    """A task running ``encore <command>`` (Jinja-templated, e.g. ``score --date {{ ds }}``).
+
+    ``engine`` ("spark" or "ray") says which cluster the step runs on in the cluster profile."""
+    if engine not in ("spark", "ray"):
+        raise ValueError(f"engine must be 'spark' or 'ray', not {engine!r}")
+    config = _config()
+    mode = config.get("airflow.submit", "local")
+    if mode == "local":
+        from airflow.providers.standard.operators.bash import BashOperator
+        return BashOperator(task_id=task_id, bash_command=f"{encore_executable()} {command}",
+                            outlets=list(outlets), append_env=True, **kwargs)
+    if mode != "cluster":
+        raise ValueError(f"airflow.submit must be 'local' or 'cluster', not {mode!r} (profile {config.profile})")
+    if engine == "spark":
+        return _spark_submit(config, task_id, command, outlets, **kwargs)
+    from airflow.providers.standard.operators.python import PythonOperator
+    from ray_jobs.runtime import apply_auth_mode
+    apply_auth_mode(config)   # in the task process too (it imports this file first), before Ray is imported
+    return PythonOperator(task_id=task_id, python_callable=run_ray_step, op_kwargs={"command": command},
+                          outlets=list(outlets), **kwargs)
+
+
+def _spark_submit(config, task_id: str, command: str, outlets, **kwargs):
+    """SparkSubmitOperator for one step, against the connection ``airflow.spark_conn_id``; when no such
+    connection is defined, it is defined here from ``spark.master`` (an ``AIRFLOW_CONN_…`` variable,
+    seen by the task process too, since it imports this file before running the task)."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    import jobs.entrypoints.spark_step as entry
+    from jobs.spark import session_settings
+    settings, _ = session_settings(config)
+    master = settings.pop("spark.master")
+    conn_id = str(config.get("airflow.spark_conn_id", "encore_spark"))
+    os.environ.setdefault(f"AIRFLOW_CONN_{conn_id.upper()}", master)
+    jars = settings.pop("spark.jars", None)
+    bin_dir = str(Path(sys.executable).parent)   # spark-submit comes with pyspark, beside this Python
+    return SparkSubmitOperator(
+        task_id=task_id, conn_id=conn_id, application=entry.__file__, application_args=template_args(command),
+        conf=settings, jars=jars, name=f"encore-{task_id}", outlets=list(outlets),
+        env_vars={"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                  "PYSPARK_PYTHON": settings["spark.pyspark.python"]},
+        **kwargs)
+
+
+def template_args(command: str) -> list[str]:
+    """Split a command line into arguments, keeping each Jinja ``{{ … }}`` whole (it is rendered later)."""
+    import re
+    return re.findall(r"\{\{.*?\}\}|\S+", command)
+
+
+def run_ray_step(command: str, **context) -> None:
+    """PythonOperator callable: ``encore <command>`` as a Ray job on the configured cluster."""
+    from ray_jobs.submission import run_as_ray_job, submission_id
+    ti = context["ti"]
+    job_id = submission_id(context["run_id"], ti.task_id, ti.try_number)
+    run_as_ray_job(_config(), command.split(), job_id, echo=log.info)
 
 
 def summarise_failure(context) -> None:
@@ -72,9 +137,8 @@ def summarise_failure(context) -> None:
 def table_assets() -> dict:
     """One Airflow Asset per lakehouse table the nightly DAG writes, at its configured location."""
     from airflow.sdk import Asset
-    from jobs.config import load_config
     from jobs.lakehouse import table_path
-    config = load_config()
+    config = _config()
     assets = {}
     for name in ("gold.interactions", "gold.items", "gold.user_profiles", "warehouse.recommendations",
                  "warehouse.inspiration_packs"):

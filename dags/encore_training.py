@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from encore_dag_support import dag_settings, schedule, step
+from encore_dag_support import dag_settings, step
 
 
-@dag(dag_id="encore_training", schedule=schedule("@weekly"), doc_md=__doc__, **dag_settings())
+@dag(dag_id="encore_training", schedule="@weekly", doc_md=__doc__, **dag_settings())
 def encore_training():
-    corpus = step("corpus", "corpus")
-    train_recommender = step("train_recommender", "train-recommender")
-    train_music = step("train_music", "train-music")
+    corpus = step("corpus", "corpus", "spark")
+    train_recommender = step("train_recommender", "train-recommender", "ray")
+    train_music = step("train_music", "train-music", "ray")
     corpus >> train_recommender >> train_music
 
 

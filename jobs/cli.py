@@ -75,9 +75,12 @@ def cmd_generate_logs(cfg: Config, args) -> None:
     print(f"landing: {cfg.path('landing')}")
 
 
+_STEP = "encore"   # the Spark application name: encore-<step>, so a cluster's UI says which step ran
+
+
 def _lake(cfg: Config):
     from jobs.lakehouse import open_lakehouse
-    return open_lakehouse(cfg)
+    return open_lakehouse(cfg, _STEP)
 
 
 def cmd_ingest(cfg: Config, args) -> None:
@@ -437,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _STEP
     args = build_parser().parse_args(argv)
+    _STEP = f"encore-{args.command}"
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "pyspark"):

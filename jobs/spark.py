@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DELTA_PACKAGE = "io.delta:delta-spark_2.13:4.4.0"
 MIN_JAVA = 17
 _MANIFEST = "jars.txt"
+_PACKAGES = "packages.txt"   # the coordinates jars.txt was resolved for
 
 
 def check_java() -> None:
@@ -48,7 +49,7 @@ def _spark_jar_artifacts() -> set[str]:
     return {re.sub(r"-\d[\w.\-]*\.jar$", "", p.name) for p in jars.glob("*.jar")}
 
 
-def _record_resolved_jars(jar_dir: Path) -> None:
+def _record_resolved_jars(jar_dir: Path, packages: list[str]) -> None:
     """Keep the resolved jars Spark does not ship itself (older copies would shadow nothing useful)."""
     shipped = _spark_jar_artifacts()
     keep = []
@@ -60,6 +61,12 @@ def _record_resolved_jars(jar_dir: Path) -> None:
         raise EncoreError(f"Delta jars were not resolved into {jar_dir}: check access to Maven Central "
                           "or set ENCORE_SPARK_JARS to local copies of " + DELTA_PACKAGE)
     (jar_dir / _MANIFEST).write_text("\n".join(keep) + "\n")
+    (jar_dir / _PACKAGES).write_text("\n".join(packages) + "\n")
+
+
+def _packages(config: Config) -> list[str]:
+    """Maven coordinates resolved for Spark: Delta, plus ``spark.extra_packages`` (e.g. hadoop-aws for s3a://)."""
+    return [DELTA_PACKAGE, *[str(p) for p in (config.get("spark.extra_packages") or [])]]
 
 
 def _jar_settings(config: Config) -> tuple[dict, Path | None]:
@@ -67,11 +74,14 @@ def _jar_settings(config: Config) -> tuple[dict, Path | None]:
     explicit = os.environ.get("ENCORE_SPARK_JARS") or config.get("spark.jars")
     if explicit:
         return {"spark.jars": explicit}, None
+    packages = _packages(config)
     # paths.jars, or the user's cache where that is not writable (e.g. a system-wide Python)
     candidates = [Path(config.path("jars")), Path.home() / ".cache" / "encore" / "jars"]
     for jar_dir in candidates:
         manifest = jar_dir / _MANIFEST
-        if manifest.is_file():
+        resolved_for = jar_dir / _PACKAGES
+        recorded = resolved_for.read_text().split() if resolved_for.is_file() else [DELTA_PACKAGE]
+        if manifest.is_file() and recorded == packages:
             jars = [j for j in manifest.read_text().split() if j]
             if all(Path(j).is_file() for j in jars):
                 return {"spark.jars": ",".join(jars)}, None
@@ -81,8 +91,31 @@ def _jar_settings(config: Config) -> tuple[dict, Path | None]:
             break
         except OSError:
             continue
-    log.info("resolving %s from Maven Central into %s (first run only)", DELTA_PACKAGE, jar_dir)
-    return {"spark.jars.packages": DELTA_PACKAGE, "spark.jars.ivy": str(jar_dir / "ivy")}, jar_dir
+    log.info("resolving %s from Maven Central into %s (first run only)", ", ".join(packages), jar_dir)
+    return {"spark.jars.packages": ",".join(packages), "spark.jars.ivy": str(jar_dir / "ivy")}, jar_dir
+
+
+def session_settings(config: Config) -> tuple[dict, Path | None]:
+    """Every Spark setting of this profile (master, memory, Delta, jars, conf), and the folder to
+    record after a first jar resolution (or None). ``build_session`` and the DAGs' spark-submit
+    (cluster profile) both use it, so a submitted step runs with the same settings as a local one."""
+    spark_cfg = config.section("spark")
+    # PySpark starts UDF workers with $PYSPARK_PYTHON (default: whatever `python3` is on PATH),
+    # which would miss this environment's packages.
+    python = os.environ.get("PYSPARK_PYTHON") or str(spark_cfg.get("python") or sys.executable)
+    jar_conf, resolve_into = _jar_settings(config)
+    settings = {
+        "spark.master": str(spark_cfg.get("master", "local[*]")),
+        "spark.driver.memory": str(spark_cfg.get("driver_memory", "4g")),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.warehouse.dir": config.path("catalog") + "/warehouse",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.path('catalog')}",
+        "spark.pyspark.python": python,
+        **jar_conf,
+    }
+    settings.update({key: str(value) for key, value in (spark_cfg.get("conf") or {}).items()})
+    return settings, resolve_into
 
 
 def build_session(config: Config, app_name: str = "encore"):
@@ -93,27 +126,17 @@ def build_session(config: Config, app_name: str = "encore"):
     if active is not None:
         return active
     check_java()
-    spark_cfg = config.section("spark")
-    # PySpark starts UDF workers with $PYSPARK_PYTHON (default: whatever `python3` is on PATH),
-    # which would miss this environment's packages.
-    os.environ.setdefault("PYSPARK_PYTHON", str(spark_cfg.get("python") or sys.executable))
-    jar_conf, resolve_into = _jar_settings(config)
-    builder = (SparkSession.builder.appName(app_name)
-               .master(str(spark_cfg.get("master", "local[*]")))
-               .config("spark.driver.memory", str(spark_cfg.get("driver_memory", "4g")))
-               .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-               .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-               .config("spark.sql.warehouse.dir", config.path("catalog") + "/warehouse")
-               .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={config.path('catalog')}")
-               .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"]))
-    for key, value in {**jar_conf, **(spark_cfg.get("conf") or {})}.items():
-        builder = builder.config(key, str(value))
+    settings, resolve_into = session_settings(config)
+    os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # the JVM failed to start: surface the one actionable line
         raise EncoreError(f"Spark failed to start ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
                           "check Java 17 and, on first run, access to Maven Central") from exc
-    spark.sparkContext.setLogLevel(str(spark_cfg.get("log_level", "WARN")))
+    spark.sparkContext.setLogLevel(str(config.get("spark.log_level", "WARN")))
     if resolve_into is not None:
-        _record_resolved_jars(resolve_into)
+        _record_resolved_jars(resolve_into, _packages(config))
     return spark

@@ -11,7 +11,16 @@ from jobs.errors import EncoreError
 log = logging.getLogger(__name__)
 
 
+def apply_auth_mode(config: Config) -> None:
+    """Ray reads RAY_AUTH_MODE from the environment; a profile sets it with ``ray.auth_mode`` so that
+    drivers and job clients match the cluster (Ray 2.59+ turns token auth on for new clusters)."""
+    mode = config.get("ray.auth_mode")
+    if mode:
+        os.environ["RAY_AUTH_MODE"] = str(mode)
+
+
 def connect(config: Config):
+    apply_auth_mode(config)   # before Ray is imported: it reads RAY_AUTH_MODE once
     import ray
     if ray.is_initialized():
         return ray

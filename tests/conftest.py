@@ -6,6 +6,8 @@ starting Spark costs seconds. Nothing here is mocked.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,27 @@ def lake_factory(spark, tmp_path):
 @pytest.fixture
 def lake(lake_factory):
     return lake_factory()
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    """Airflow configured for the project's DAGs with its own SQLite database (migrated once)."""
+    home = tmp_path_factory.mktemp("airflow")
+    settings = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    done = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if str(REPO / "dags") not in sys.path:
+        sys.path.insert(0, str(REPO / "dags"))   # as Airflow does for its DAGs folder
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def requires_shared_data(path: Path = SHARED_DATA):

@@ -1,5 +1,6 @@
-"""A real Airflow (scheduler, DAG processor, API server, LocalExecutor) runs encore_nightly for a
-date through infra/airflow/local_airflow.py, the script the README documents."""
+"""A real Airflow (scheduler, DAG processor, API server, LocalExecutor) backfills encore_nightly for
+two dates through infra/airflow/local_airflow.py, the script the README documents: one run and one
+export per date, oldest first, no duplicated rows."""
 from __future__ import annotations
 
 import os
@@ -7,21 +8,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, TEST_ENV, make_config
+from tests.conftest import REPO, make_config
 from tests.test_dags import small_night_env
 
+DATES = ("2026-11-19", "2026-11-20")
 
-def test_a_real_scheduler_runs_the_nightly_dag(tmp_path):
+
+def test_a_real_scheduler_backfills_the_nightly_dag_one_export_per_date(tmp_path):
     from jobs.cli import _generate
-    env = small_night_env(tmp_path / "encore")
+    from ray_jobs.gold import read_filtered
+    env = {**small_night_env(tmp_path / "encore"), "ENCORE__GENERATE__DAYS": "2"}
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
     _generate(config)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCORE", "AIRFLOW"))}
     full_env.update(env)
-    done = subprocess.run([sys.executable, str(REPO / "infra" / "airflow" / "local_airflow.py"), "--date", "2026-11-20",
-                           "--airflow-home", str(tmp_path / "airflow"), "--timeout", "1500"],
-                          env=full_env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run([sys.executable, str(REPO / "infra" / "airflow" / "local_airflow.py"), "--backfill", *DATES,
+                           "--airflow-home", str(tmp_path / "airflow"), "--timeout", "1800"],
+                          env=full_env, capture_output=True, text=True, timeout=2100)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
-    assert "encore_nightly 2026-11-20: success" in done.stdout
-    assert all(f"{task}" in done.stdout for task in ("ingest", "validate"))
-    assert (Path(config.path("exports")) / "run_date=2026-11-20" / "_SUCCESS").is_file()
+    for date in DATES:
+        assert f"encore_nightly {date}: success (run backfill__{date}" in done.stdout, done.stdout
+        assert f"{date} validate        success" in done.stdout
+    exports = sorted(p.name for p in Path(config.path("exports")).iterdir() if not p.name.startswith("."))
+    assert exports == [f"run_date={d}" for d in DATES]
+    assert all((Path(config.path("exports")) / e / "_SUCCESS").is_file() for e in exports)
+    recs = read_filtered(config, "warehouse.recommendations", [], ["run_date", "user_id", "rank"]).frame
+    assert sorted(recs["run_date"].astype(str).unique()) == list(DATES)
+    assert not recs.duplicated(["run_date", "user_id", "rank"]).any()

@@ -16,8 +16,8 @@ def test_local_profile_puts_everything_under_home(tmp_path):
     assert cfg.get("spark.master") == "local[*]"
 
 
-def test_cluster_profile_extends_local_and_env_overrides_win(tmp_path):
-    cfg = load_config("cluster", environ={"ENCORE__SPARK__MASTER": "spark://h:7077",
+def test_compose_profile_extends_local_and_env_overrides_win(tmp_path):
+    cfg = load_config("compose", environ={"ENCORE__SPARK__MASTER": "spark://h:7077",
                                           "ENCORE__CLEAN__MAX_QUARANTINE_SHARE": "0.5"})
     assert cfg.get("spark.master") == "spark://h:7077"
     assert cfg.path("lakehouse").startswith("s3a://")

@@ -19,27 +19,6 @@ DAGS = REPO / "dags"
 NIGHTLY_ORDER = ["ingest", "clean", "features", "ensure_models", "score", "generate", "export", "validate"]
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    """Airflow configured for the project's DAGs with its own SQLite database (migrated once)."""
-    home = tmp_path_factory.mktemp("airflow")
-    settings = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    airflow = str(Path(sys.executable).parent / "airflow")
-    done = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    if str(DAGS) not in sys.path:
-        sys.path.insert(0, str(DAGS))   # as Airflow does for its DAGs folder
-    yield home
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 def _dagbag():
     from airflow.dag_processing.dagbag import DagBag
     with warnings.catch_warnings(record=True) as caught:
@@ -119,3 +98,55 @@ def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, tmp_path):
     assert (export / "_SUCCESS").is_file()
     recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", day)], ["user_id", "rank"]).frame
     assert len(recs) == 10 * recs["user_id"].nunique() > 0
+
+
+def test_cluster_profile_submits_spark_steps_with_spark_submit_and_ray_steps_as_ray_jobs(airflow_home, monkeypatch):
+    """The same DAG files in the ``cluster`` profile: Spark steps become SparkSubmitOperator tasks with
+    the session factory's settings, Ray steps PythonOperator tasks that submit Ray jobs."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from airflow.providers.standard.operators.python import PythonOperator
+    from encore_dag_support import run_ray_step
+    monkeypatch.setenv("ENCORE_PROFILE", "cluster")
+    monkeypatch.delenv("AIRFLOW_CONN_ENCORE_SPARK", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")   # parsing sets it from ray.auth_mode; restored afterwards
+    try:
+        bag, ours = _dagbag()
+        assert bag.import_errors == {} and not ours
+        nightly, training = bag.get_dag("encore_nightly"), bag.get_dag("encore_training")
+        assert _chain(nightly) == NIGHTLY_ORDER
+        assert os.environ["AIRFLOW_CONN_ENCORE_SPARK"] == "spark://127.0.0.1:7077"
+        assert os.environ["RAY_AUTH_MODE"] == "token"
+    finally:
+        os.environ.pop("AIRFLOW_CONN_ENCORE_SPARK", None)
+    for task_id in ("ingest", "clean", "features", "export", "validate"):
+        task = nightly.get_task(task_id)
+        assert isinstance(task, SparkSubmitOperator), task_id
+        assert task._conn_id == "encore_spark" and task.application.endswith("entrypoints/spark_step.py")
+        assert task.application_args == [task_id, "--date", "{{ ds }}"]
+        assert task.conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+        assert "spark.master" not in task.conf and "delta-spark" in task.jars
+    for task_id in ("ensure_models", "score", "generate"):
+        task = nightly.get_task(task_id)
+        assert isinstance(task, PythonOperator) and task.python_callable is run_ray_step, task_id
+        assert task.op_kwargs == {"command": f"{task_id.replace('_', '-')} --date {{{{ ds }}}}"}
+    assert isinstance(training.get_task("corpus"), SparkSubmitOperator)
+    assert isinstance(training.get_task("train_music"), PythonOperator)
+    assert nightly.get_task("score").retries == 2
+
+
+def test_a_date_without_landing_data_fails_the_run_at_ingest_and_writes_nothing(airflow_home, tmp_path):
+    env = {**small_night_env(tmp_path / "encore"), "ENCORE__AIRFLOW__RETRIES": "0"}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    full_env.update(env)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    done = subprocess.run([airflow, "dags", "test", "encore_nightly", "2026-11-20"], env=full_env,
+                          capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=encore_nightly" in line]
+    assert finished and "state=failed" in finished[-1], output[-3000:]
+    assert "encore: error: no landing data for 2026-11-20" in output
+    assert "ENCORE FAILURE dag=encore_nightly task=ingest" in output
+    assert "[DAG TEST] start task task_id=clean" not in output     # nothing after ingest ran
+    home = Path(env["ENCORE_HOME"])
+    assert not (home / "lakehouse").exists() or not any((home / "lakehouse").rglob("_delta_log"))
+    assert not (home / "exports").exists() or not any((home / "exports").iterdir())

@@ -1,13 +1,16 @@
-"""Run the project's DAGs on a real Airflow on this machine and wait for one nightly run.
+"""Run the project's DAGs on a real Airflow on this machine and wait for nightly runs.
 
     .venv/bin/python infra/airflow/local_airflow.py --date 2026-11-20 [--airflow-home var/airflow] [--port 28080]
+    .venv/bin/python infra/airflow/local_airflow.py --backfill 2026-11-19 2026-11-20
 
 Starts ``airflow standalone`` (scheduler, DAG processor, triggerer and API server, LocalExecutor,
-SQLite) with ``dags/`` as its DAGs folder, waits until ``encore_nightly`` is parsed, triggers it for
-the date, waits for the run to finish, prints each task's state, and stops Airflow. Exit status 0
-means the run succeeded. The DAGs' schedules are switched off here (``ENCORE_AIRFLOW_SCHEDULES=off``)
-so that unpausing does not also start the latest scheduled interval. Encore settings come from the
-environment as usual (``ENCORE_HOME``, ``ENCORE_PROFILE``, ``ENCORE__…``).
+SQLite) with ``dags/`` as its DAGs folder and waits until ``encore_nightly`` is parsed. It then
+creates an Airflow backfill (``airflow backfill create --max-active-runs 1``) for ``--date D`` (one
+run) or ``--backfill FROM TO`` (one run per date, oldest first), unpauses the DAG, waits for the
+runs to finish, prints each task's state, and stops Airflow. Exit status 0 means every run
+succeeded. So that unpausing does not also start the latest scheduled interval, the schedules end
+on the last date (``ENCORE_AIRFLOW_END_DATE``). Encore settings come from the environment as usual
+(``ENCORE_HOME``, ``ENCORE_PROFILE``, ``ENCORE__…``).
 """
 from __future__ import annotations
 
@@ -48,14 +51,25 @@ def wait_for(what: str, check, timeout: float, every: float = 5.0):
     raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
 
 
+def _dates(start: str, end: str):
+    import datetime as dt
+    day, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    while day <= last:
+        yield day
+        day += dt.timedelta(days=1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--date", required=True, help="logical date of the encore_nightly run, YYYY-MM-DD")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--date", help="run encore_nightly for this logical date, YYYY-MM-DD")
+    which.add_argument("--backfill", nargs=2, metavar=("FROM", "TO"), help="backfill encore_nightly for the dates FROM..TO")
     parser.add_argument("--airflow-home", default=str(REPO / "var" / "airflow"))
     parser.add_argument("--port", type=int, default=28080, help="API server port (not 8793: the worker log server uses it)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds to wait for the run")
     args = parser.parse_args()
 
+    start, end = args.backfill or (args.date, args.date)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so that `finally` stops Airflow too
     home = Path(args.airflow_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -63,7 +77,8 @@ def main() -> int:
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
            "AIRFLOW__CORE__PARALLELISM": "2", "AIRFLOW__API__PORT": str(args.port),
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{args.port}/execution/",
-           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "ENCORE_AIRFLOW_SCHEDULES": "off",
+           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+           "ENCORE_AIRFLOW_END_DATE": end,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     print(f"airflow home {home}; migrating its database", flush=True)
     airflow(env, "db", "migrate", timeout=600)
@@ -77,23 +92,33 @@ def main() -> int:
             dags = json_output(airflow(env, "dags", "list", "-o", "json"))
             return any(d.get("dag_id") == "encore_nightly" for d in dags)
         wait_for("the DAG processor to parse encore_nightly", parsed, 300)
-        run_id = f"encore-local-{args.date}-{int(time.time())}"
+        # One date at a time, oldest first: a date's clean and features read the dates before it.
+        airflow(env, "backfill", "create", "--dag-id", "encore_nightly", "--from-date", start, "--to-date", end,
+                "--max-active-runs", "1")
         airflow(env, "dags", "unpause", "encore_nightly")
-        airflow(env, "dags", "trigger", "encore_nightly", "-l", f"{args.date}T00:00:00+00:00", "-r", run_id)
-        print(f"triggered encore_nightly for {args.date} (run {run_id}); waiting", flush=True)
+        print(f"backfill of encore_nightly {start}..{end} created; waiting", flush=True)
+        dates = {d.isoformat() for d in _dates(start, end)}
+
+        def runs_by_date():
+            runs = json_output(airflow(env, "dags", "list-runs", "encore_nightly", "-o", "json"))
+            return {str(r.get("logical_date"))[:10]: r for r in runs}
 
         def finished():
             if server.poll() is not None:
                 raise RuntimeError(f"airflow standalone exited with {server.returncode}: see {log_path}")
-            runs = json_output(airflow(env, "dags", "list-runs", "encore_nightly", "-o", "json"))
-            state = next((r.get("state") for r in runs if r.get("run_id") == run_id), None)
-            return state if state in ("success", "failed") else None
-        state = wait_for(f"run {run_id}", finished, args.timeout, every=10)
-        states = json_output(airflow(env, "tasks", "states-for-dag-run", "encore_nightly", run_id, "-o", "json"))
-        for ti in states:
-            print(f"  {ti.get('task_id'):<15} {ti.get('state')}")
-        print(f"encore_nightly {args.date}: {state}")
-        return 0 if state == "success" else 1
+            runs = runs_by_date()
+            done = all(runs.get(d, {}).get("state") in ("success", "failed") for d in dates)
+            return runs if done else None
+        runs = wait_for(f"encore_nightly runs for {', '.join(sorted(dates))}", finished, args.timeout, every=10)
+        ok = True
+        for date in sorted(dates):
+            run = runs[date]
+            states = json_output(airflow(env, "tasks", "states-for-dag-run", "encore_nightly", run["run_id"], "-o", "json"))
+            for ti in states:
+                print(f"  {date} {ti.get('task_id'):<15} {ti.get('state')}")
+            print(f"encore_nightly {date}: {run['state']} (run {run['run_id']})", flush=True)
+            ok = ok and run["state"] == "success"
+        return 0 if ok else 1
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

@@ -1,0 +1,1 @@
+"""Script entry points for launchers that run a file rather than a module (spark-submit)."""

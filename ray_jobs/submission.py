@@ -1,0 +1,81 @@
+"""Running one Encore step as a Ray job on a cluster (the Ray Job Submission SDK).
+
+The cluster profile's DAG tasks call ``run_as_ray_job``: the step's command line (``encore score
+--date D``) becomes the entrypoint of a job on the head at ``ray.dashboard``, with the caller's
+``ENCORE_*`` settings passed on, and the caller waits for it, printing the job's log as it goes.
+The submission id is fixed per DAG run, task and try: a task that is retried after its worker died
+re-attaches to the job that is still running or already succeeded instead of starting it twice.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from typing import Callable
+
+from jobs.config import Config
+from jobs.errors import EncoreError
+
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def encore_environment(environ: dict | None = None) -> dict:
+    """The caller's Encore settings (ENCORE_HOME, ENCORE_PROFILE, ENCORE_CONFIG, ENCORE__…)."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k.startswith("ENCORE_") and k != "ENCORE_BIN"}
+
+
+def submission_id(run_id: str, task_id: str, attempt: int) -> str:
+    """A stable, Ray-safe id: the same run, task and attempt always give the same id."""
+    raw = f"encore-{run_id}-{task_id}-{attempt}"
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", raw)[:120]
+
+
+def _client(config: Config):
+    from ray_jobs.runtime import apply_auth_mode
+    apply_auth_mode(config)   # before Ray is imported: it reads RAY_AUTH_MODE once
+    from ray.job_submission import JobSubmissionClient
+    address = config.get("ray.dashboard")
+    if not address:
+        raise EncoreError(f"profile '{config.profile}' has no ray.dashboard (the Ray job server, e.g. "
+                          "http://ray-head:8265): set it, or ENCORE__RAY__DASHBOARD")
+    try:
+        return JobSubmissionClient(str(address))
+    except (ConnectionError, RuntimeError, PermissionError) as exc:
+        raise EncoreError(f"cannot reach the Ray job server at {address} ({str(exc).splitlines()[0]}): start the "
+                          "cluster (infra/cluster/local_cluster.py up) or fix ray.dashboard") from None
+
+
+def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: float = 5.0,
+                   echo: Callable[[str], None] = print) -> str:
+    """Submit ``encore <args>`` as a Ray job (or re-attach to ``job_id``) and wait for it.
+
+    Returns the job id; raises EncoreError with the job's last log lines when it does not succeed."""
+    client = _client(config)
+    from ray.job_submission import JobStatus
+    try:
+        status = client.get_job_status(job_id)
+        echo(f"re-attaching to Ray job {job_id} ({status.value})")
+    except RuntimeError:   # no such job yet
+        entrypoint = " ".join([str(config.get("ray.entrypoint") or "encore"), *map(shlex.quote, args)])
+        client.submit_job(entrypoint=entrypoint, submission_id=job_id,
+                          runtime_env={"env_vars": encore_environment()},
+                          metadata={"encore_step": args[0] if args else ""})
+        echo(f"submitted Ray job {job_id}: {entrypoint} to {config.get('ray.dashboard')}")
+        status = JobStatus.PENDING
+    printed = 0
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        for line in logs[printed:].splitlines():
+            echo(f"[ray job] {line}")
+        printed = len(logs)
+        if status.value in TERMINAL:
+            break
+        time.sleep(poll_s)
+    if status != JobStatus.SUCCEEDED:
+        info = client.get_job_info(job_id)
+        tail = [line for line in logs.splitlines() if line.strip()][-1:] or [info.message or ""]
+        raise EncoreError(f"Ray job {job_id} ({' '.join(args)}) ended {status.value}: {tail[0]}")
+    return job_id

@@ -1,0 +1,109 @@
+"""The night through real clusters equals the local night.
+
+infra/cluster/local_cluster.py brings up a Spark standalone cluster (master + 2 workers) and a Ray
+cluster (head + 1 node) on this machine; ``airflow dags test encore_nightly`` then runs the date with
+``ENCORE_PROFILE=cluster``: Spark steps through SparkSubmitOperator to the master, Ray steps as Ray
+jobs to the head. Both runs use the same landing files, the same models (the local night trains
+them, the cluster night finds them as champions) and the same seeds, on the same lakehouse: the
+cluster night replaces the local night's partitions, so this also checks that a rerun on another
+engine gives the same tables. Recommendation lists and packs must be identical: scores come from
+the same float32 products per user, whatever the number of actors, and every sketch is seeded.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import REPO, make_config
+from tests.test_dags import small_night_env
+
+DAY = dt.date(2026, 11, 20)
+BIN = Path(sys.executable).parent
+CLUSTER_SCRIPT = REPO / "infra" / "cluster" / "local_cluster.py"
+
+
+@contextmanager
+def local_clusters(state: Path):
+    up = subprocess.run([sys.executable, str(CLUSTER_SCRIPT), "up", "--state", str(state)],
+                        capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        yield
+    finally:
+        subprocess.run([sys.executable, str(CLUSTER_SCRIPT), "down", "--state", str(state)],
+                       capture_output=True, text=True, timeout=300)
+
+
+def _outputs(config):
+    """The date's recommendation lists and packs, without the run-specific columns (run ids, versions)."""
+    from ray_jobs.gold import read_filtered
+    recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", DAY)],
+                         ["user_id", "rank", "item_id", "score", "strategy", "reason_item_id"]).frame
+    recs = recs.sort_values(["user_id", "rank"]).reset_index(drop=True)
+    packs = read_filtered(config, "warehouse.inspiration_packs", [("run_date", "=", DAY)],
+                          ["user_id", "pack_id", "styles", "sketches", "seed_items"]).frame
+    pack_keys = sorted(
+        (row.user_id, row.pack_id, tuple(row.styles), tuple(s["item_id"] for s in row.seed_items),
+         tuple((s["sketch_id"], s["seed"], s["key"], s["chords"], hashlib.sha256(s["midi"]).hexdigest())
+               for s in row.sketches))
+        for row in packs.itertuples())
+    return recs, pack_keys
+
+
+def _run(argv: list[str], env: dict, timeout: int) -> str:
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    return output
+
+
+def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, tmp_path, monkeypatch):
+    from jobs.cli import _generate
+    env = small_night_env(tmp_path / "encore")
+    config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
+    _generate(config)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+
+    _run([str(BIN / "encore"), "night", "--date", DAY.isoformat()], {**base, **env}, 1500)
+    local_recs, local_packs = _outputs(config)
+    assert len(local_recs) > 0 and len(local_packs) > 0
+
+    cluster_env = {k: v for k, v in env.items() if not k.startswith("ENCORE__SPARK__")}
+    cluster_env.update({"ENCORE_PROFILE": "cluster", "ENCORE__AIRFLOW__RETRIES": "0"})
+    with local_clusters(tmp_path / "cluster"):
+        output = _run([str(BIN / "airflow"), "dags", "test", "encore_nightly", DAY.isoformat()],
+                      {**base, **cluster_env}, 1500)
+        finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=encore_nightly" in line]
+        assert finished and "state=success" in finished[-1], output[-4000:]
+        assert output.count("Spark-Submit cmd: spark-submit --master spark://127.0.0.1:7077") == 5
+        with urllib.request.urlopen("http://127.0.0.1:18080/json/", timeout=10) as response:
+            apps = [(a["name"], a["state"]) for a in json.load(response)["completedapps"]]
+        for step in ("ingest", "clean", "features", "score", "generate", "export", "validate"):
+            assert (f"encore-{step}", "FINISHED") in apps, apps   # score and generate: Spark from a Ray job
+        from ray.job_submission import JobSubmissionClient
+        from ray_jobs.submission import run_as_ray_job
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")     # as the cluster profile's ray.auth_mode
+        client = JobSubmissionClient("http://127.0.0.1:8265")
+        jobs = {j.entrypoint: j for j in client.list_jobs()}
+        for step in ("ensure-models", "score", "generate"):
+            assert jobs[f"encore {step} --date {DAY}"].status.value == "SUCCEEDED", jobs
+        # A retried task with the same submission id re-attaches to the finished job: no second run.
+        said = []
+        score_job = jobs[f"encore score --date {DAY}"].submission_id
+        cluster_config = make_config(Path(env["ENCORE_HOME"]), ENCORE_PROFILE="cluster")
+        assert run_as_ray_job(cluster_config, ["score", "--date", str(DAY)], score_job, echo=said.append) == score_job
+        assert said[0].startswith(f"re-attaching to Ray job {score_job} (SUCCEEDED)")
+        assert len(client.list_jobs()) == len(jobs)
+
+    cluster_recs, cluster_packs = _outputs(config)
+    assert cluster_recs.drop(columns="score").equals(local_recs.drop(columns="score"))
+    assert (cluster_recs["score"] - local_recs["score"]).abs().max() < 1e-6
+    assert cluster_packs == local_packs
+    assert (Path(config.path("exports")) / f"run_date={DAY}" / "_SUCCESS").is_file()
