@@ -115,8 +115,7 @@ def template_args(command: str) -> list[str]:
 def run_ray_step(command: str, **context) -> None:
     """PythonOperator callable: ``encore <command>`` as a Ray job on the configured cluster."""
     from ray_jobs.submission import run_as_ray_job, submission_id
-    ti = context["ti"]
-    job_id = submission_id(context["run_id"], ti.task_id, ti.try_number)
+    job_id = submission_id(context["run_id"], context["ti"].task_id)
     run_as_ray_job(_config(), command.split(), job_id, echo=log.info)
 
 

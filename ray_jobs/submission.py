@@ -3,8 +3,9 @@
 The cluster profile's DAG tasks call ``run_as_ray_job``: the step's command line (``encore score
 --date D``) becomes the entrypoint of a job on the head at ``ray.dashboard``, with the caller's
 ``ENCORE_*`` settings passed on, and the caller waits for it, printing the job's log as it goes.
-The submission id is fixed per DAG run, task and try: a task that is retried after its worker died
-re-attaches to the job that is still running or already succeeded instead of starting it twice.
+The submission id is fixed per DAG run and task: a task retried after its worker died re-attaches
+to the job that is still running or already succeeded instead of starting it twice; only when that
+job failed or was stopped does the retry submit a new attempt (``<id>-r2``, ``-r3``, …).
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ def encore_environment(environ: dict | None = None) -> dict:
     return {k: v for k, v in environ.items() if k.startswith("ENCORE_") and k != "ENCORE_BIN"}
 
 
-def submission_id(run_id: str, task_id: str, attempt: int) -> str:
-    """A stable, Ray-safe id: the same run, task and attempt always give the same id."""
-    raw = f"encore-{run_id}-{task_id}-{attempt}"
+def submission_id(run_id: str, task_id: str) -> str:
+    """A stable, Ray-safe id: the same DAG run and task always give the same id."""
+    raw = f"encore-{run_id}-{task_id}"
     return re.sub(r"[^A-Za-z0-9_-]+", "_", raw)[:120]
 
 
@@ -49,21 +50,31 @@ def _client(config: Config):
 
 def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: float = 5.0,
                    echo: Callable[[str], None] = print) -> str:
-    """Submit ``encore <args>`` as a Ray job (or re-attach to ``job_id``) and wait for it.
-
-    Returns the job id; raises EncoreError with the job's last log lines when it does not succeed."""
+    """Submit ``encore <args>`` as a Ray job, or re-attach to the newest attempt under ``job_id`` when it
+    is pending, running or succeeded, and wait for it. Returns the id of the job it waited for; raises
+    EncoreError with the job's last log line when that job does not succeed."""
     client = _client(config)
     from ray.job_submission import JobStatus
-    try:
-        status = client.get_job_status(job_id)
-        echo(f"re-attaching to Ray job {job_id} ({status.value})")
-    except RuntimeError:   # no such job yet
+    attempt, current, status = 1, job_id, None
+    while True:   # the newest attempt: job_id, job_id-r2, job_id-r3, ...
+        try:
+            status = client.get_job_status(current)
+        except RuntimeError:   # no such job: submit this attempt
+            status = None
+            break
+        if status.value not in ("FAILED", "STOPPED"):
+            break
+        attempt += 1
+        current = f"{job_id}-r{attempt}"
+    if status is not None:
+        echo(f"re-attaching to Ray job {current} ({status.value})")
+    else:
         entrypoint = " ".join([str(config.get("ray.entrypoint") or "encore"), *map(shlex.quote, args)])
-        client.submit_job(entrypoint=entrypoint, submission_id=job_id,
+        client.submit_job(entrypoint=entrypoint, submission_id=current,
                           runtime_env={"env_vars": encore_environment()},
                           metadata={"encore_step": args[0] if args else ""})
-        echo(f"submitted Ray job {job_id}: {entrypoint} to {config.get('ray.dashboard')}")
-        status = JobStatus.PENDING
+        echo(f"submitted Ray job {current}: {entrypoint} to {config.get('ray.dashboard')}")
+    job_id = current
     printed = 0
     while True:
         status = client.get_job_status(job_id)
