@@ -29,6 +29,21 @@ BIN = Path(sys.executable).parent
 CLUSTER_SCRIPT = REPO / "infra" / "cluster" / "local_cluster.py"
 
 
+RAY_JOB_CHECKS = """
+import json, sys
+from jobs.config import load_config
+from ray_jobs.submission import _client, run_as_ray_job
+config = load_config()
+client = _client(config)
+jobs = {j.entrypoint: j for j in client.list_jobs()}
+said = []
+score = jobs[f"encore score --date {sys.argv[1]}"].submission_id
+run_as_ray_job(config, ["score", "--date", sys.argv[1]], score, echo=said.append)
+print(json.dumps({"jobs": {e: j.status.value for e, j in jobs.items()}, "reattached": said[0],
+                  "jobs_after": len(client.list_jobs())}))
+"""
+
+
 @contextmanager
 def local_clusters(state: Path):
     up = subprocess.run([sys.executable, str(CLUSTER_SCRIPT), "up", "--state", str(state)],
@@ -64,7 +79,7 @@ def _run(argv: list[str], env: dict, timeout: int) -> str:
     return output
 
 
-def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, tmp_path, monkeypatch):
+def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, tmp_path):
     from jobs.cli import _generate
     env = small_night_env(tmp_path / "encore")
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
@@ -87,20 +102,16 @@ def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow
             apps = [(a["name"], a["state"]) for a in json.load(response)["completedapps"]]
         for step in ("ingest", "clean", "features", "score", "generate", "export", "validate"):
             assert (f"encore-{step}", "FINISHED") in apps, apps   # score and generate: Spark from a Ray job
-        from ray.job_submission import JobSubmissionClient
-        from ray_jobs.submission import run_as_ray_job
-        monkeypatch.setenv("RAY_AUTH_MODE", "token")     # as the cluster profile's ray.auth_mode
-        client = JobSubmissionClient("http://127.0.0.1:8265")
-        jobs = {j.entrypoint: j for j in client.list_jobs()}
+        # Ray's job client reads RAY_AUTH_MODE once per process, and this test process has used Ray
+        # before with auth off: the client checks run in a process of their own, in the cluster profile.
+        checks = _run([sys.executable, "-c", RAY_JOB_CHECKS, str(DAY)],
+                      {**base, **cluster_env, "PYTHONPATH": str(REPO)}, 300)
+        result = json.loads(checks.strip().splitlines()[-1])
         for step in ("ensure-models", "score", "generate"):
-            assert jobs[f"encore {step} --date {DAY}"].status.value == "SUCCEEDED", jobs
+            assert result["jobs"][f"encore {step} --date {DAY}"] == "SUCCEEDED", result
         # A retried task with the same submission id re-attaches to the finished job: no second run.
-        said = []
-        score_job = jobs[f"encore score --date {DAY}"].submission_id
-        cluster_config = make_config(Path(env["ENCORE_HOME"]), ENCORE_PROFILE="cluster")
-        assert run_as_ray_job(cluster_config, ["score", "--date", str(DAY)], score_job, echo=said.append) == score_job
-        assert said[0].startswith(f"re-attaching to Ray job {score_job} (SUCCEEDED)")
-        assert len(client.list_jobs()) == len(jobs)
+        assert result["reattached"].startswith("re-attaching to Ray job ") and "(SUCCEEDED)" in result["reattached"]
+        assert result["jobs_after"] == len(result["jobs"])
 
     cluster_recs, cluster_packs = _outputs(config)
     assert cluster_recs.drop(columns="score").equals(local_recs.drop(columns="score"))
