@@ -41,6 +41,10 @@ from schemas.events import CORRUPT_COLUMN, parse_schema
 
 log = logging.getLogger(__name__)
 
+# Raw lines of duplicates and bot plays are fetched back from bronze with a broadcast join up to
+# this many rows (a few MB); past it, with a shuffle join, slower but with no memory ceiling.
+BROADCAST_MAX_ROWS = 2_000_000
+
 EVENT_REASONS = ["malformed_record", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
                  "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
                  "absurd_ms_played", "duplicate_event_id", "duplicate_play", "bot_user"]
@@ -120,7 +124,10 @@ def _typed_events(raw, day: dt.date, cfg: dict):
                      F.concat(F.lit("ts="), F.col("ts_text")))
                .when(reason.isin("bad_ms_played", "negative_ms_played", "absurd_ms_played"),
                      F.concat(F.lit("ms_played="), F.col("ms_text"))))
-    return typed.withColumn("reason", reason).withColumn("detail", detail)
+    # The texts are only needed for the detail of a rejected row: dropping them here keeps the
+    # shuffle that follows narrower.
+    return (typed.withColumn("reason", reason).withColumn("detail", detail)
+            .drop("_malformed", "ts_text", "ms_text"))
 
 
 def _dedupe_and_bots(typed, prior, cfg: dict):
@@ -148,7 +155,8 @@ def _dedupe_and_bots(typed, prior, cfg: dict):
     rows = rows.where(~F.col("_prior"))
     # Same user, item and second under another id: a client retry.
     second = F.date_trunc("second", F.col("event_ts"))
-    play_rank = F.row_number().over(Window.partitionBy("user_id", "item_id", second, "_ok").orderBy(
+    # (user_id, _ok) lead both this window's keys and the next one's, so one sort serves both.
+    play_rank = F.row_number().over(Window.partitionBy("user_id", "_ok", "item_id", second).orderBy(
         F.col("reason").isNotNull(), "event_ts", "event_id"))
     rows = rows.withColumn("reason", F.when(ok & F.col("reason").isNull() & (play_rank > 1), F.lit("duplicate_play"))
                            .otherwise(F.col("reason")))
@@ -166,11 +174,13 @@ def _dedupe_and_bots(typed, prior, cfg: dict):
     return rows.select(*typed.columns, "_vh")
 
 
-def _restore_raw(quarantined, raw):
-    """Put the raw line back on quarantined rows that travelled without it (matched by file and hash)."""
+def _restore_raw(quarantined, raw, few: bool):
+    """Put the raw line back on quarantined rows that travelled without it (matched by file and hash).
+
+    ``few``: there are few enough of them to broadcast, so bronze is scanned once without a shuffle."""
     missing = quarantined.where(F.col("value").isNull()).select("source_file", "_vh").distinct()
     lines = (raw.select("source_file", F.xxhash64("value").alias("_vh"), F.col("value").alias("_raw"))
-             .join(missing, ["source_file", "_vh"], "left_semi")
+             .join(F.broadcast(missing) if few else missing, ["source_file", "_vh"], "left_semi")
              .dropDuplicates(["source_file", "_vh"]))
     return (quarantined.join(lines, ["source_file", "_vh"], "left")
             .withColumn("value", F.coalesce("value", "_raw")).drop("_raw"))
@@ -286,8 +296,9 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
                 result.reasons[row["reason"]] = row["count"]
         result.events = result.kept + result.quarantined
 
-        quarantine = _quarantine_rows(_restore_raw(classified.where(F.col("reason").isNotNull()), raw),
-                                      day, "play_event")
+        late = sum(result.reasons.get(r, 0) for r in ("duplicate_event_id", "duplicate_play", "bot_user"))
+        quarantine = _quarantine_rows(_restore_raw(classified.where(F.col("reason").isNotNull()), raw,
+                                                   few=late <= BROADCAST_MAX_ROWS), day, "play_event")
         for extra in (counts, catalog):
             if extra is not None:
                 quarantine = quarantine.unionByName(extra[1])

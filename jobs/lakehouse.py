@@ -65,6 +65,8 @@ class Lakehouse:
                        .addColumns(table.schema).comment(table.doc))
             if table.partition_by:
                 builder = builder.partitionedBy(*table.partition_by)
+            for key, value in table.properties.items():
+                builder = builder.property(key, value)
             builder.execute()
             for cname, expr in table.constraints.items():
                 self.spark.sql(f"ALTER TABLE delta.`{self.path(name)}` ADD CONSTRAINT {cname} CHECK ({expr})")
