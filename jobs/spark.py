@@ -6,6 +6,7 @@ with ``spark.jars`` and needs no network. ``ENCORE_SPARK_JARS`` (comma-separated
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -69,6 +70,15 @@ def _packages(config: Config) -> list[str]:
     return [DELTA_PACKAGE, *[str(p) for p in (config.get("spark.extra_packages") or [])]]
 
 
+def _jar_dir(base: Path, packages: list[str]) -> Path:
+    """Delta's jars live in ``base``; a profile with extra packages (hadoop-aws) gets a folder of its
+    own, so switching profiles never re-resolves or mixes the two sets."""
+    extra = packages[1:]
+    if not extra:
+        return base
+    return base / ("with-" + hashlib.sha256(",".join(extra).encode()).hexdigest()[:12])
+
+
 def _jar_settings(config: Config) -> tuple[dict, Path | None]:
     """Spark conf for Delta's jars, and the folder to record after a first resolution (or None)."""
     explicit = os.environ.get("ENCORE_SPARK_JARS") or config.get("spark.jars")
@@ -76,7 +86,8 @@ def _jar_settings(config: Config) -> tuple[dict, Path | None]:
         return {"spark.jars": explicit}, None
     packages = _packages(config)
     # paths.jars, or the user's cache where that is not writable (e.g. a system-wide Python)
-    candidates = [Path(config.path("jars")), Path.home() / ".cache" / "encore" / "jars"]
+    candidates = [_jar_dir(Path(config.path("jars")), packages),
+                  _jar_dir(Path.home() / ".cache" / "encore" / "jars", packages)]
     for jar_dir in candidates:
         manifest = jar_dir / _MANIFEST
         resolved_for = jar_dir / _PACKAGES

@@ -16,11 +16,25 @@ from jobs.errors import EncoreError
 from jobs.lakehouse import table_path
 
 
-def storage_uri(path: str) -> tuple[str, dict[str, str] | None]:
-    """(uri for delta-rs, storage options): Spark's ``s3a://`` is plain ``s3://`` to delta-rs."""
-    if path.startswith("s3a://"):
-        return "s3://" + path[len("s3a://"):], {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
-    return path, None
+def storage_uri(path: str, config: Config | None = None) -> tuple[str, dict[str, str] | None]:
+    """(uri for delta-rs, storage options): Spark's ``s3a://`` is plain ``s3://`` to delta-rs.
+
+    With ``config``, the S3 endpoint and region come from the profile's ``spark.hadoop.fs.s3a.*``
+    settings, so an S3-compatible store (MinIO, a local endpoint) is configured once for both
+    Spark and the Ray jobs. Credentials come from the environment (AWS_ACCESS_KEY_ID, …) on both.
+    """
+    if not path.startswith("s3a://"):
+        return path, None
+    options = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    conf = (config.get("spark.conf") or {}) if config is not None else {}
+    endpoint = conf.get("spark.hadoop.fs.s3a.endpoint")
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = str(endpoint)
+        if str(endpoint).startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    if conf.get("spark.hadoop.fs.s3a.endpoint.region"):
+        options["AWS_REGION"] = str(conf["spark.hadoop.fs.s3a.endpoint.region"])
+    return "s3://" + path[len("s3a://"):], options
 
 
 # The command that writes each table, for "missing table" errors.
@@ -44,7 +58,7 @@ def _open(config: Config, name: str, version: int | None):
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
     path = table_path(config, name)
-    uri, options = storage_uri(path)
+    uri, options = storage_uri(path, config)
     try:
         table = DeltaTable(uri, storage_options=options)
     except TableNotFoundError:
