@@ -14,7 +14,8 @@ validates them and gives each rejected row one reason code (first rule that fail
   negative_ms_played     ms_played < 0
   absurd_ms_played       ms_played > clean.max_ms_played (3 h)
   duplicate_event_id     a second delivery of a user's event id: seen earlier on D, or in silver
-                         within clean.dedupe_lookback_days before D (the earliest copy is kept)
+                         within clean.dedupe_lookback_days before D (the earliest copy is kept;
+                         of copies at the same time, the first ingested)
   duplicate_play         same user, same item, same second as a kept play under another event id
   bot_user               the user's kept plays on D exceed clean.bot_max_plays_per_day plays or
                          clean.bot_max_listening_hours_per_day hours of audio (no human does that):
@@ -41,9 +42,12 @@ from schemas.events import CORRUPT_COLUMN, parse_schema
 
 log = logging.getLogger(__name__)
 
-# Raw lines of duplicates and bot plays are fetched back from bronze with a broadcast join up to
-# this many rows (a few MB); past it, with a shuffle join, slower but with no memory ceiling.
+# Duplicates' and bot plays' row ids are broadcast (to fetch their raw lines back, and to leave them
+# out of silver) up to this many rows (a few MB); past it, shuffle joins: slower, no memory ceiling.
 BROADCAST_MAX_ROWS = 2_000_000
+
+# Staged columns with (nearly) a distinct value per row.
+UNIQUE_COLUMNS = ("_rid", "event_id", "event_ts", "value", "track_name", "detail")
 
 EVENT_REASONS = ["malformed_record", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
                  "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
@@ -82,14 +86,14 @@ def _first_reason(rules: list[tuple[str, object]]):
 def _typed_events(raw, day: dt.date, cfg: dict):
     """Parse and type raw lines; ``reason`` is the first field-level rule that fails (or null)."""
     e = F.col("e")
-    parsed = raw.select("value", "source_format", "source_file",
+    parsed = raw.select("_rid", "value", "source_format", "source_file",
                         F.from_json("value", parse_schema("play_event"),
                                     {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN}).alias("e"))
     ts_text = _blank_to_null(e.ts)
     ms_text = _blank_to_null(e.ms_played)
     artist_id, artist_name = _blank_to_null(e.artist_id), _blank_to_null(e.artist_name)
     typed = parsed.select(
-        "value", "source_format", "source_file",
+        "_rid", "value", "source_format", "source_file",
         (e.isNull() | e[CORRUPT_COLUMN].isNotNull()).alias("_malformed"),
         _blank_to_null(e.event_id).alias("event_id"),
         _blank_to_null(e.user_id).alias("user_id"),
@@ -124,43 +128,50 @@ def _typed_events(raw, day: dt.date, cfg: dict):
                      F.concat(F.lit("ts="), F.col("ts_text")))
                .when(reason.isin("bad_ms_played", "negative_ms_played", "absurd_ms_played"),
                      F.concat(F.lit("ms_played="), F.col("ms_text"))))
-    # The texts are only needed for the detail of a rejected row: dropping them here keeps the
-    # shuffle that follows narrower.
     return (typed.withColumn("reason", reason).withColumn("detail", detail)
             .drop("_malformed", "ts_text", "ms_text"))
 
 
-def _dedupe_and_bots(typed, prior, cfg: dict):
-    """Add duplicate and bot reasons to rows that passed the field rules.
+def _stage_typed(typed, path: str):
+    """Write the typed rows once, as Parquet, and return them read back.
 
-    One shuffle, by user: an event id is deduplicated within its user (a re-delivery repeats the
-    whole event), so the event-id, same-second and bot windows all share the user partitioning.
-    Rows rejected by a field rule ride along (they are kept apart by ``_ok`` in every window), and
-    so do the prior dates' (user, event id) pairs, instead of a join.
-
-    The raw line is the widest column and silver does not need it, so rows that passed the field
-    rules travel with its hash ``_vh`` only; ``_restore_raw`` fetches the raw text back from
-    bronze for the few of them that end up quarantined.
+    Every later step reads this copy instead of parsing bronze again. Rows that passed the field
+    rules are staged without their raw line (the widest column, which silver does not need);
+    ``_restore_raw`` fetches it back from bronze for the few of them that end up quarantined.
     """
-    rows = (typed.withColumn("_ok", F.col("reason").isNull()).withColumn("_prior", F.lit(False))
-            .withColumn("_vh", F.xxhash64("value"))
-            .withColumn("value", F.when(~F.col("_ok"), F.col("value")))
+    writer = typed.withColumn("value", F.when(F.col("reason").isNotNull(), F.col("value"))).write
+    # A dictionary only pays on the repetitive columns; on the unique ones it is built and dropped.
+    for column in UNIQUE_COLUMNS:
+        writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
+    writer.parquet(path)
+    return typed.sparkSession.read.parquet(path)
+
+
+def _late_rejects(staged, prior, cfg: dict):
+    """Rows that passed the field rules but are duplicates or bot plays: (_rid, reason, detail, event_id, user_id).
+
+    The decisions need only a few narrow columns, so only those are shuffled, once, by user: an
+    event id is deduplicated within its user (a re-delivery repeats the whole event), so the
+    event-id, same-second and bot windows all share the user partitioning. The prior dates'
+    (user, event id) pairs ride along in the same shuffle instead of a join.
+    """
+    rows = (staged.where(F.col("reason").isNull())
+            .select("_rid", "user_id", "event_id", "item_id", "event_ts", "ms_played", F.lit(False).alias("_prior"))
             .unionByName(prior, allowMissingColumns=True)
             .repartition("user_id"))
-    ok = F.col("_ok")
-    # The line's hash breaks ties between different lines with the same time and file deterministically.
-    id_rank = F.row_number().over(Window.partitionBy("user_id", "event_id", "_ok").orderBy(
-        F.col("_prior").desc(), "event_ts", "source_file", "_vh"))
-    rows = rows.withColumn("reason", F.when(ok & (id_rank > 1), F.lit("duplicate_event_id")).otherwise(F.col("reason")))
-    rows = rows.where(~F.col("_prior"))
+    # Of two copies at the same time, the first ingested (lower bronze row id) is kept.
+    id_rank = F.row_number().over(Window.partitionBy("user_id", "event_id").orderBy(
+        F.col("_prior").desc(), "event_ts", "_rid"))
+    rows = (rows.withColumn("reason", F.when(id_rank > 1, F.lit("duplicate_event_id")))
+            .where(~F.col("_prior")))
     # Same user, item and second under another id: a client retry.
     second = F.date_trunc("second", F.col("event_ts"))
-    # (user_id, _ok) lead both this window's keys and the next one's, so one sort serves both.
-    play_rank = F.row_number().over(Window.partitionBy("user_id", "_ok", "item_id", second).orderBy(
+    # user_id leads both this window's keys and the next one's, so one sort serves both.
+    play_rank = F.row_number().over(Window.partitionBy("user_id", "item_id", second).orderBy(
         F.col("reason").isNotNull(), "event_ts", "event_id"))
-    rows = rows.withColumn("reason", F.when(ok & F.col("reason").isNull() & (play_rank > 1), F.lit("duplicate_play"))
+    rows = rows.withColumn("reason", F.when(F.col("reason").isNull() & (play_rank > 1), F.lit("duplicate_play"))
                            .otherwise(F.col("reason")))
-    by_user = Window.partitionBy("user_id", "_ok")
+    by_user = Window.partitionBy("user_id")
     kept = F.col("reason").isNull()
     plays = F.sum(F.when(kept, 1).otherwise(0)).over(by_user)
     hours = F.sum(F.when(kept, F.coalesce("ms_played", F.lit(0))).otherwise(0)).over(by_user) / 3_600_000
@@ -168,32 +179,27 @@ def _dedupe_and_bots(typed, prior, cfg: dict):
     rows = (rows.withColumn("_plays", plays).withColumn("_hours", hours)
             .withColumn("detail", F.when(is_bot, F.format_string(
                 "%d plays, %.1f h of audio in the day", F.col("_plays"), F.col("_hours")))
-                .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play"))
-                .otherwise(F.col("detail")))
+                .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play")))
             .withColumn("reason", F.when(is_bot, F.lit("bot_user")).otherwise(F.col("reason"))))
-    return rows.select(*typed.columns, "_vh")
+    return rows.where(F.col("reason").isNotNull()).select("_rid", "reason", "detail", "event_id", "user_id")
 
 
-def _restore_raw(quarantined, raw, few: bool):
-    """Put the raw line back on quarantined rows that travelled without it (matched by file and hash).
+def _restore_raw(late, raw, few: bool):
+    """Give late rejects (decided without their raw line and file) those two back from bronze, by row id.
 
     ``few``: there are few enough of them to broadcast, so bronze is scanned once without a shuffle."""
-    missing = quarantined.where(F.col("value").isNull()).select("source_file", "_vh").distinct()
-    lines = (raw.select("source_file", F.xxhash64("value").alias("_vh"), F.col("value").alias("_raw"))
-             .join(F.broadcast(missing) if few else missing, ["source_file", "_vh"], "left_semi")
-             .dropDuplicates(["source_file", "_vh"]))
-    return (quarantined.join(lines, ["source_file", "_vh"], "left")
-            .withColumn("value", F.coalesce("value", "_raw")).drop("_raw"))
+    lines = raw.select("_rid", "value", "source_file")
+    return late.join(lines, "_rid") if not few else lines.join(F.broadcast(late), "_rid")
 
 
 def _prior_events(lake: Lakehouse, day: dt.date, lookback: int):
     """(user_id, event_id) kept in silver within the lookback before ``day``."""
     spark = lake.spark
     if lookback <= 0 or not lake.exists("silver.plays"):
-        return spark.createDataFrame([], "user_id string, event_id string, _prior boolean, _ok boolean")
+        return spark.createDataFrame([], "user_id string, event_id string, _prior boolean")
     start = day - dt.timedelta(days=lookback)
     return (lake.read("silver.plays").where(F.col("date").between(F.lit(start), F.lit(day - dt.timedelta(days=1))))
-            .select("user_id", "event_id", F.lit(True).alias("_prior"), F.lit(True).alias("_ok")))
+            .select("user_id", "event_id", F.lit(True).alias("_prior")))
 
 
 def _quarantine_rows(df, day: dt.date, record_type: str):
@@ -275,30 +281,38 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     if not lake.exists("bronze.plays_raw") and not lake.exists("bronze.play_counts_raw"):
         raise EncoreError("bronze is empty: run `encore ingest` first")
     lake.ensure("bronze.plays_raw")
-    raw = lake.read("bronze.plays_raw").where(F.col("landing_date") == F.lit(day))
-    run_info = {"job": "clean", "date": day.isoformat(), "bronze.plays_raw": lake.version("bronze.plays_raw")}
+    # Every read below is of the same bronze version, so a row id names the same row in each.
+    version = lake.version("bronze.plays_raw")
+    raw = (lake.read("bronze.plays_raw", version).select("*", F.col("_metadata.row_id").alias("_rid"))
+           .where(F.col("landing_date") == F.lit(day)))
+    run_info = {"job": "clean", "date": day.isoformat(), "bronze.plays_raw": version}
     counts, catalog = _clean_counts(lake, day), _clean_catalog(lake, day)
     if raw.isEmpty() and counts is None:
         raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
 
+    # One parse: the typed rows are staged once as Parquet (on disk rather than cached, which also
+    # bounds memory for very large dates). The duplicate and bot decisions are made on a narrow
+    # projection of them, and silver and quarantine are split off the staged rows.
     typed = _typed_events(raw, day, cfg)
-    classified = _dedupe_and_bots(typed, _prior_events(lake, day, int(cfg["dedupe_lookback_days"])), cfg)
-    # One pass: the classified rows are staged once as Parquet, then split into quarantine and silver.
-    # (Staging on disk, rather than caching, also bounds memory for very large dates.)
+    prior = _prior_events(lake, day, int(cfg["dedupe_lookback_days"]))
     with lake.staging(f"clean-{day}") as staged_path:
-        classified.write.parquet(staged_path)
-        classified = lake.spark.read.parquet(staged_path)
+        staged = _stage_typed(typed, f"{staged_path}/typed")
+        _late_rejects(staged, prior, cfg).write.parquet(f"{staged_path}/late")
+        late = lake.spark.read.parquet(f"{staged_path}/late")
         result = CleanResult(day)
-        for row in classified.groupBy("reason").count().collect():
+        result.reasons = {row["reason"]: row["count"] for row in late.groupBy("reason").count().collect()}
+        late_total = result.quarantined
+        for row in staged.groupBy("reason").count().collect():
             if row["reason"] is None:
-                result.kept = row["count"]
+                result.kept = row["count"] - late_total
             else:
                 result.reasons[row["reason"]] = row["count"]
         result.events = result.kept + result.quarantined
 
-        late = sum(result.reasons.get(r, 0) for r in ("duplicate_event_id", "duplicate_play", "bot_user"))
-        quarantine = _quarantine_rows(_restore_raw(classified.where(F.col("reason").isNotNull()), raw,
-                                                   few=late <= BROADCAST_MAX_ROWS), day, "play_event")
+        few = late_total <= BROADCAST_MAX_ROWS
+        late_side = F.broadcast(late) if few else late
+        quarantine = _quarantine_rows(staged.where(F.col("reason").isNotNull()), day, "play_event").unionByName(
+            _quarantine_rows(_restore_raw(late, raw, few), day, "play_event"))
         for extra in (counts, catalog):
             if extra is not None:
                 quarantine = quarantine.unionByName(extra[1])
@@ -309,7 +323,8 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
         if share > limit:
             raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
-        plays = classified.where(F.col("reason").isNull()).withColumn("date", F.lit(day))
+        plays = (staged.where(F.col("reason").isNull()).join(late_side.select("_rid"), "_rid", "left_anti")
+                 .withColumn("date", F.lit(day)))
         lake.replace_partition(plays, "silver.plays", "date", day, run_info)
     if counts is not None:
         lake.replace_partition(counts[0], "silver.play_counts", "snapshot_date", day, run_info)

@@ -43,6 +43,7 @@ class Lakehouse:
     config: Config
     spark: object  # pyspark.sql.SparkSession
     _registered: dict = field(default_factory=dict)  # name -> location registered by this object
+    _synced: set = field(default_factory=set)        # tables whose properties this object has checked
 
     @property
     def root(self) -> str:
@@ -57,7 +58,8 @@ class Lakehouse:
 
     # --- creation and catalog -------------------------------------------------------------
     def ensure(self, name: str) -> None:
-        """Create the table from its contract (schema, partitioning, comments, constraints) if absent."""
+        """Create the table from its contract (schema, partitioning, comments, constraints, properties)
+        if absent; an existing table gets the contract's properties it lacks (checked once per object)."""
         from delta.tables import DeltaTable
         table = spec(name)
         if not self.exists(name):
@@ -71,7 +73,23 @@ class Lakehouse:
             for cname, expr in table.constraints.items():
                 self.spark.sql(f"ALTER TABLE delta.`{self.path(name)}` ADD CONSTRAINT {cname} CHECK ({expr})")
             log.info("created %s at %s", name, self.path(name))
+        elif name not in self._synced:
+            self._sync_properties(name)
+        self._synced.add(name)
         self.register(name)
+
+    def _sync_properties(self, name: str) -> None:
+        """Give a table created by an older release the properties its contract now declares."""
+        from delta.tables import DeltaTable
+        wanted = spec(name).properties
+        if not wanted:
+            return
+        current = DeltaTable.forPath(self.spark, self.path(name)).detail().collect()[0]["properties"]
+        missing = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if missing:
+            settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+            self.spark.sql(f"ALTER TABLE delta.`{self.path(name)}` SET TBLPROPERTIES ({settings})")
+            log.info("%s: set %s", name, settings)
 
     def register(self, name: str) -> None:
         table = spec(name)

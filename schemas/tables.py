@@ -28,7 +28,7 @@ class TableSpec:
     partition_by: tuple[str, ...]
     doc: str
     constraints: dict[str, str] = field(default_factory=dict)
-    properties: dict[str, str] = field(default_factory=dict)   # Delta table properties set at creation
+    properties: dict[str, str] = field(default_factory=dict)   # Delta table properties (Lakehouse.ensure)
 
     @property
     def layer(self) -> str:
@@ -54,7 +54,8 @@ PLAYS_RAW = TableSpec(
     ]),
     ("landing_date",),
     "Append-only raw play events as clients sent them, plus ingestion metadata. A file is ingested once.",
-    properties={"delta.dataSkippingStatsColumns": "source_file,ingested_at"},
+    # Row tracking gives every row a stable id (_metadata.row_id), by which clean refers to a row.
+    properties={"delta.dataSkippingStatsColumns": "source_file,ingested_at", "delta.enableRowTracking": "true"},
 )
 
 CATALOG_RAW = TableSpec(

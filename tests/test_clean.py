@@ -149,3 +149,23 @@ def test_generated_faults_cover_every_reason(lake_factory):
     result = clean_date(lake, DAY)
     assert set(result.reasons) == set(EVENT_REASONS), result.summary()
     assert result.kept > 0.5 * result.events
+
+
+def test_bronze_created_by_an_older_release_is_upgraded(lake_factory):
+    """A bronze table without the contract's properties (row tracking, which clean refers to rows
+    by) gets them on first use, and its dates clean as usual."""
+    from delta.tables import DeltaTable
+
+    from jobs.lakehouse import spec
+    lake = lake_factory(**PERMISSIVE)
+    table = spec("bronze.plays_raw")
+    (DeltaTable.create(lake.spark).location(lake.path("bronze.plays_raw")).addColumns(table.schema)
+     .partitionedBy(*table.partition_by).execute())
+    _prepare(lake)
+    result = clean_date(lake, DAY)
+    properties = DeltaTable.forPath(lake.spark, lake.path("bronze.plays_raw")).detail().first()["properties"]
+    assert {k: properties.get(k) for k in table.properties} == table.properties
+    kept = [event_id for event_id, reason in EXPECTED.items() if reason is None]
+    assert result.kept == len(kept) and result.events == len(_fault_lines())
+    silver = {r["event_id"] for r in lake.read("silver.plays").where(F.col("date") == F.lit(DAY)).collect()}
+    assert silver == set(kept)
