@@ -184,12 +184,11 @@ def _late_rejects(staged, prior, cfg: dict):
     return rows.where(F.col("reason").isNotNull()).select("_rid", "reason", "detail", "event_id", "user_id")
 
 
-def _restore_raw(late, raw, few: bool):
+def _restore_raw(late, raw):
     """Give late rejects (decided without their raw line and file) those two back from bronze, by row id.
 
-    ``few``: there are few enough of them to broadcast, so bronze is scanned once without a shuffle."""
-    lines = raw.select("_rid", "value", "source_file")
-    return late.join(lines, "_rid") if not few else lines.join(F.broadcast(late), "_rid")
+    ``late`` comes with a broadcast hint when it is small, so bronze is then scanned once without a shuffle."""
+    return raw.select("_rid", "value", "source_file").join(late, "_rid")
 
 
 def _prior_events(lake: Lakehouse, day: dt.date, lookback: int):
@@ -309,10 +308,10 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
                 result.reasons[row["reason"]] = row["count"]
         result.events = result.kept + result.quarantined
 
-        few = late_total <= BROADCAST_MAX_ROWS
-        late_side = F.broadcast(late) if few else late
+        if late_total <= BROADCAST_MAX_ROWS:
+            late = F.broadcast(late)
         quarantine = _quarantine_rows(staged.where(F.col("reason").isNotNull()), day, "play_event").unionByName(
-            _quarantine_rows(_restore_raw(late, raw, few), day, "play_event"))
+            _quarantine_rows(_restore_raw(late, raw), day, "play_event"))
         for extra in (counts, catalog):
             if extra is not None:
                 quarantine = quarantine.unionByName(extra[1])
@@ -323,7 +322,7 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
         if share > limit:
             raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
-        plays = (staged.where(F.col("reason").isNull()).join(late_side.select("_rid"), "_rid", "left_anti")
+        plays = (staged.where(F.col("reason").isNull()).join(late.select("_rid"), "_rid", "left_anti")
                  .withColumn("date", F.lit(day)))
         lake.replace_partition(plays, "silver.plays", "date", day, run_info)
     if counts is not None:
