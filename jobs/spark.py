@@ -115,16 +115,19 @@ def session_settings(config: Config) -> tuple[dict, Path | None]:
     # which would miss this environment's packages.
     python = os.environ.get("PYSPARK_PYTHON") or str(spark_cfg.get("python") or sys.executable)
     jar_conf, resolve_into = _jar_settings(config)
+    java_options = str(spark_cfg.get("java_options") or "").strip()
     settings = {
         "spark.master": str(spark_cfg.get("master", "local[*]")),
         "spark.driver.memory": str(spark_cfg.get("driver_memory", "4g")),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.warehouse.dir": config.path("catalog") + "/warehouse",
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.path('catalog')}",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.path('catalog')} {java_options}".strip(),
         "spark.pyspark.python": python,
         **jar_conf,
     }
+    if java_options:
+        settings["spark.executor.extraJavaOptions"] = java_options
     settings.update({key: str(value) for key, value in (spark_cfg.get("conf") or {}).items()})
     return settings, resolve_into
 
