@@ -107,7 +107,7 @@ def _jar_settings(config: Config) -> tuple[dict, Path | None]:
 
 
 def session_settings(config: Config) -> tuple[dict, Path | None]:
-    """Every Spark setting of this profile (master, memory, Delta, jars, conf), and the folder to
+    """Every Spark setting of this profile (master, memory, JVM options, Delta, jars, conf), and the folder to
     record after a first jar resolution (or None). ``build_session`` and the DAGs' spark-submit
     (cluster profile) both use it, so a submitted step runs with the same settings as a local one."""
     spark_cfg = config.section("spark")
