@@ -142,7 +142,9 @@ def _stage_typed(typed, path: str):
     """
     writer = (typed.withColumn("value", F.when(F.col("reason").isNotNull(), F.col("value"))).write
               .option("parquet.enable.dictionary", "false")
-              .option("parquet.page.write-checksum.enabled", "false"))  # a transient file, never verified
+              # A transient file, never verified and never filtered by min/max.
+              .option("parquet.page.write-checksum.enabled", "false")
+              .option("parquet.column.statistics.enabled", "false"))
     for column in STAGED_DICTIONARY_COLUMNS:
         writer = writer.option(f"parquet.enable.dictionary#{column}", "true")
     writer.parquet(path)
