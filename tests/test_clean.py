@@ -6,13 +6,16 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from jobs.clean import EVENT_REASONS, clean_date
 from jobs.errors import EncoreError
 from jobs.generate_logs import generate
 from jobs.ingest import ingest_landing
+from jobs.lakehouse import spec
 from landing_helpers import event, write_landing
+
 
 DAY = dt.date(2026, 11, 20)
 PERMISSIVE = {"ENCORE__CLEAN__MAX_QUARANTINE_SHARE": "1.0", "ENCORE__CLEAN__BOT_MAX_PLAYS_PER_DAY": "5"}
@@ -126,6 +129,13 @@ def test_constraints_reject_bad_writes(lake_factory):
         with pytest.raises(Exception, match="(?i)constraint"):
             lake.append(bad, "silver.plays")
     assert lake.read("silver.plays").count() == lake.read("silver.plays").distinct().count()
+    # The constraints arrive with the table's create commit, not as later ALTER TABLE commits.
+    table = DeltaTable.forPath(lake.spark, lake.path("silver.plays"))
+    operations = [row["operation"] for row in table.history().orderBy("version").collect()]
+    assert operations[0].startswith("CREATE") and "ADD CONSTRAINT" not in operations, operations
+    properties = table.detail().collect()[0]["properties"]
+    assert {k for k in properties if k.startswith("delta.constraints.")} == {
+        f"delta.constraints.{name.lower()}" for name in spec("silver.plays").constraints}
 
 
 def test_quarantine_threshold_fails_with_counts_and_keeps_silver(lake_factory):
