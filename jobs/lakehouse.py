@@ -84,11 +84,10 @@ class Lakehouse:
 
     def _sync_properties(self, name: str) -> None:
         """Give a table created by an older release the properties its contract now declares."""
-        from delta.tables import DeltaTable
         wanted = spec(name).properties
         if not wanted:
             return
-        current = DeltaTable.forPath(self.spark, self.path(name)).detail().collect()[0]["properties"]
+        current = self.properties(name)
         missing = {k: v for k, v in wanted.items() if current.get(k) != v}
         if missing:
             settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
@@ -137,6 +136,11 @@ class Lakehouse:
     def version(self, name: str) -> int:
         from delta.tables import DeltaTable
         return DeltaTable.forPath(self.spark, self.path(name)).history(1).collect()[0]["version"]
+
+    def properties(self, name: str) -> dict[str, str]:
+        """The table's Delta properties (its CHECK constraints among them, as delta.constraints.<name>)."""
+        from delta.tables import DeltaTable
+        return DeltaTable.forPath(self.spark, self.path(name)).detail().first()["properties"]
 
     @contextmanager
     def staging(self, label: str):

@@ -16,7 +16,6 @@ from jobs.ingest import ingest_landing
 from jobs.lakehouse import spec
 from landing_helpers import event, write_landing
 
-
 DAY = dt.date(2026, 11, 20)
 PERMISSIVE = {"ENCORE__CLEAN__MAX_QUARANTINE_SHARE": "1.0", "ENCORE__CLEAN__BOT_MAX_PLAYS_PER_DAY": "5"}
 
@@ -133,7 +132,7 @@ def test_constraints_reject_bad_writes(lake_factory):
     table = DeltaTable.forPath(lake.spark, lake.path("silver.plays"))
     operations = [row["operation"] for row in table.history().orderBy("version").collect()]
     assert operations[0].startswith("CREATE") and "ADD CONSTRAINT" not in operations, operations
-    properties = table.detail().collect()[0]["properties"]
+    properties = lake.properties("silver.plays")
     assert {k for k in properties if k.startswith("delta.constraints.")} == {
         f"delta.constraints.{name.lower()}" for name in spec("silver.plays").constraints}
 
@@ -164,16 +163,13 @@ def test_generated_faults_cover_every_reason(lake_factory):
 def test_bronze_created_by_an_older_release_is_upgraded(lake_factory):
     """A bronze table without the contract's properties (row tracking, which clean refers to rows
     by) gets them on first use, and its dates clean as usual."""
-    from delta.tables import DeltaTable
-
-    from jobs.lakehouse import spec
     lake = lake_factory(**PERMISSIVE)
     table = spec("bronze.plays_raw")
     (DeltaTable.create(lake.spark).location(lake.path("bronze.plays_raw")).addColumns(table.schema)
      .partitionedBy(*table.partition_by).execute())
     _prepare(lake)
     result = clean_date(lake, DAY)
-    properties = DeltaTable.forPath(lake.spark, lake.path("bronze.plays_raw")).detail().first()["properties"]
+    properties = lake.properties("bronze.plays_raw")
     assert {k: properties.get(k) for k in table.properties} == table.properties
     kept = [event_id for event_id, reason in EXPECTED.items() if reason is None]
     assert result.kept == len(kept) and result.events == len(_fault_lines())
