@@ -25,6 +25,9 @@ EXPECTED = {
     "bad-ts": "bad_timestamp", "old-ts": "timestamp_too_old", "future-ts": "timestamp_in_future",
     "ms-text": "bad_ms_played", "ms-neg": "negative_ms_played", "ms-huge": "absurd_ms_played",
     "no-user": "missing_user_id", "no-item": "missing_item", "retry": "duplicate_play", "seen-yesterday": "duplicate_event_id",
+    # Two plays of one item at the same instant under different ids: the first ingested is kept,
+    # whatever the ids' order.
+    "played-first": None, "an-instant-retry": "duplicate_play",
 }
 
 
@@ -46,6 +49,8 @@ def _fault_lines() -> list[str]:
         event("no-item", artist=None, artist_name=None),
         event("retry", user="u1", artist="a1", ts="2026-11-20T10:00:00.900Z"),  # same second as ok-1
         event("seen-yesterday", user="u7"),
+        event("played-first", user="u8", artist="a8", ts="2026-11-20T14:00:00.500Z"),
+        event("an-instant-retry", user="u8", artist="a8", ts="2026-11-20T14:00:00.500Z"),
         event("ok-1", user="u1", artist="a1", ts="2026-11-20T10:00:00.250Z"),   # duplicate delivery
         '{"event_id": "trunc", "user_id": "u1", "artist_',                      # truncated line
         '',                                                                    # blank line

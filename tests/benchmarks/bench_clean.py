@@ -89,7 +89,7 @@ WITH raw AS (
 ), plays AS (
   SELECT * REPLACE (CASE WHEN reason IS NULL AND row_number() OVER (
       PARTITION BY user_id, item_id, date_trunc('second', event_ts), field_ok
-      ORDER BY reason IS NOT NULL, event_ts, event_id) > 1 THEN 'duplicate_play' ELSE reason END AS reason)
+      ORDER BY reason IS NOT NULL, event_ts, source_file, value) > 1 THEN 'duplicate_play' ELSE reason END AS reason)
   FROM ids
 ), users AS (
   SELECT *, sum(CASE WHEN reason IS NULL THEN 1 ELSE 0 END) OVER (PARTITION BY user_id, field_ok) AS u_plays,
