@@ -82,16 +82,18 @@ def ingest_landing(lake: Lakehouse, dates: list[dt.date] | None = None) -> dict[
     catalog = _landing_dates(landing / "catalog", None)
     for table, folders in (("bronze.plays_raw", plays),
                            ("bronze.catalog_raw", {d: p for d, p in catalog.items() if d in plays})):
-        files = [f for folder in folders.values() for f in _data_files(folder)]
-        new = _new_files(lake, table, files)
+        files = {f: day for day, folder in folders.items() for f in _data_files(folder)}
+        new = set(_new_files(lake, table, list(files)))
         log.info("%s: %d files found, %d new", table, len(files), len(new))
         if not new:
             continue
-        df = (_read_lines(lake, new)
-              .withColumn("landing_date", F.to_date(F.regexp_extract("source_file", r"date=(\d{4}-\d{2}-\d{2})", 1)))
-              .withColumn("source_format", F.lit("jsonl"))
-              .withColumn("ingested_at", _now()))
-        added[table] = lake.append(df, table)
+        # One read per landing date, its date a literal (no per-row parsing of the file path).
+        parts = [_read_lines(lake, [f for f in files if f in new and files[f] == day]).withColumn("landing_date", F.lit(day))
+                 for day in sorted({files[f] for f in new})]
+        df = parts[0]
+        for part in parts[1:]:
+            df = df.unionByName(part)
+        added[table] = lake.append(df.withColumn("source_format", F.lit("jsonl")).withColumn("ingested_at", _now()), table)
     return added
 
 
