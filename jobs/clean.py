@@ -17,6 +17,7 @@ validates them and gives each rejected row one reason code (first rule that fail
                          within clean.dedupe_lookback_days before D (the earliest copy is kept;
                          of copies at the same time, the first ingested)
   duplicate_play         same user, same item, same second as a kept play under another event id
+                         (the earliest play is kept; of plays at the same instant, the first ingested)
   bot_user               the user's kept plays on D exceed clean.bot_max_plays_per_day plays or
                          clean.bot_max_listening_hours_per_day hours of audio (no human does that):
                          all their plays that day are quarantined
@@ -307,8 +308,6 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
            .where(F.col("landing_date") == F.lit(day)))
     run_info = {"job": "clean", "date": day.isoformat(), "bronze.plays_raw": version}
     counts, catalog = _clean_counts(lake, day), _clean_catalog(lake, day)
-    if raw.isEmpty() and counts is None:
-        raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
 
     # One parse: the typed rows are staged once as Parquet (on disk rather than cached, which also
     # bounds memory for very large dates). The duplicate and bot decisions are made on a narrow
@@ -317,16 +316,17 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     prior = _prior_events(lake, day, int(cfg["dedupe_lookback_days"]))
     with lake.staging(f"clean-{day}") as staged_path:
         staged = _stage_typed(typed, f"{staged_path}/typed")
+        # Counted from the staged copy rather than checked up front, which would cost a bronze read.
+        staged_counts = {row["reason"]: row["count"] for row in staged.groupBy("reason").count().collect()}
+        if not staged_counts and counts is None:
+            raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
         _late_rejects(staged, prior, cfg).write.parquet(f"{staged_path}/late")
         late = lake.spark.read.parquet(f"{staged_path}/late")
         result = CleanResult(day)
         result.reasons = {row["reason"]: row["count"] for row in late.groupBy("reason").count().collect()}
         late_total = result.quarantined
-        for row in staged.groupBy("reason").count().collect():
-            if row["reason"] is None:
-                result.kept = row["count"] - late_total
-            else:
-                result.reasons[row["reason"]] = row["count"]
+        result.kept = staged_counts.pop(None, 0) - late_total
+        result.reasons.update(staged_counts)
         result.events = result.kept + result.quarantined
 
         if late_total <= BROADCAST_MAX_ROWS:

@@ -151,6 +151,11 @@ def test_quarantine_threshold_fails_with_counts_and_keeps_silver(lake_factory):
     assert "max_quarantine_share" in message and "bot_user=6" in message and "malformed_record=2" in message
     assert lake.read("silver.plays").where(F.col("date") == F.lit(DAY)).count() == 0
     assert lake.read("silver.plays_quarantine").where(F.col("date") == F.lit(DAY)).count() > 0
+    # A date nothing was ingested for stops with the step to run, and writes nothing.
+    quarantine_version = lake.version("silver.plays_quarantine")
+    with pytest.raises(EncoreError, match=r"no bronze rows for 2026-11-23: run `encore ingest --date 2026-11-23`"):
+        clean_date(lake, dt.date(2026, 11, 23))
+    assert lake.version("silver.plays_quarantine") == quarantine_version
 
 
 def test_generated_faults_cover_every_reason(lake_factory):
