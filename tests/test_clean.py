@@ -9,7 +9,7 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from jobs.clean import EVENT_REASONS, clean_date
+from jobs.clean import EVENT_REASONS, _write_together, clean_date
 from jobs.errors import EncoreError
 from jobs.generate_logs import generate
 from jobs.ingest import ingest_landing
@@ -133,6 +133,14 @@ def test_constraints_reject_bad_writes(lake_factory):
         with pytest.raises(Exception, match="(?i)constraint"):
             lake.append(bad, "silver.plays")
     assert lake.read("silver.plays").count() == lake.read("silver.plays").distinct().count()
+    # Silver and quarantine are written side by side: a failed write fails the step, on its thread,
+    # and the other table's write still ends in its own commit.
+    quarantine = lake.read("silver.plays_quarantine").where(F.col("date") == F.lit(DAY))
+    rows, version = quarantine.count(), lake.version("silver.plays_quarantine")
+    with pytest.raises(Exception, match="(?i)constraint"):
+        _write_together(lake, [(quarantine.localCheckpoint(), "silver.plays_quarantine"),
+                               (good.withColumn("ms_played", F.lit(-1).cast("long")), "silver.plays")], DAY, {})
+    assert lake.version("silver.plays_quarantine") == version + 1 and quarantine.count() == rows
     # The constraints arrive with the table's create commit, not as later ALTER TABLE commits.
     table = DeltaTable.forPath(lake.spark, lake.path("silver.plays"))
     operations = [row["operation"] for row in table.history().orderBy("version").collect()]
