@@ -9,6 +9,7 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
+from jobs import clean
 from jobs.clean import EVENT_REASONS, _write_together, clean_date
 from jobs.errors import EncoreError
 from jobs.generate_logs import generate
@@ -107,7 +108,7 @@ def test_every_fault_gets_its_reason(lake_factory):
     assert set(result.reasons) <= set(EVENT_REASONS)
 
 
-def test_rerun_of_a_date_changes_nothing(lake_factory):
+def test_rerun_of_a_date_changes_nothing(lake_factory, monkeypatch):
     lake = lake_factory(**PERMISSIVE)
     _prepare(lake)
     clean_date(lake, DAY)
@@ -119,6 +120,15 @@ def test_rerun_of_a_date_changes_nothing(lake_factory):
     before = snapshot()
     assert ingest_landing(lake) == {"bronze.plays_raw": 0, "bronze.catalog_raw": 0}
     clean_date(lake, DAY)
+    assert snapshot() == before
+    # A date with more duplicates and bot plays than fit a broadcast (clean.BROADCAST_MAX_ROWS)
+    # takes shuffle joins instead (Spark's own size-based broadcast off too): the same tables.
+    monkeypatch.setattr(clean, "BROADCAST_MAX_ROWS", 0)
+    lake.spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        clean_date(lake, DAY)
+    finally:
+        lake.spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
     assert snapshot() == before
 
 
