@@ -301,7 +301,8 @@ def _merge_catalog(lake: Lakehouse, entries) -> None:
 
 
 def _write_together(lake: Lakehouse, writes: list, day: dt.date, run_info: dict) -> None:
-    """Replace ``day`` in several tables at once, each in its own thread and Delta commit.
+    """Replace ``day`` in several tables at once, each in its own Delta commit: the first on the
+    calling thread, each other one on a thread of its own.
 
     One table's write keeps both cores busy only until its last tasks and its driver-side commit;
     the other's tasks fill that idle time (10M events: ~2 s). The first listed gets the cores
