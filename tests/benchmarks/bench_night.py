@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -171,9 +172,19 @@ def generation(home: str, sketches: int, bars: int) -> None:
           [(sketches, counts["generated"], kept, f"{seconds:.1f}", f"{kept / seconds:.2f}")])
 
 
-def night(hetrec_dir: str, scale: float, days: int) -> None:
-    import datetime as dt
+def night(hetrec_dir: str, scale: float, days: int, keep: bool) -> None:
     home = tempfile.mkdtemp(prefix="encore-night-")
+    try:
+        _night_in(home, hetrec_dir, scale, days)
+    finally:
+        if keep:
+            print(f"(kept the home {home})")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _night_in(home: str, hetrec_dir: str, scale: float, days: int) -> None:
+    import datetime as dt
     # A replay puts years of a heavy listener's plays into days: the bot rule quarantines them (about a
     # quarter of the events at 30 days), more than clean's default 25% guard allows.
     env = {**os.environ, "ENCORE_HOME": home, "ENCORE_PROFILE": "demo", "ENCORE__CLEAN__MAX_QUARANTINE_SHARE": "0.6"}
@@ -195,7 +206,7 @@ def night(hetrec_dir: str, scale: float, days: int) -> None:
         dates[-2].isoformat())
     run(f"night {end}, first (trains both models, demo profile)", "night", "--date", end.isoformat())
     run(f"night {end}, again (champions exist: the steady state)", "night", "--date", end.isoformat())
-    print(f"\nWhole night on HetRec at --scale {scale} ({days} landing dates), home {home}\n")
+    print(f"\nWhole night on HetRec at --scale {scale} ({days} landing dates)\n")
     table(["step", "seconds"], rows)
 
 
@@ -214,13 +225,14 @@ def main() -> None:
     parser.add_argument("--night", action="store_true", help="time a whole night on HetRec (long)")
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--keep", action="store_true", help="keep the --night home (default: removed, it holds GBs)")
     args = parser.parse_args()
     scoring(args.users, args.items, args.dim, args.top_k, args.block, args.actors)
     generation(args.home, args.sketches, args.bars)
     if args.night:
         if not args.hetrec_dir:
             parser.error("--night needs --hetrec-dir")
-        night(args.hetrec_dir, args.scale, args.days)
+        night(args.hetrec_dir, args.scale, args.days, args.keep)
 
 
 if __name__ == "__main__":

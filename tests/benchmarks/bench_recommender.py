@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -96,14 +97,18 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4, help="search trials per data set (default 4)")
     parser.add_argument("--max-epochs", type=int, help="cap LightFM epochs (default: the configured 150)")
     parser.add_argument("--skip-synthetic", action="store_true")
-    parser.add_argument("--workdir", help="where the temporary homes go (default: a temp dir)")
+    parser.add_argument("--workdir", help="where the homes go, kept (default: a temp dir, removed at the end)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="encore-bench-rec-"))
     results = []
-    if args.hetrec_dir:
-        results.append(run("hetrec", "hetrec", args.hetrec_dir, args.trials, workdir, args.max_epochs))
-    if not args.skip_synthetic:
-        results.append(run("synthetic-10x", "synthetic", None, args.trials, workdir, args.max_epochs))
+    try:
+        if args.hetrec_dir:
+            results.append(run("hetrec", "hetrec", args.hetrec_dir, args.trials, workdir, args.max_epochs))
+        if not args.skip_synthetic:
+            results.append(run("synthetic-10x", "synthetic", None, args.trials, workdir, args.max_epochs))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"\nMachine: {os.cpu_count()} cores. Fit: LightFM with the configured parameters; "
           f"at most {args.max_epochs or 'the configured'} epochs per trial.\n")
