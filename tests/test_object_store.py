@@ -11,13 +11,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import TEST_ENV
+from jobs.waiting import wait_until
 
 ENCORE = str(Path(sys.executable).parent / "encore")
 BUCKET = "encore-test"
@@ -39,16 +39,18 @@ def s3_endpoint(tmp_path_factory):
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                   stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+
+    def listening():
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
+    def exited():
+        return f"moto exited with {server.returncode}" if server.poll() is not None else None
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"moto S3 server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.3)
+        try:
+            wait_until("the moto S3 server", listening, 60, every=0.3, died=exited)
+        except (RuntimeError, TimeoutError) as error:
+            pytest.fail(f"{error}: {log.read_text()[-2000:]}")
         yield url
     finally:
         server.terminate()

@@ -20,8 +20,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from jobs.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -39,16 +40,6 @@ def json_output(text: str):
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith(("[", "{")) and not line.startswith("[2")), None)
     return json.loads("\n".join(lines[start:])) if start is not None else []
-
-
-def wait_for(what: str, check, timeout: float, every: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
 
 
 def _dates(start: str, end: str):
@@ -91,7 +82,9 @@ def main() -> int:
         def parsed():
             dags = json_output(airflow(env, "dags", "list", "-o", "json"))
             return any(d.get("dag_id") == "encore_nightly" for d in dags)
-        wait_for("the DAG processor to parse encore_nightly", parsed, 300)
+        def exited():
+            return f"airflow standalone exited with {server.returncode}" if server.poll() is not None else None
+        wait_until("the DAG processor to parse encore_nightly", parsed, 300, every=5, died=exited, see=f"see {log_path}")
         # One date at a time, oldest first: a date's clean and features read the dates before it.
         airflow(env, "backfill", "create", "--dag-id", "encore_nightly", "--from-date", start, "--to-date", end,
                 "--max-active-runs", "1")
@@ -104,12 +97,11 @@ def main() -> int:
             return {str(r.get("logical_date"))[:10]: r for r in runs}
 
         def finished():
-            if server.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited with {server.returncode}: see {log_path}")
             runs = runs_by_date()
             done = all(runs.get(d, {}).get("state") in ("success", "failed") for d in dates)
             return runs if done else None
-        runs = wait_for(f"encore_nightly runs for {', '.join(sorted(dates))}", finished, args.timeout, every=10)
+        runs = wait_until(f"encore_nightly runs for {', '.join(sorted(dates))}", finished, args.timeout, every=10,
+                          died=exited, see=f"see {log_path}")
         ok = True
         for date in sorted(dates):
             run = runs[date]

@@ -22,9 +22,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
+
+from jobs.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -80,18 +81,10 @@ def _alive(pid: int) -> bool:
 
 
 def _wait(what: str, check, state: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def died():
         dead = [name for name, pid in _processes(state).items() if not _alive(pid)]
-        if dead:
-            raise RuntimeError(f"{', '.join(dead)} exited while waiting for {what}: see the logs in {state}")
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(2)
-    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s: see the logs in {state}")
+        return f"{', '.join(dead)} exited" if dead else None
+    wait_until(what, check, timeout, died=died, see=f"see the logs in {state}")
 
 
 def spark_workers_alive() -> int:
@@ -161,10 +154,9 @@ def down(state: Path) -> None:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-        deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if _alive(pid):
+        try:
+            wait_until(f"{name} to stop", lambda: not _alive(pid), 30, every=0.5)
+        except TimeoutError:
             os.killpg(pid, signal.SIGKILL)
         print(f"  stopped {name} (pid {pid})", flush=True)
     (state / "processes.json").unlink(missing_ok=True)
