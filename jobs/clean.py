@@ -39,7 +39,8 @@ from pyspark.sql import functions as F
 
 from jobs.errors import EncoreError
 from jobs.lakehouse import Lakehouse
-from schemas.events import CORRUPT_COLUMN, parse_schema
+from jobs.udfs import parse_text_fields
+from schemas.events import CORRUPT_COLUMN, parse_schema, record_schema
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,13 @@ def _typed_events(raw, day: dt.date, cfg: dict):
     """Parse and type raw lines; ``reason`` is the first field-level rule that fails (or null)."""
     e = F.col("e")
     parsed = raw.select("_rid", "value", "source_format", "source_file",
-                        F.from_json("value", parse_schema("play_event"),
-                                    {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN}).alias("e"))
+                        parse_text_fields(raw.sparkSession, "value", record_schema("play_event")).alias("e"))
     ts_text = _blank_to_null(e.ts)
     ms_text = _blank_to_null(e.ms_played)
     artist_id, artist_name = _blank_to_null(e.artist_id), _blank_to_null(e.artist_name)
     typed = parsed.select(
         "_rid", "value", "source_format", "source_file",
-        (e.isNull() | e[CORRUPT_COLUMN].isNotNull()).alias("_malformed"),
+        e.isNull().alias("_malformed"),
         _blank_to_null(e.event_id).alias("event_id"),
         _blank_to_null(e.user_id).alias("user_id"),
         F.coalesce(artist_id, F.concat(F.lit("name:"), F.lower(artist_name))).alias("item_id"),

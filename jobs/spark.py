@@ -3,6 +3,7 @@
 Delta's Spark jars are not in the delta-spark wheel. The first session resolves them from Maven
 Central with Spark's own resolver into ``paths.jars``; every later session loads them from there
 with ``spark.jars`` and needs no network. ``ENCORE_SPARK_JARS`` (comma-separated) overrides both.
+Encore's own jar (jobs/udfs.py) is compiled into ``paths.jars`` on first use and always added.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from jobs import udfs
 from jobs.config import Config
 from jobs.errors import EncoreError
 
@@ -27,10 +29,14 @@ _MANIFEST = "jars.txt"
 _PACKAGES = "packages.txt"   # the coordinates jars.txt was resolved for
 
 
-def check_java() -> None:
-    """Stop with one line when Java is missing or older than 17."""
+def _java() -> str | None:
     java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    return str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+
+
+def check_java() -> str:
+    """The java executable; stop with one line when Java is missing or older than 17."""
+    java = _java()
     if not java or not Path(java).exists():
         raise EncoreError(f"Java {MIN_JAVA}+ is required and was not found: install OpenJDK {MIN_JAVA} "
                           "(e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
@@ -42,6 +48,7 @@ def check_java() -> None:
     if major < MIN_JAVA:
         raise EncoreError(f"Java {MIN_JAVA}+ is required, found Java {major} at {java}: "
                           f"install OpenJDK {MIN_JAVA} or point JAVA_HOME at it")
+    return java
 
 
 def _spark_jar_artifacts() -> set[str]:
@@ -79,15 +86,34 @@ def _jar_dir(base: Path, packages: list[str]) -> Path:
     return base / ("with-" + hashlib.sha256(",".join(extra).encode()).hexdigest()[:12])
 
 
+def _jar_homes(config: Config) -> list[Path]:
+    """paths.jars, or the user's cache where that is not writable (e.g. a system-wide Python)."""
+    return [Path(config.path("jars")), Path.home() / ".cache" / "encore" / "jars"]
+
+
+def _udf_jar(config: Config) -> str:
+    """Encore's own JVM functions (jobs/udfs.py), compiled into the first writable jar folder on first use."""
+    homes = _jar_homes(config)
+    for home in homes:
+        if (home / udfs.jar_name()).is_file():
+            return str(home / udfs.jar_name())
+    java = check_java()
+    for home in homes:
+        try:
+            return str(udfs.build_jar(home, java))
+        except OSError:
+            continue
+    raise EncoreError(f"no writable folder for Encore's jars: make paths.jars ({homes[0]}) writable")
+
+
 def _jar_settings(config: Config) -> tuple[dict, Path | None]:
-    """Spark conf for Delta's jars, and the folder to record after a first resolution (or None)."""
+    """Spark conf for Delta's jars and Encore's own, and the folder to record after a first resolution (or None)."""
+    own = _udf_jar(config)
     explicit = os.environ.get("ENCORE_SPARK_JARS") or config.get("spark.jars")
     if explicit:
-        return {"spark.jars": explicit}, None
+        return {"spark.jars": f"{explicit},{own}"}, None
     packages = _packages(config)
-    # paths.jars, or the user's cache where that is not writable (e.g. a system-wide Python)
-    candidates = [_jar_dir(Path(config.path("jars")), packages),
-                  _jar_dir(Path.home() / ".cache" / "encore" / "jars", packages)]
+    candidates = [_jar_dir(home, packages) for home in _jar_homes(config)]
     for jar_dir in candidates:
         manifest = jar_dir / _MANIFEST
         resolved_for = jar_dir / _PACKAGES
@@ -95,7 +121,7 @@ def _jar_settings(config: Config) -> tuple[dict, Path | None]:
         if manifest.is_file() and recorded == packages:
             jars = [j for j in manifest.read_text().split() if j]
             if all(Path(j).is_file() for j in jars):
-                return {"spark.jars": ",".join(jars)}, None
+                return {"spark.jars": ",".join([*jars, own])}, None
     for jar_dir in candidates:
         try:
             jar_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +129,7 @@ def _jar_settings(config: Config) -> tuple[dict, Path | None]:
         except OSError:
             continue
     log.info("resolving %s from Maven Central into %s (first run only)", ", ".join(packages), jar_dir)
-    return {"spark.jars.packages": ",".join(packages), "spark.jars.ivy": str(jar_dir / "ivy")}, jar_dir
+    return {"spark.jars.packages": ",".join(packages), "spark.jars.ivy": str(jar_dir / "ivy"), "spark.jars": own}, jar_dir
 
 
 def session_settings(config: Config) -> tuple[dict, Path | None]:

@@ -27,11 +27,15 @@ def _parse_type(spec: dict):
     return StringType()
 
 
-def parse_schema(name: str) -> StructType:
-    """Spark schema for from_json over a raw line: declared fields as text, plus the corrupt-record column."""
+def record_schema(name: str) -> StructType:
+    """Spark schema of a raw line's declared fields, each as text (nested arrays as arrays of text structs)."""
     props = load_contract(name)["properties"]
-    fields = [StructField(key, _parse_type(spec)) for key, spec in props.items()]
-    return StructType(fields + [StructField(CORRUPT_COLUMN, StringType())])
+    return StructType([StructField(key, _parse_type(spec)) for key, spec in props.items()])
+
+
+def parse_schema(name: str) -> StructType:
+    """Spark schema for from_json over a raw line: ``record_schema`` plus the corrupt-record column."""
+    return StructType(record_schema(name).fields + [StructField(CORRUPT_COLUMN, StringType())])
 
 
 def field_docs(name: str) -> list[tuple[str, str, str]]:
