@@ -23,6 +23,12 @@ FAST = {  # small but real: a few epochs of small models, EASE over the few hund
     "ENCORE__RECOMMENDER__BASELINES__EASE_MAX_ITEMS": "400",
     "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "2",
 }
+LONG_TRIALS = {
+    "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "300",
+    "ENCORE__RECOMMENDER__SEARCH__EVAL_EVERY": "30",
+    "ENCORE__RECOMMENDER__SEARCH__PATIENCE": "10",
+    "ENCORE__RECOMMENDER__SEARCH__GRACE_EVALUATIONS": "10",
+}
 
 
 # --- protocol and metrics on hand-made data ---------------------------------------------------
@@ -101,13 +107,15 @@ def test_search_runs_trials_in_parallel_then_registers_and_the_model_loads_back(
     import mlflow
     from ray_jobs.train_recommender import train_recommender
     home, _ = gold_home
-    config = make_config(home, **FAST)
+    # Trials long enough (hundreds of epochs, no early stop) that they outlast the stagger of Ray
+    # starting their two worker processes (0.7 s on a slow host, longer than a 20-epoch trial).
+    config = make_config(home, **{**FAST, **LONG_TRIALS})
     result = train_recommender(config, DAY, search_trials=2)
 
     trials = result.trials
     assert len(trials) == 2 and (trials["status"] != "error").all()
     (a0, a1), (b0, b1) = trials[["started_at", "reported_at"]].to_numpy()
-    assert a0 < b1 and b0 < a1, "the two trials did not overlap in time"
+    assert a0 < b1 and b0 < a1, f"the two trials did not overlap in time: {a0:.2f}-{a1:.2f} and {b0:.2f}-{b1:.2f}"
 
     models = set(result.comparison["model"])
     assert {"popularity", "item_knn", "ease", "lightfm"} <= models
