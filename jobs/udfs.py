@@ -84,4 +84,5 @@ def parse_text_fields(spark, column: str, schema):
             raise EncoreError("Encore's JVM functions are not on Spark's classpath: start Spark through "
                               "jobs.spark.build_session, or add the jar from jobs/udfs.py to spark.jars") from exc
         spark._jsparkSession.udf().register(name, function, spark._jsparkSession.parseDataType(schema.json()))
-    return F.call_function(name, F.col(column))
+    # As bytes: the function scans plain lines without decoding them to Java text first.
+    return F.call_function(name, F.col(column).cast("binary"))

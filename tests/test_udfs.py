@@ -42,6 +42,16 @@ ODD_LINES = [
     '{"event_id":"a" "user_id":"b"}', '{"event_id" "a"}', '{"event_id":"a",,"user_id":"b"}',
     '{"event_id":"' + "x" * 100_000 + '"}', '{"a":' * 1200 + '1' + '}' * 1200,
     '{"ms_played":' + '9' * 1200 + '}',
+    # The byte scanner's plain lines and their near misses (jobs/java/FlatJsonRecord.java):
+    '{ "event_id" : "a" , "user_id":"b"\t,\r\n"ms_played" : 12 }', '{"event_id":"a"}garbage', '{"event_id":null,"user_id":"x"}',
+    '{"event_id":"\\u00E9\\u00e9\\/\\b\\f\\r\\n\\t\\\\\\"q\\""}', '{"event_id":"\\ud83d\\ude00 \\udc00"}',
+    '{"ms_played":123456789012345678}', '{"ms_played":1234567890123456789}', '{"ms_played":-123,"ts":0}',
+    '{"ms_played":-0}', '{"ms_played":00}', '{"ms_played":-}', '{"ms_played":12a}', '{"ms_played":12]',
+    '{"event_id":"a","ms_played":12,}', '{"event_id":"a","ms_played":12', '{"event_id":"a"', '{"event_id":"a",',
+    '{"event_id":"\\u12"}', '{"event_id":"\\u12G4"}', '{"event_id":"\\x"}', '{"event_id":"a\\', '{"":"x","event_id":"y"}',
+    '{"event_id":nul}', '{"event_id":null', '{"event_id":nullx}', '{"event_id":true}', '{"ev\\u0065nt_id":"esc"}',
+    '{"event_id" :"a"}', '{"event_id":"a"}\n', '{"event_id":"a"  }  ', '{ }', '{,}', '{"event_id":"a",}',
+    '{"event_id":"é"}', '{"user_id":"u","event_id":"a","event_id":"b","user_id":null}',
 ]
 
 

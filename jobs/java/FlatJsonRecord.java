@@ -25,12 +25,20 @@ import org.apache.spark.sql.catalyst.json.JSONOptions;
  * other value as Spark's generator writes it (numbers normalised: -0 -> 0, 1E5 -> 100000.0, NaN ->
  * "NaN"; objects and arrays as compact JSON). tests/test_udfs.py compares the two line by line.
  *
+ * The line comes as its UTF-8 bytes. A plain line (the usual case: one flat object of ASCII text,
+ * the standard escapes, null and integers without leading zeros or "-0") is read by a byte scanner
+ * that gives what Jackson gives for it; at the first thing outside that (non-ASCII bytes, floats,
+ * booleans, nesting, single quotes, a syntax error...) the line goes to Jackson as the text Spark
+ * would decode (invalid UTF-8 as U+FFFD). On 10M generated lines (2 cores), reading, parsing and
+ * typing them took 20.1-20.8 s with the scanner against 22.6-25.4 s with Jackson alone.
+ *
  * Compiled by Spark's own Janino (jobs/udfs.py), hence raw types and no try-with-resources.
  */
 public class FlatJsonRecord implements UDF1 {
     private static JsonFactory sparkFactory;
 
     private final String[] names;
+    private transient byte[][] nameBytes;
     private transient HashMap positions;
     private transient JsonFactory factory;
 
@@ -51,8 +59,23 @@ public class FlatJsonRecord implements UDF1 {
         if (factory == null) {
             factory = sparkFactory();
             positions = new HashMap();
-            for (int i = 0; i < names.length; i++) positions.put(names[i], new Integer(i));
+            nameBytes = new byte[names.length][];
+            for (int i = 0; i < names.length; i++) {
+                positions.put(names[i], new Integer(i));
+                nameBytes[i] = names[i].getBytes(StandardCharsets.UTF_8);
+            }
         }
+        if (input instanceof byte[]) {
+            byte[] bytes = (byte[]) input;
+            Object[] plain = scanPlain(bytes);
+            if (plain != null) return RowFactory.create(plain);
+            return parse(new String(bytes, StandardCharsets.UTF_8));
+        }
+        return parse((String) input);
+    }
+
+    /** Jackson's reading of one line of text. */
+    private Object parse(String input) throws IOException {
         Object[] out = new Object[names.length];
         JsonParser parser = null;
         try {
@@ -77,6 +100,134 @@ public class FlatJsonRecord implements UDF1 {
             if (parser != null) parser.close();
         }
         return RowFactory.create(out);
+    }
+
+    // Fields of a plain line; null when the line is not plain (then Jackson reads it).
+    private Object[] scanPlain(byte[] b) {
+        int n = b.length;
+        if (n == 0 || n > 40000 || b[0] != '{') return null;   // Jackson's name-length limit is 50,000
+        Object[] out = new Object[names.length];
+        int i = skipSpace(b, 1);
+        if (i < n && b[i] == '}') return out;
+        while (true) {
+            if (i >= n || b[i] != '"') return null;
+            int nameStart = i + 1;
+            int nameEnd = nameStart;
+            while (nameEnd < n && b[nameEnd] != '"') {
+                int c = b[nameEnd] & 0xff;
+                if (c == '\\' || c < 0x20 || c >= 0x80) return null;
+                nameEnd++;
+            }
+            if (nameEnd >= n) return null;
+            int at = fieldAt(b, nameStart, nameEnd - nameStart);
+            i = skipSpace(b, nameEnd + 1);
+            if (i >= n || b[i] != ':') return null;
+            i = skipSpace(b, i + 1);
+            if (i >= n) return null;
+            int c = b[i] & 0xff;
+            int end;
+            Object value;
+            if (c == '"') {
+                end = stringEnd(b, i + 1);
+                if (end < 0) return null;
+                value = stringValue(b, i + 1, end);
+                if (value == null) return null;
+                end++;
+            } else if (c == '-' || (c >= '0' && c <= '9')) {
+                end = i + (c == '-' ? 1 : 0);
+                int digits = end;
+                while (end < n && b[end] >= '0' && b[end] <= '9') end++;
+                int count = end - digits;
+                // No leading zero, no "-0", at most 18 digits: Jackson's long, printed, is this text.
+                if (count == 0 || count > 18 || (b[digits] == '0' && (count > 1 || c == '-'))) return null;
+                if (end < n && !isDelimiter(b[end])) return null;
+                value = new String(b, i, end - i, StandardCharsets.ISO_8859_1);
+            } else if (c == 'n' && i + 4 <= n && b[i + 1] == 'u' && b[i + 2] == 'l' && b[i + 3] == 'l'
+                       && (i + 4 == n || isDelimiter(b[i + 4]))) {
+                end = i + 4;
+                value = null;
+            } else {
+                return null;
+            }
+            if (at >= 0) out[at] = value;   // the last of duplicate keys wins, as in Jackson's reading
+            i = skipSpace(b, end);
+            if (i >= n) return null;
+            if (b[i] == '}') return out;    // what follows the object is ignored, as by Jackson's reading
+            if (b[i] != ',') return null;
+            i = skipSpace(b, i + 1);
+        }
+    }
+
+    private int fieldAt(byte[] b, int start, int length) {
+        for (int f = 0; f < nameBytes.length; f++) {
+            byte[] name = nameBytes[f];
+            if (name.length != length) continue;
+            int k = 0;
+            while (k < length && name[k] == b[start + k]) k++;
+            if (k == length) return f;
+        }
+        return -1;
+    }
+
+    private static int skipSpace(byte[] b, int i) {
+        while (i < b.length && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) i++;
+        return i;
+    }
+
+    private static boolean isDelimiter(byte c) {
+        return c == ',' || c == '}' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
+    }
+
+    // The closing quote of a string starting at i, or -1 when the string is not plain ASCII.
+    private static int stringEnd(byte[] b, int i) {
+        while (i < b.length) {
+            int c = b[i] & 0xff;
+            if (c == '"') return i;
+            if (c < 0x20 || c >= 0x80) return -1;
+            i += c == '\\' ? 2 : 1;
+        }
+        return -1;
+    }
+
+    // The text of b[start, end): the standard JSON escapes decoded as Jackson decodes them (a lone
+    // surrogate stays one char); null for any other escape.
+    private static String stringValue(byte[] b, int start, int end) {
+        int i = start;
+        while (i < end && b[i] != '\\') i++;
+        if (i == end) return new String(b, start, end - start, StandardCharsets.ISO_8859_1);
+        StringBuilder text = new StringBuilder(end - start);
+        for (int k = start; k < i; k++) text.append((char) b[k]);
+        while (i < end) {
+            byte c = b[i];
+            if (c != '\\') {
+                text.append((char) c);
+                i++;
+                continue;
+            }
+            if (i + 1 >= end) return null;
+            byte e = b[i + 1];
+            i += 2;
+            if (e == '"' || e == '\\' || e == '/') text.append((char) e);
+            else if (e == 'n') text.append('\n');
+            else if (e == 't') text.append('\t');
+            else if (e == 'r') text.append('\r');
+            else if (e == 'b') text.append('\b');
+            else if (e == 'f') text.append('\f');
+            else if (e == 'u') {
+                if (i + 4 > end) return null;
+                int code = 0;
+                for (int k = 0; k < 4; k++) {
+                    int digit = Character.digit((char) b[i + k], 16);
+                    if (digit < 0) return null;
+                    code = (code << 4) | digit;
+                }
+                text.append((char) code);
+                i += 4;
+            } else {
+                return null;
+            }
+        }
+        return text.toString();
     }
 
     private String text(JsonParser parser, JsonToken value) throws IOException {
