@@ -116,13 +116,15 @@ def train_loop(cfg: dict) -> None:
                                   fused=device.type == "cuda")
     start_epoch, step = 0, 0
     checkpoint = ray.train.get_checkpoint()
-    resume_dir = None
+    state = None
     if checkpoint is not None:
-        resume_dir = checkpoint.to_directory()
+        # Read in place from local storage; a remote checkpoint comes through a temporary copy that
+        # is removed afterwards (to_directory() left a copy in /tmp on every restart).
+        with checkpoint.as_directory() as resume_dir:
+            state = torch.load(Path(resume_dir) / "state.pt", map_location="cpu", weights_only=False)
     elif cfg.get("resume_path"):
-        resume_dir = cfg["resume_path"]
-    if resume_dir:
-        state = torch.load(Path(resume_dir) / "state.pt", map_location="cpu", weights_only=False)
+        state = torch.load(Path(cfg["resume_path"]) / "state.pt", map_location="cpu", weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"] + 1, state["step"]
@@ -229,7 +231,7 @@ class MusicTrainResult:
     metrics: dict
     history: list[dict]
     decision: tracking.GateDecision
-    checkpoint_dir: str
+    checkpoint: str  # where Ray stored the final checkpoint (a path or a storage URI)
     resumed_from_epoch: int | None
     quality: "object" = None  # pandas DataFrame: the per-style quality report
 
@@ -314,11 +316,13 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
         raise EncoreError(f"music training failed: {result.error}")
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     metrics = dict(result.metrics)
-    checkpoint_dir = result.checkpoint.to_directory()
 
     tracking.experiment(config, str(config.get("music.experiment", "encore-music")))
     model_name = str(config.get("music.model_name", "encore-music-model"))
-    with mlflow.start_run(run_name=f"train-music {run_name}") as run:
+    # The final checkpoint is read where Ray stored it; from remote storage, through a temporary
+    # copy removed at the end of the block (to_directory() left a copy in /tmp on every run).
+    with result.checkpoint.as_directory() as checkpoint_dir, \
+            mlflow.start_run(run_name=f"train-music {run_name}") as run:
         mlflow.set_tags({"job": "train-music", "ray_run": run_name, "device": "cuda" if use_gpu else "cpu"})
         tracking.log_delta_input(frame, read.name, read.path, read.version)
         mlflow.log_params({**{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
@@ -348,8 +352,8 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
                             "valid_nll_per_note": float(metrics["valid_nll_per_note"])})
         tracking.apply_gate(config, model_name, version_number, decision)
         quality = _quality_report(config, checkpoint_dir, tokenizer_path, frame)
-    return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, checkpoint_dir, resumed_from,
-                            quality)
+    return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, result.checkpoint.path,
+                            resumed_from, quality)
 
 
 def _quality_report(config: Config, checkpoint_dir: str, tokenizer_path: Path, frame):

@@ -2,6 +2,9 @@
 a tiny Transformer trained with Ray Train (DDP over 2 CPU workers), MLflow, and KV-cache sampling."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -86,9 +89,10 @@ def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
     from ray_jobs.train_music import train_music
     home, env, _, _ = corpus_home
     config = make_config(home, **env)
+    copies_before = _checkpoint_copies()
     result = train_music(config, fail_at_epoch=1)
     history = result.history
-    assert (home / "ray").exists()
+    assert (Path(result.checkpoint) / "state.pt").is_file() and (home / "ray").resolve() in Path(result.checkpoint).parents
     # The history holds the attempt that finished: it started after epoch 0's checkpoint, not from 0.
     epochs = [int(h["epoch"]) for h in history]
     assert epochs == [1, 2], f"a worker failure restarted training instead of resuming: {epochs}"
@@ -112,6 +116,13 @@ def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
     assert again.resumed_from_epoch == 2 and int(again.history[-1]["step"]) == steps[-1]
     assert again.history[-1]["valid_nll_per_token"] == pytest.approx(history[-1]["valid_nll_per_token"])
     assert not again.decision.promoted   # equal validation NLL does not beat the champion
+    # The resume and the final evaluation read checkpoints in place: no copies pile up in /tmp.
+    assert _checkpoint_copies() == copies_before, f"left behind: {sorted(_checkpoint_copies() - copies_before)}"
+
+
+def _checkpoint_copies() -> set[Path]:
+    """The temporary copies Ray's ``Checkpoint.to_directory()`` makes (and never removes)."""
+    return set(Path(tempfile.gettempdir()).glob("checkpoint_tmp_*"))
 
 
 def mlflow_param(config, run_id: str, key: str) -> str:
