@@ -5,6 +5,7 @@ starting Spark costs seconds. Nothing here is mocked.
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,12 @@ from pathlib import Path
 import pytest
 
 from jobs.config import load_config
+
+# Importing Airflow points the root logger at the stdout of that moment, which is pytest's capture,
+# closed before the interpreter exits; py4j's connection finalizers then log "Closing down
+# clientserver connection" at INFO into it ("--- Logging error ---" after the summary). The CLI
+# keeps py4j at WARNING too.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
