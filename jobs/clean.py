@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from jobs.errors import EncoreError
 from jobs.lakehouse import Lakehouse
@@ -135,13 +136,18 @@ def _typed_events(raw, day: dt.date, cfg: dict):
 
 
 def _stage_typed(typed, path: str):
-    """Write the typed rows once, as Parquet, and return them read back.
+    """Write the typed rows once, as Parquet, and return them read back as (passed, rejected).
 
     Every later step reads this copy instead of parsing bronze again. Rows that passed the field
     rules are staged without their raw line (the widest column, which silver does not need);
-    ``_restore_raw`` fetches it back from bronze for the few of them that end up quarantined.
+    ``_restore_raw`` fetches it back from bronze for the few of them that end up quarantined. The
+    two kinds are written to separate folders (``_outcome=passed|rejected``), so the quarantine
+    reads only the rejected rows instead of decoding every staged row to find them (10M events: ~4 s).
     """
-    writer = (typed.withColumn("value", F.when(F.col("reason").isNotNull(), F.col("value"))).write
+    rejected = F.col("reason").isNotNull()
+    writer = (typed.withColumn("value", F.when(rejected, F.col("value")))
+              .withColumn("_outcome", F.when(rejected, F.lit("rejected")).otherwise(F.lit("passed")))
+              .write.partitionBy("_outcome")
               .option("parquet.enable.dictionary", "false")
               # A transient file, never verified and never filtered by min/max.
               .option("parquet.page.write-checksum.enabled", "false")
@@ -149,7 +155,10 @@ def _stage_typed(typed, path: str):
     for column in STAGED_DICTIONARY_COLUMNS:
         writer = writer.option(f"parquet.enable.dictionary#{column}", "true")
     writer.parquet(path)
-    return typed.sparkSession.read.parquet(path)
+    # With its schema given, a date without rows (hence without folders) reads back as empty.
+    schema = StructType([*typed.schema.fields, StructField("_outcome", StringType())])
+    staged = typed.sparkSession.read.schema(schema).parquet(path)
+    return tuple(staged.where(F.col("_outcome") == outcome).drop("_outcome") for outcome in ("passed", "rejected"))
 
 
 def _key(column: str) -> list:
@@ -164,7 +173,7 @@ def _key(column: str) -> list:
     return [F.xxhash64(column).alias(f"_{column}_k1"), F.xxhash64(F.lit("encore-key-2"), column).alias(f"_{column}_k2")]
 
 
-def _late_rejects(staged, prior, cfg: dict):
+def _late_rejects(passed, prior, cfg: dict):
     """Rows that passed the field rules but are duplicates or bot plays: (_rid, reason, detail).
 
     The decisions need only a few narrow columns, so only those are shuffled, once, by user: an
@@ -173,7 +182,7 @@ def _late_rejects(staged, prior, cfg: dict):
     ids travel as 128-bit keys (``_key``). The prior dates' (user, event) keys ride along in the
     same shuffle instead of a join.
     """
-    rows = (staged.where(F.col("reason").isNull())
+    rows = (passed
             .select("_rid", *_key("user_id"), *_key("event_id"), *_key("item_id"), "event_ts", "ms_played",
                     F.lit(False).alias("_prior"))
             .unionByName(prior, allowMissingColumns=True)
@@ -352,12 +361,14 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     typed = _typed_events(raw, day, cfg)
     prior = _prior_events(lake, day, int(cfg["dedupe_lookback_days"]))
     with lake.staging(f"clean-{day}") as staged_path:
-        staged = _stage_typed(typed, f"{staged_path}/typed")
+        passed, rejected = _stage_typed(typed, f"{staged_path}/typed")
         # Counted from the staged copy rather than checked up front, which would cost a bronze read.
-        staged_counts = {row["reason"]: row["count"] for row in staged.groupBy("reason").count().collect()}
+        staged_counts = {row["reason"]: row["count"] for row in rejected.groupBy("reason").count().collect()}
+        if passed_count := passed.count():
+            staged_counts[None] = passed_count
         if not staged_counts and counts is None:
             raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
-        _late_rejects(staged, prior, cfg).write.parquet(f"{staged_path}/late")
+        _late_rejects(passed, prior, cfg).write.parquet(f"{staged_path}/late")
         late = lake.spark.read.parquet(f"{staged_path}/late")
         result = CleanResult(day)
         result.reasons = {row["reason"]: row["count"] for row in late.groupBy("reason").count().collect()}
@@ -368,7 +379,7 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
 
         if late_total <= BROADCAST_MAX_ROWS:
             late = F.broadcast(late)
-        quarantine = _quarantine_rows(staged.where(F.col("reason").isNotNull()), day, "play_event").unionByName(
+        quarantine = _quarantine_rows(rejected, day, "play_event").unionByName(
             _quarantine_rows(_restore_raw(late, raw, day, cfg), day, "play_event"))
         for extra in (counts, catalog):
             if extra is not None:
@@ -380,7 +391,7 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
             lake.replace_partition(quarantine, "silver.plays_quarantine", "date", day, run_info)
             raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
-        plays = (staged.where(F.col("reason").isNull()).join(late.select("_rid"), "_rid", "left_anti")
+        plays = (passed.join(late.select("_rid"), "_rid", "left_anti")
                  .withColumn("date", F.lit(day)))
         _write_together(lake, [(plays, "silver.plays"), (quarantine, "silver.plays_quarantine")], day, run_info)
     if counts is not None:
