@@ -112,9 +112,12 @@ PLAYS = TableSpec(
         "event_ts_after_2000": "event_ts >= TIMESTAMP'2000-01-01 00:00:00'",
         "ids_not_blank": "event_id <> '' AND user_id <> '' AND item_id <> ''",
     },
-    # File statistics for the columns queries filter on; collecting them on every column cost
-    # a third of the write.
-    properties={"delta.dataSkippingStatsColumns": "user_id,item_id,event_ts,ms_played"},
+    # File statistics (min/max per file) only where they can exclude a file. A date's files each
+    # span the whole day, every item and every ms_played range, so statistics on event_ts, item_id
+    # and ms_played never skipped one and cost ~2 s of a 10M-row write (29 -> 27 s, measured apart).
+    # user_id keeps them: the column lookups filter on, and narrow per file where a landing file
+    # holds a range of users. Add columns back if silver is ever clustered by them.
+    properties={"delta.dataSkippingStatsColumns": "user_id"},
 )
 
 QUARANTINE = TableSpec(
