@@ -78,9 +78,9 @@ def cmd_generate_logs(cfg: Config, args) -> None:
 _STEP = "encore"   # the Spark application name: encore-<step>, so a cluster's UI says which step ran
 
 
-def _lake(cfg: Config):
+def _lake(cfg: Config, catalog: bool = False):
     from jobs.lakehouse import open_lakehouse
-    return open_lakehouse(cfg, _STEP)
+    return open_lakehouse(cfg, _STEP, catalog=catalog)
 
 
 def cmd_ingest(cfg: Config, args) -> None:
@@ -123,7 +123,7 @@ def cmd_features(cfg: Config, args) -> None:
 
 
 def cmd_sql(cfg: Config, args) -> None:
-    lake = _lake(cfg)
+    lake = _lake(cfg, catalog=True)
     try:
         df = lake.spark.sql(args.query)
     except Exception as exc:  # analysis errors: show Spark's first line, not a JVM trace
