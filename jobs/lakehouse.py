@@ -43,7 +43,9 @@ class Lakehouse:
 
     config: Config
     spark: object  # pyspark.sql.SparkSession
-    catalog: bool = True  # keep the session's catalog in step: tables this object creates are registered
+    # Register the tables this object writes in the session's catalog. On for an object built
+    # directly (tests, notebooks); open_lakehouse turns it off for the steps, which read by path.
+    catalog: bool = True
     _registered: dict = field(default_factory=dict)  # name -> location registered by this object
     _synced: set = field(default_factory=set)        # tables whose properties this object has checked
 

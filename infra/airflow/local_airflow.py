@@ -10,8 +10,8 @@ backfill create --max-active-runs 1``) for ``--date D`` (one run) or ``--backfil
 run per date, oldest first), unpauses the DAG, waits for the runs to finish (reading their states
 from the database, read-only), prints each task's state, and stops Airflow. Exit status 0 means
 every run succeeded. So that unpausing does not also start the latest scheduled interval, the
-schedules end on the last date (``ENCORE_AIRFLOW_END_DATE``). Encore settings come from the environment as usual
-(``ENCORE_HOME``, ``ENCORE_PROFILE``, ``ENCORE__…``).
+schedules end on the last date (``ENCORE_AIRFLOW_END_DATE``). Encore settings come from the
+environment as usual (``ENCORE_HOME``, ``ENCORE_PROFILE``, ``ENCORE__…``).
 """
 from __future__ import annotations
 
@@ -51,10 +51,10 @@ def airflow(env: dict, *args: str, timeout: int = 120, attempts: int = 5) -> str
         if done.returncode == 0:
             return done.stdout
         if "database is locked" not in done.stderr or attempt == attempts:
-            raise RuntimeError(f"airflow {' '.join(args)} failed: {error_line(done.stderr)}")
+            break
         print(f"airflow {' '.join(args)}: database is locked, retrying ({attempt}/{attempts - 1})", flush=True)
         time.sleep(3 * attempt)
-    raise AssertionError("unreachable")
+    raise RuntimeError(f"airflow {' '.join(args)} failed: {error_line(done.stderr)}")
 
 
 def use_write_ahead_log(database: Path) -> None:
