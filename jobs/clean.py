@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
 
 from jobs.errors import EncoreError
 from jobs.lakehouse import Lakehouse
@@ -49,13 +48,11 @@ log = logging.getLogger(__name__)
 # out of silver) up to this many rows (a few MB); past it, shuffle joins: slower, no memory ceiling.
 BROADCAST_MAX_ROWS = 2_000_000
 
-# Staging is written once and read twice, within one run. Dictionaries are kept only on these
-# few-valued columns: on the rest, building them cost more than they saved (~7 s at 10M events).
-STAGED_DICTIONARY_COLUMNS = ("platform", "country", "reason")
-
 EVENT_REASONS = ["malformed_record", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
                  "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
                  "absurd_ms_played", "duplicate_event_id", "duplicate_play", "bot_user"]
+# Decided after the field rules, on keys, without the raw line at hand (``_rejects``).
+LATE_REASONS = ("duplicate_event_id", "duplicate_play", "bot_user")
 
 
 @dataclass
@@ -135,32 +132,6 @@ def _typed_events(raw, day: dt.date, cfg: dict):
             .drop("_malformed", "ts_text", "ms_text"))
 
 
-def _stage_typed(typed, path: str):
-    """Write the typed rows once, as Parquet, and return them read back as (passed, rejected).
-
-    Every later step reads this copy instead of parsing bronze again. Rows that passed the field
-    rules are staged without their raw line (the widest column, which silver does not need);
-    ``_restore_raw`` fetches it back from bronze for the few of them that end up quarantined. The
-    two kinds are written to separate folders (``_outcome=passed|rejected``), so the quarantine
-    reads only the rejected rows instead of decoding every staged row to find them (10M events: ~4 s).
-    """
-    rejected = F.col("reason").isNotNull()
-    writer = (typed.withColumn("value", F.when(rejected, F.col("value")))
-              .withColumn("_outcome", F.when(rejected, F.lit("rejected")).otherwise(F.lit("passed")))
-              .write.partitionBy("_outcome")
-              .option("parquet.enable.dictionary", "false")
-              # A transient file, never verified and never filtered by min/max.
-              .option("parquet.page.write-checksum.enabled", "false")
-              .option("parquet.column.statistics.enabled", "false"))
-    for column in STAGED_DICTIONARY_COLUMNS:
-        writer = writer.option(f"parquet.enable.dictionary#{column}", "true")
-    writer.parquet(path)
-    # With its schema given, a date without rows (hence without folders) reads back as empty.
-    schema = StructType([*typed.schema.fields, StructField("_outcome", StringType())])
-    staged = typed.sparkSession.read.schema(schema).parquet(path)
-    return tuple(staged.where(F.col("_outcome") == outcome).drop("_outcome") for outcome in ("passed", "rejected"))
-
-
 def _key(column: str) -> list:
     """A string column as a 128-bit key: two 64-bit xxHash values of it under different seeds.
 
@@ -173,31 +144,37 @@ def _key(column: str) -> list:
     return [F.xxhash64(column).alias(f"_{column}_k1"), F.xxhash64(F.lit("encore-key-2"), column).alias(f"_{column}_k2")]
 
 
-def _late_rejects(passed, prior, cfg: dict):
-    """Rows that passed the field rules but are duplicates or bot plays: (_rid, reason, detail).
+def _rejects(typed, prior, cfg: dict):
+    """Every rejected row of the date with its reason, decided in one pass over the parsed rows.
 
-    The decisions need only a few narrow columns, so only those are shuffled, once, by user: an
-    event id is deduplicated within its user (a re-delivery repeats the whole event), so the
-    event-id, same-second and bot windows all share the user partitioning. User, event and item
-    ids travel as 128-bit keys (``_key``). The prior dates' (user, event) keys ride along in the
-    same shuffle instead of a join.
+    Rows that failed a field rule keep the reason ``_typed_events`` gave them and carry what the
+    quarantine needs (``_kept``: detail, ids, raw line, file). Rows that passed carry only a few
+    narrow columns for the duplicate and bot decisions; those they fail are the *late* rejects
+    (``_late``), whose raw line ``_restore_raw`` fetches back from bronze. Everything is shuffled
+    once, by user: an event id is deduplicated within its user (a re-delivery repeats the whole
+    event), so the event-id, same-second and bot windows all share the user partitioning. User,
+    event and item ids travel as 128-bit keys (``_key``). The prior dates' (user, event) keys ride
+    along in the same shuffle instead of a join. Only rows that passed the field rules take part in
+    the decisions (``_ok`` in the windows' partitions), as if the others were not there.
     """
-    rows = (passed
-            .select("_rid", *_key("user_id"), *_key("event_id"), *_key("item_id"), "event_ts", "ms_played",
-                    F.lit(False).alias("_prior"))
-            .unionByName(prior, allowMissingColumns=True)
+    ok = F.col("reason").isNull()
+    rows = (typed
+            .select("_rid", *_key("user_id"), *_key("event_id"), *_key("item_id"), "event_ts", "ms_played", "reason",
+                    ok.alias("_ok"), F.lit(False).alias("_prior"),
+                    # One nullable column rather than five: a passed row pays one null slot in the shuffle.
+                    F.when(~ok, F.struct("detail", "event_id", "user_id", "value", "source_file")).alias("_kept"))
+            .unionByName(prior.withColumn("_ok", F.lit(True)), allowMissingColumns=True)
             .repartition("_user_id_k1"))
     user = ["_user_id_k1", "_user_id_k2"]
     # Of two copies at the same time, the first ingested (lower bronze row id) is kept.
-    id_rank = F.row_number().over(Window.partitionBy(*user, "_event_id_k1", "_event_id_k2").orderBy(
+    id_rank = F.row_number().over(Window.partitionBy(*user, "_ok", "_event_id_k1", "_event_id_k2").orderBy(
         F.col("_prior").desc(), "event_ts", "_rid"))
-    rows = (rows.withColumn("reason", F.when(id_rank > 1, F.lit("duplicate_event_id")))
+    rows = (rows.withColumn("reason", F.when(ok & (id_rank > 1), F.lit("duplicate_event_id")).otherwise(F.col("reason")))
             .where(~F.col("_prior")))
     # Same user, item and second under another id: a client retry. Of plays at the same
     # instant, again the first ingested is kept.
     second = F.date_trunc("second", F.col("event_ts"))
-    # The user leads both this window's keys and the next one's, so one sort serves both.
-    play_rank = F.row_number().over(Window.partitionBy(*user, "_item_id_k1", "_item_id_k2", second).orderBy(
+    play_rank = F.row_number().over(Window.partitionBy(*user, "_ok", "_item_id_k1", "_item_id_k2", second).orderBy(
         F.col("reason").isNotNull(), "event_ts", "_rid"))
     rows = rows.withColumn("reason", F.when(F.col("reason").isNull() & (play_rank > 1), F.lit("duplicate_play"))
                            .otherwise(F.col("reason")))
@@ -212,11 +189,13 @@ def _late_rejects(passed, prior, cfg: dict):
         (F.sum(F.when(kept, F.coalesce("ms_played", F.lit(0))).otherwise(0)).over(by_user) / 3_600_000).alias("_hours"))
     is_bot = kept & ((F.col("_plays") > int(cfg["bot_max_plays_per_day"]))
                      | (F.col("_hours") > float(cfg["bot_max_listening_hours_per_day"])))
-    rows = (rows.withColumn("detail", F.when(is_bot, F.format_string(
-                "%d plays, %.1f h of audio in the day", F.col("_plays"), F.col("_hours")))
-                .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play")))
-            .withColumn("reason", F.when(is_bot, F.lit("bot_user")).otherwise(F.col("reason"))))
-    return rows.where(F.col("reason").isNotNull()).select("_rid", "reason", "detail")
+    detail = (F.when(is_bot, F.format_string("%d plays, %.1f h of audio in the day", F.col("_plays"), F.col("_hours")))
+              .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play"))
+              .otherwise(F.col("_kept.detail")))
+    return (rows.withColumn("reason", F.when(is_bot, F.lit("bot_user")).otherwise(F.col("reason")))
+            .where(F.col("reason").isNotNull())
+            .select("_rid", "reason", detail.alias("detail"), F.col("_ok").alias("_late"),
+                    *[F.col(f"_kept.{c}").alias(c) for c in ("event_id", "user_id", "value", "source_file")]))
 
 
 def _restore_raw(late, raw, day: dt.date, cfg: dict):
@@ -355,31 +334,29 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     run_info = {"job": "clean", "date": day.isoformat(), "bronze.plays_raw": version}
     counts, catalog = _clean_counts(lake, day), _clean_catalog(lake, day)
 
-    # One parse: the typed rows are staged once as Parquet (on disk rather than cached, which also
-    # bounds memory for very large dates). The duplicate and bot decisions are made on a narrow
-    # projection of them, and silver and quarantine are split off the staged rows.
+    # Two passes over the parsed bronze rows, nothing of their full width staged: the first decides
+    # every rejection (``_rejects``: a narrow shuffle by user, ~2% of rows with their raw line), the
+    # second writes silver from a fresh parse minus those rejections. Parsing again cost less than
+    # writing all typed rows to Parquet and reading them back twice (10M events: ~14 s).
     typed = _typed_events(raw, day, cfg)
     prior = _prior_events(lake, day, int(cfg["dedupe_lookback_days"]))
     with lake.staging(f"clean-{day}") as staged_path:
-        passed, rejected = _stage_typed(typed, f"{staged_path}/typed")
-        # Counted from the staged copy rather than checked up front, which would cost a bronze read.
-        staged_counts = {row["reason"]: row["count"] for row in rejected.groupBy("reason").count().collect()}
-        if passed_count := passed.count():
-            staged_counts[None] = passed_count
-        if not staged_counts and counts is None:
-            raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
-        _late_rejects(passed, prior, cfg).write.parquet(f"{staged_path}/late")
-        late = lake.spark.read.parquet(f"{staged_path}/late")
+        (_rejects(typed, prior, cfg).write
+         .option("parquet.enable.dictionary", "false").option("parquet.column.statistics.enabled", "false")
+         .option("parquet.enable.dictionary#reason", "true")
+         .parquet(f"{staged_path}/rejects"))
+        rejects = lake.spark.read.parquet(f"{staged_path}/rejects")
         result = CleanResult(day)
-        result.reasons = {row["reason"]: row["count"] for row in late.groupBy("reason").count().collect()}
-        late_total = result.quarantined
-        result.kept = staged_counts.pop(None, 0) - late_total
-        result.reasons.update(staged_counts)
-        result.events = result.kept + result.quarantined
-
+        result.reasons = {row["reason"]: row["count"] for row in rejects.groupBy("reason").count().collect()}
+        result.events = raw.count()
+        if not result.events and counts is None:
+            raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
+        result.kept = result.events - result.quarantined
+        late = rejects.where("_late").select("_rid", "reason", "detail")
+        late_total = sum(n for reason, n in result.reasons.items() if reason in LATE_REASONS)
         if late_total <= BROADCAST_MAX_ROWS:
             late = F.broadcast(late)
-        quarantine = _quarantine_rows(rejected, day, "play_event").unionByName(
+        quarantine = _quarantine_rows(rejects.where(~F.col("_late")), day, "play_event").unionByName(
             _quarantine_rows(_restore_raw(late, raw, day, cfg), day, "play_event"))
         for extra in (counts, catalog):
             if extra is not None:
@@ -391,7 +368,7 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
             lake.replace_partition(quarantine, "silver.plays_quarantine", "date", day, run_info)
             raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
-        plays = (passed.join(late.select("_rid"), "_rid", "left_anti")
+        plays = (typed.where(F.col("reason").isNull()).join(late.select("_rid"), "_rid", "left_anti")
                  .withColumn("date", F.lit(day)))
         _write_together(lake, [(plays, "silver.plays"), (quarantine, "silver.plays_quarantine")], day, run_info)
     if counts is not None:
