@@ -210,10 +210,8 @@ def _restore_raw(late, raw, day: dt.date, cfg: dict):
 
 def _prior_events(lake: Lakehouse, day: dt.date, lookback: int):
     """(user key, event key) of the plays kept in silver within the lookback before ``day``."""
-    spark = lake.spark
     if lookback <= 0 or not lake.exists("silver.plays"):
-        return spark.createDataFrame(
-            [], "_user_id_k1 long, _user_id_k2 long, _event_id_k1 long, _event_id_k2 long, _prior boolean")
+        return lake.empty("_user_id_k1 long, _user_id_k2 long, _event_id_k1 long, _event_id_k2 long, _prior boolean")
     start = day - dt.timedelta(days=lookback)
     return (lake.read("silver.plays").where(F.col("date").between(F.lit(start), F.lit(day - dt.timedelta(days=1))))
             .select(*_key("user_id"), *_key("event_id"), F.lit(True).alias("_prior")))

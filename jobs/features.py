@@ -75,8 +75,8 @@ def build_features(lake: Lakehouse, as_of: dt.date) -> dict[str, int]:
         if catalog is not None:
             item_tags = catalog.select("item_id", F.col("name").alias("_catalog_name"), "tags")
         else:
-            item_tags = lake.spark.createDataFrame([], "item_id string, _catalog_name string, "
-                                                   "tags array<struct<tag:string,count:bigint,first_tagged:date>>")
+            item_tags = lake.empty("item_id string, _catalog_name string, "
+                                   "tags array<struct<tag:string,count:bigint,first_tagged:date>>")
         ranked_tags = F.transform(F.slice(F.sort_array(F.transform(F.coalesce("tags", F.array()),
                                   lambda t: F.struct((-t["count"]).alias("o"), t.tag.alias("tag")))),
                                   1, int(cfg["top_tags_per_item"])), lambda t: t.tag)

@@ -138,6 +138,17 @@ class Lakehouse:
             reader = reader.option("versionAsOf", version)
         return reader.load(self.path(name))
 
+    def empty(self, schema: str):
+        """An empty DataFrame of a DDL schema (``"a long, b string"``), planned in the JVM alone.
+
+        ``spark.createDataFrame([], schema)`` scans a Python RDD: a pass that reads it starts
+        Python workers (a daemon and one per core) just to find no rows.
+        """
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StructType
+        fields = StructType.fromDDL(schema).fields
+        return self.spark.range(0).select([F.lit(None).cast(f.dataType).alias(f.name) for f in fields])
+
     def version(self, name: str) -> int:
         from delta.tables import DeltaTable
         return DeltaTable.forPath(self.spark, self.path(name)).history(1).collect()[0]["version"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from jobs import clean
 from jobs.clean import EVENT_REASONS, _write_together, clean_date
@@ -203,3 +204,14 @@ def test_bronze_created_by_an_older_release_is_upgraded(lake_factory):
     assert result.kept == len(kept) and result.events == len(_fault_lines())
     silver = {r["event_id"] for r in lake.read("silver.plays").where(F.col("date") == F.lit(DAY)).collect()}
     assert silver == set(kept)
+
+
+def test_empty_frame_is_planned_without_python_workers(lake):
+    """Clean's first date has no prior silver plays to deduplicate against; the empty stand-in for
+    them must be a JVM plan: a Python RDD would start Python workers in the middle of the pass."""
+    ddl = "k long, tags array<struct<tag:string,count:bigint>>"
+    empty = lake.empty(ddl)
+    assert empty.schema == StructType.fromDDL(ddl)
+    assert empty.count() == 0
+    plan = empty._jdf.queryExecution().executedPlan().toString()
+    assert "ExistingRDD" not in plan and "Python" not in plan, plan
