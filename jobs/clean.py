@@ -51,8 +51,6 @@ BROADCAST_MAX_ROWS = 2_000_000
 EVENT_REASONS = ["malformed_record", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
                  "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
                  "absurd_ms_played", "duplicate_event_id", "duplicate_play", "bot_user"]
-# Decided after the field rules, on keys, without the raw line at hand (``_rejects``).
-LATE_REASONS = ("duplicate_event_id", "duplicate_play", "bot_user")
 
 
 @dataclass
@@ -339,19 +337,17 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     typed = _typed_events(raw, day, cfg)
     prior = _prior_events(lake, day, int(cfg["dedupe_lookback_days"]))
     with lake.staging(f"clean-{day}") as staged_path:
-        (_rejects(typed, prior, cfg).write
-         .option("parquet.enable.dictionary", "false").option("parquet.column.statistics.enabled", "false")
-         .option("parquet.enable.dictionary#reason", "true")
-         .parquet(f"{staged_path}/rejects"))
+        _rejects(typed, prior, cfg).write.parquet(f"{staged_path}/rejects")
         rejects = lake.spark.read.parquet(f"{staged_path}/rejects")
         result = CleanResult(day)
-        result.reasons = {row["reason"]: row["count"] for row in rejects.groupBy("reason").count().collect()}
+        counted = rejects.groupBy("reason", "_late").count().collect()
+        result.reasons = {row["reason"]: row["count"] for row in counted}
+        late_total = sum(row["count"] for row in counted if row["_late"])
         result.events = raw.count()
         if not result.events and counts is None:
             raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
         result.kept = result.events - result.quarantined
         late = rejects.where("_late").select("_rid", "reason", "detail")
-        late_total = sum(n for reason, n in result.reasons.items() if reason in LATE_REASONS)
         if late_total <= BROADCAST_MAX_ROWS:
             late = F.broadcast(late)
         quarantine = _quarantine_rows(rejects.where(~F.col("_late")), day, "play_event").unionByName(
