@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from jobs.errors import EncoreError
 from jobs.lakehouse import Lakehouse
@@ -82,30 +83,41 @@ def _first_reason(rules: list[tuple[str, object]]):
     return expr
 
 
-def _typed_events(raw, day: dt.date, cfg: dict):
-    """Parse and type raw lines; ``reason`` is the first field-level rule that fails (or null)."""
+# The raw fields the rules read; the other fields of a line only pass through to silver.
+RULE_FIELDS = ("event_id", "user_id", "artist_id", "artist_name", "ts", "ms_played")
+
+
+def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
+    """Parse and type raw lines; ``reason`` is the first field-level rule that fails (or null).
+
+    ``rules_only`` reads only ``RULE_FIELDS`` off each line (the others come out null): enough to
+    decide every rejection, and the parser then copies a third fewer bytes per line."""
     e = F.col("e")
+    schema = record_schema("play_event")
+    if rules_only:
+        schema = StructType([f for f in schema.fields if f.name in RULE_FIELDS])
     parsed = raw.select("_rid", "value", "source_format", "source_file",
-                        parse_text_fields(raw.sparkSession, "value", record_schema("play_event")).alias("e"))
-    ts_text = _blank_to_null(e.ts)
-    ms_text = _blank_to_null(e.ms_played)
-    artist_id, artist_name = _blank_to_null(e.artist_id), _blank_to_null(e.artist_name)
+                        parse_text_fields(raw.sparkSession, "value", schema).alias("e"))
+
+    def text(name: str):
+        return _blank_to_null(e[name]) if name in schema.fieldNames() else F.lit(None).cast("string")
+    ts_text, ms_text, artist_name = text("ts"), text("ms_played"), text("artist_name")
     typed = parsed.select(
         "_rid", "value", "source_format", "source_file",
         e.isNull().alias("_malformed"),
-        _blank_to_null(e.event_id).alias("event_id"),
-        _blank_to_null(e.user_id).alias("user_id"),
-        F.coalesce(artist_id, F.concat(F.lit("name:"), F.lower(artist_name))).alias("item_id"),
+        text("event_id").alias("event_id"),
+        text("user_id").alias("user_id"),
+        F.coalesce(text("artist_id"), F.concat(F.lit("name:"), F.lower(artist_name))).alias("item_id"),
         artist_name.alias("artist_name"),
-        _blank_to_null(e.track_id).alias("track_id"),
-        _blank_to_null(e.track_name).alias("track_name"),
+        text("track_id").alias("track_id"),
+        text("track_name").alias("track_name"),
         ts_text.alias("ts_text"),
         F.when(ts_text.rlike(r"^-?[0-9]{1,15}$"), F.timestamp_millis(ts_text.try_cast("long")))
          .otherwise(F.try_to_timestamp(ts_text)).alias("event_ts"),
         ms_text.alias("ms_text"),
         ms_text.try_cast("long").alias("ms_played"),
-        F.lower(_blank_to_null(e.platform)).alias("platform"),
-        F.upper(_blank_to_null(e.country)).alias("country"),
+        F.lower(text("platform")).alias("platform"),
+        F.upper(text("country")).alias("country"),
     )
     latest = dt.datetime.combine(day + dt.timedelta(days=1), dt.time()) + dt.timedelta(
         hours=float(cfg["future_tolerance_hours"]))
@@ -202,7 +214,7 @@ def _restore_raw(late, raw, day: dt.date, cfg: dict):
 
     ``late`` comes with a broadcast hint when it is small, so bronze is then scanned once without a shuffle."""
     lines = raw.select("_rid", "value", "source_format", "source_file").join(late.select("_rid"), "_rid", "left_semi")
-    return (_typed_events(lines, day, cfg).select("_rid", "event_id", "user_id", "value", "source_file")
+    return (_typed_events(lines, day, cfg, rules_only=True).select("_rid", "event_id", "user_id", "value", "source_file")
             .join(late, "_rid"))
 
 
@@ -333,11 +345,12 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     # Two passes over the parsed bronze rows, nothing of their full width staged: the first decides
     # every rejection (``_rejects``: a narrow shuffle by user, ~2% of rows with their raw line), the
     # second writes silver from a fresh parse minus those rejections. Parsing again cost less than
-    # writing all typed rows to Parquet and reading them back twice (10M events: ~14 s).
+    # writing all typed rows to Parquet and reading them back twice (10M events: ~14 s). The first
+    # parse reads only the fields the rules need (RULE_FIELDS).
     typed = _typed_events(raw, day, cfg)
     prior = _prior_events(lake, day, int(cfg["dedupe_lookback_days"]))
     with lake.staging(f"clean-{day}") as staged_path:
-        _rejects(typed, prior, cfg).write.parquet(f"{staged_path}/rejects")
+        _rejects(_typed_events(raw, day, cfg, rules_only=True), prior, cfg).write.parquet(f"{staged_path}/rejects")
         rejects = lake.spark.read.parquet(f"{staged_path}/rejects")
         result = CleanResult(day)
         counted = rejects.groupBy("reason", "_late").count().collect()

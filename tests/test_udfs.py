@@ -12,6 +12,7 @@ import zipfile
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from jobs import udfs
 from jobs.generate_logs import generate
@@ -88,6 +89,22 @@ def test_parse_text_fields_matches_from_json_on_the_generators_faulty_lines(spar
     readings = _both(spark, lines)
     assert any(theirs is None for theirs, _ in readings)
     assert [ours for _, ours in readings] == [theirs for theirs, _ in readings]
+
+
+def test_reading_fewer_fields_gives_their_values_and_the_same_malformed_lines(spark):
+    """Clean's rejection pass asks for the rules' fields only: the others are checked, not copied,
+    so a line is malformed (null) exactly when it is with every field asked for."""
+    full = record_schema("play_event")
+    few = StructType([f for f in full.fields if f.name in ("event_id", "ms_played")])
+    lines = ODD_LINES + ['{"event_id":"a","user_id":"\\q"}', '{"event_id":"a","user_id":00}',
+                         '{"event_id":"a","user_id":"\\u00e9","ts":12}', '{"user_id":"x","event_id":"\\"a"}']
+    df = spark.createDataFrame([(i, line) for i, line in enumerate(lines)], "i int, value string")
+    rows = df.select("i", udfs.parse_text_fields(spark, "value", full).alias("every"),
+                     udfs.parse_text_fields(spark, "value", few).alias("few")).orderBy("i").collect()
+    for line, row in zip(lines, rows):
+        expected = None if row.every is None else (row.every.event_id, row.every.ms_played)
+        assert (None if row.few is None else tuple(row.few)) == expected, line[:80]
+    assert [tuple(r.few) for r in rows[-4:] if r.few is not None] == [("a", None), ('"a', None)]
 
 
 def test_invalid_utf8_bytes_read_the_same(spark):
