@@ -347,7 +347,6 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     # second writes silver from a fresh parse minus those rejections. Parsing again cost less than
     # writing all typed rows to Parquet and reading them back twice (10M events: ~14 s). The first
     # parse reads only the fields the rules need (RULE_FIELDS).
-    typed = _typed_events(raw, day, cfg)
     prior = _prior_events(lake, day, int(cfg["dedupe_lookback_days"]))
     with lake.staging(f"clean-{day}") as staged_path:
         _rejects(_typed_events(raw, day, cfg, rules_only=True), prior, cfg).write.parquet(f"{staged_path}/rejects")
@@ -375,8 +374,8 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
             lake.replace_partition(quarantine, "silver.plays_quarantine", "date", day, run_info)
             raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
-        plays = (typed.where(F.col("reason").isNull()).join(late.select("_rid"), "_rid", "left_anti")
-                 .withColumn("date", F.lit(day)))
+        plays = (_typed_events(raw, day, cfg).where(F.col("reason").isNull())
+                 .join(late.select("_rid"), "_rid", "left_anti").withColumn("date", F.lit(day)))
         _write_together(lake, [(plays, "silver.plays"), (quarantine, "silver.plays_quarantine")], day, run_info)
     if counts is not None:
         lake.replace_partition(counts[0], "silver.play_counts", "snapshot_date", day, run_info)
