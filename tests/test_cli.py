@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TEST_ENV
+from conftest import PROCESS_ENV
 from jobs.clean import clean_date
 from jobs.ingest import ingest_landing
 from landing_helpers import event, write_landing
@@ -17,7 +17,7 @@ ENCORE = str(Path(sys.executable).parent / "encore")
 
 def run(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
-    full_env.update(TEST_ENV, ENCORE_HOME=str(home), **(env or {}))
+    full_env.update(PROCESS_ENV, ENCORE_HOME=str(home), **(env or {}))
     return subprocess.run([ENCORE, *args], env=full_env, capture_output=True, text=True, timeout=300)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TEST_ENV, make_config
+from tests.conftest import PROCESS_ENV, REPO, make_config
 from tests.test_music import TINY
 
 DAGS = REPO / "dags"
@@ -63,7 +63,7 @@ def test_task_order_retries_and_assets(airflow_home):
 
 def small_night_env(home: Path) -> dict[str, str]:
     """ENCORE_* settings for one small synthetic date and tiny models (shared with the scheduler test)."""
-    return {**TEST_ENV, **TINY, "ENCORE_HOME": str(home),
+    return {**PROCESS_ENV, **TINY, "ENCORE_HOME": str(home),
             "ENCORE__GENERATE__DAYS": "1", "ENCORE__GENERATE__USERS": "60", "ENCORE__GENERATE__ITEMS": "300",
             "ENCORE__GENERATE__EVENTS_PER_DAY": "3000", "ENCORE__GENERATE__BOTS": "0",
             "ENCORE__GENERATE__END_DATE": "2026-11-20",

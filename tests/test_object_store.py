@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TEST_ENV
+from conftest import PROCESS_ENV
 from jobs.waiting import wait_until
 
 ENCORE = str(Path(sys.executable).parent / "encore")
@@ -94,7 +94,7 @@ def test_spark_steps_on_an_s3a_lakehouse(s3_endpoint, tmp_path, monkeypatch):
         },
     }}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCORE", "AWS_"))}
-    env.update(TEST_ENV, ENCORE_HOME=str(tmp_path / "home"), ENCORE_CONFIG=str(config), ENCORE_PROFILE="objectstore",
+    env.update(PROCESS_ENV, ENCORE_HOME=str(tmp_path / "home"), ENCORE_CONFIG=str(config), ENCORE_PROFILE="objectstore",
                AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
 
     _run(env, "generate-logs", "--days", "1", "--end-date", DAY, "--events-per-day", "10000", "--users", "150",
