@@ -34,7 +34,9 @@ TEST_ENV = {
 # for seconds of work on tiny data, which the C2 compiler's work never pays back. With the JIT
 # stopped at C1, a tiny `encore clean` took 30-32 s instead of 35-38 s. The shared test session
 # and production keep the profile's options: at 10M events, C1 alone made ingest+clean 2x slower.
-PROCESS_ENV = {**TEST_ENV, "ENCORE__SPARK__JAVA_OPTIONS": "-XX:+UseParallelGC -XX:TieredStopAtLevel=1"}
+# The processes get the embedded profile's options (its collector) plus the stop at C1.
+PROCESS_ENV = {**TEST_ENV, "ENCORE__SPARK__JAVA_OPTIONS":
+               f"{load_config(environ={}).get('spark.java_options')} -XX:TieredStopAtLevel=1"}
 
 
 def make_config(home: Path, **overrides: str):
