@@ -6,8 +6,8 @@ Where a task runs follows the profile's ``airflow.submit`` (profile from ``ENCOR
 * ``local``: ``encore <step> --date {{ ds }}`` in its own process on the Airflow worker (Spark
   in-process, Ray in-process), with the worker's environment (``ENCORE_HOME``, ``ENCORE__…``).
 * ``cluster``: Spark steps go to ``spark.master`` with ``SparkSubmitOperator`` (client mode, the
-  application is the same CLI: jobs/entrypoints/spark_step.py, with the Spark settings of the one
-  session factory); Ray steps become Ray jobs on ``ray.dashboard`` (ray_jobs/submission.py) with
+  application is the same CLI: encore/pipeline/entrypoints/spark_step.py, with the Spark settings of the one
+  session factory); Ray steps become Ray jobs on ``ray.dashboard`` (encore/pipeline/submission.py) with
   the worker's ``ENCORE_*`` settings; the worker only waits and streams their logs.
 
 Either way a task holds no JVM or Ray state between runs and a retry simply reruns an idempotent step.
@@ -58,7 +58,7 @@ def encore_executable() -> str:
 
 
 def _config():
-    from jobs.config import load_config
+    from encore.config import load_config
     return load_config()
 
 
@@ -79,7 +79,7 @@ def step(task_id: str, command: str, engine: str, outlets=(), **kwargs):
     if engine == "spark":
         return _spark_submit(config, task_id, command, outlets, **kwargs)
     from airflow.providers.standard.operators.python import PythonOperator
-    from ray_jobs.runtime import apply_auth_mode
+    from encore.ray_runtime import apply_auth_mode
     apply_auth_mode(config)   # in the task process too (it imports this file first), before Ray is imported
     return PythonOperator(task_id=task_id, python_callable=run_ray_step, op_kwargs={"command": command},
                           outlets=list(outlets), **kwargs)
@@ -90,8 +90,8 @@ def _spark_submit(config, task_id: str, command: str, outlets, **kwargs):
     connection is defined, it is defined here from ``spark.master`` (an ``AIRFLOW_CONN_…`` variable,
     seen by the task process too, since it imports this file before running the task)."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-    import jobs.entrypoints.spark_step as entry
-    from jobs.spark import session_settings
+    import encore.pipeline.entrypoints.spark_step as entry
+    from encore.spark import session_settings
     settings, _ = session_settings(config)
     master = settings.pop("spark.master")
     conn_id = str(config.get("airflow.spark_conn_id", "encore_spark"))
@@ -114,7 +114,7 @@ def template_args(command: str) -> list[str]:
 
 def run_ray_step(command: str, **context) -> None:
     """PythonOperator callable: ``encore <command>`` as a Ray job on the configured cluster."""
-    from ray_jobs.submission import run_as_ray_job, submission_id
+    from encore.pipeline.submission import run_as_ray_job, submission_id
     job_id = submission_id(context["run_id"], context["ti"].task_id)
     run_as_ray_job(_config(), command.split(), job_id, echo=log.info)
 
@@ -136,7 +136,7 @@ def summarise_failure(context) -> None:
 def table_assets() -> dict:
     """One Airflow Asset per lakehouse table the nightly DAG writes, at its configured location."""
     from airflow.sdk import Asset
-    from jobs.lakehouse import table_path
+    from encore.lakehouse import table_path
     config = _config()
     assets = {}
     for name in ("gold.interactions", "gold.items", "gold.user_profiles", "warehouse.recommendations",

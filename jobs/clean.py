@@ -38,9 +38,9 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from jobs.errors import EncoreError
-from jobs.lakehouse import Lakehouse
-from jobs.udfs import parse_text_fields
+from encore.errors import EncoreError
+from encore.lakehouse import Lakehouse
+from encore.udfs import parse_text_fields
 from schemas.events import CORRUPT_COLUMN, parse_schema, record_schema
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 1. The driver lists pieces (music21's bundled Bach chorales and Essen/O'Neill ABC books, split
    into tunes; POP909 and Nottingham MIDI when ``music.corpus.pop909_dir`` / ``nottingham_dir`` are
    set) — cheap, no parsing.
-2. Executors parse every piece to one merged score (``jobs.music.parse``); failures become
+2. Executors parse every piece to one merged score (``encore.music.parse``); failures become
    quarantine rows (stage ``parse``), never a crash.
 3. The driver trains MidiTok REMI + BPE on the *training split* only and saves the tokenizer to
    ``paths.artifacts/music_tokenizer.json`` (logged to MLflow by train-music).
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs import music
-from jobs.errors import EncoreError
-from jobs.lakehouse import Lakehouse
+from encore import music
+from encore.errors import EncoreError
+from encore.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
 

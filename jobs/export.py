@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.errors import EncoreError
+from encore.errors import EncoreError
 from schemas import export as contract
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
     """Write ``exports/run_date=D/`` from the warehouse tables' rows of that date."""
     import mlflow
     from pyspark.sql import functions as F
-    from ray_jobs import tracking
+    from encore import tracking
 
     config = lake.config
     root_text = config.path("exports")

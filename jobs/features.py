@@ -17,8 +17,8 @@ import logging
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from jobs.errors import EncoreError
-from jobs.lakehouse import Lakehouse
+from encore.errors import EncoreError
+from encore.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
 

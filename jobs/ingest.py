@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from jobs import hetrec
-from jobs.errors import EncoreError
-from jobs.lakehouse import Lakehouse
+from encore.sources import hetrec
+from encore.errors import EncoreError
+from encore.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from jobs import music
+from encore import music
 from ray_jobs.music_model import ModelConfig, MusicTransformer, sample
 
 
@@ -72,14 +72,13 @@ def longest_shared_run(melody: list[int], corpus_intervals: list[np.ndarray]) ->
 
 class MusicGenerator:
     def __init__(self, state_path: str | Path, tokenizer_path: str | Path, device: str | None = None):
-        from ray_jobs.train_music import Vocabulary
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = MusicTransformer(ModelConfig(**state["model_config"]))
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
         self.tokenizer = music.load_tokenizer(tokenizer_path)
-        self.vocab = Vocabulary.of(self.tokenizer)
+        self.vocab = music.Vocabulary.of(self.tokenizer)
         self.bar_ids = self._bar_ids()
 
     def _bar_ids(self) -> list[int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jobs import music
+from encore import music
 
 METRICS = ("pitch_class_entropy", "scale_consistency", "groove_consistency")
 

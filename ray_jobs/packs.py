@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs import music
-from jobs.config import Config
-from jobs.errors import EncoreError
-from ray_jobs import tracking
-from ray_jobs.gold import read_filtered, read_snapshot, read_table, storage_uri
+from encore import music
+from encore.config import Config
+from encore.errors import EncoreError
+from encore import tracking
+from encore.delta_reader import read_filtered, read_snapshot, read_table, storage_uri
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
     import ray
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_schema
-    from ray_jobs.runtime import connect
+    from encore.ray_runtime import connect
     from schemas.tables import TABLES
 
     config = lake.config

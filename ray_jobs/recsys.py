@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from jobs.errors import EncoreError
+from encore.errors import EncoreError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # user indices -> (len, n_items) float32 scores
 

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from jobs.config import Config
-from jobs.errors import EncoreError
-from ray_jobs import tracking
-from ray_jobs.gold import read_filtered, read_snapshot
+from encore.config import Config
+from encore.errors import EncoreError
+from encore import tracking
+from encore.delta_reader import read_filtered, read_snapshot
 from ray_jobs.recommender_model import RecommenderBundle
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def score(lake, run_date: dt.date) -> ScoreResult:
     import ray
     from pyspark.sql import functions as F
     from ray_jobs.recommender_model import load_bundle
-    from ray_jobs.runtime import connect
+    from encore.ray_runtime import connect
 
     config = lake.config
     section = config.section("score")
@@ -351,7 +351,7 @@ def score(lake, run_date: dt.date) -> ScoreResult:
                                   batch_size=int(section["block_users"]), num_cpus=1,
                                   compute=ray.data.ActorPoolStrategy(size=int(section["actors"])))
         with lake.staging(f"score-{run_date}") as staging:
-            from ray_jobs.gold import storage_uri
+            from encore.delta_reader import storage_uri
             lists.write_parquet(storage_uri(staging)[0])
             staged = lake.spark.read.parquet(staging)
             frame = (staged.withColumn("run_date", F.lit(run_date))

@@ -3,7 +3,7 @@ MLflow (model + tokenizer), registered as ``encore-music-model`` with a gated ``
 
 Examples: each piece becomes windows of ``[BOS, <style>, <key>, <tempo>, tokens...]`` of at most
 ``context`` tokens (the conditioning prefix is repeated in every window, so a sampler can start
-from it). Conditioning tokens are appended after the tokenizer's vocabulary (``Vocabulary``).
+from it). Conditioning tokens are appended after the tokenizer's vocabulary (``encore.music.Vocabulary``).
 
 Fault tolerance: every epoch ends with a checkpoint (model, optimizer, epoch, step). A worker
 failure restarts the workers from the latest checkpoint (``music.train.max_failures``); a rerun
@@ -23,55 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jobs import music
-from jobs.config import Config
-from jobs.errors import EncoreError
-from ray_jobs import tracking
-from ray_jobs.gold import read_table
+from encore import music
+from encore.config import Config
+from encore.errors import EncoreError
+from encore import tracking
+from encore.delta_reader import read_table
 from ray_jobs.music_model import ModelConfig, MusicTransformer, autocast_for
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Vocabulary:
-    """Token ids: the tokenizer's, then one per style, key and tempo bucket."""
-
-    base_size: int
-    pad_id: int
-    bos_id: int
-    eos_id: int
-    bar_id: int
-
-    @property
-    def conditions(self) -> list[str]:
-        return ([f"STYLE_{s}" for s in music.STYLES] + [f"KEY_{k.replace(' ', '_')}" for k in music.KEYS]
-                + [f"TEMPO_{name}" for name, _ in music.TEMPO_BUCKETS])
-
-    @property
-    def size(self) -> int:
-        return self.base_size + len(self.conditions)
-
-    def condition_id(self, name: str) -> int:
-        return self.base_size + self.conditions.index(name)
-
-    def prefix(self, style: str, key: str, tempo_bucket: str) -> list[int]:
-        return [self.bos_id, self.condition_id(f"STYLE_{style}"), self.condition_id(f"KEY_{key.replace(' ', '_')}"),
-                self.condition_id(f"TEMPO_{tempo_bucket}")]
-
-    def to_dict(self) -> dict:
-        return {"base_size": self.base_size, "pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id,
-                "bar_id": self.bar_id}
-
-    @classmethod
-    def of(cls, tokenizer) -> "Vocabulary":
-        vocab = tokenizer.vocab  # base tokens -> base ids; BPE ids are the trained model's
-        size = len(tokenizer)
-        bar = tokenizer.vocab.get("Bar_None")
-        return cls(size, vocab["PAD_None"], vocab["BOS_None"], vocab["EOS_None"], bar if bar is not None else -1)
-
-
-def windows(frame, vocab: Vocabulary, context: int) -> np.ndarray:
+def windows(frame, vocab: music.Vocabulary, context: int) -> np.ndarray:
     """(N, context) int64 training windows, PAD-filled; the prefix leads every window."""
     rows = []
     for rec in frame.itertuples():
@@ -239,7 +201,7 @@ class MusicTrainResult:
 def _settings(config: Config) -> dict:
     section = config.section("music").get("train") or {}
     if not section:
-        raise EncoreError("config has no music.train section: see jobs/defaults.yaml")
+        raise EncoreError("config has no music.train section: see encore/defaults.yaml")
     return section
 
 
@@ -255,7 +217,7 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     import mlflow
     import ray.train
     from ray.train.torch import TorchTrainer
-    from ray_jobs.runtime import connect
+    from encore.ray_runtime import connect
 
     settings = _settings(config)
     read = read_table(config, "gold.music_sequences", version)
@@ -271,7 +233,7 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
         raise EncoreError(f"gold.music_sequences was tokenized with another tokenizer than {tokenizer_path}: "
                           "rerun `encore corpus` so both match")
     tokenizer = music.load_tokenizer(tokenizer_path)
-    vocab = Vocabulary.of(tokenizer)
+    vocab = music.Vocabulary.of(tokenizer)
     context = int(settings["context"])
     train_frame, valid_frame = frame[frame["split"] == "train"], frame[frame["split"] == "validation"]
     if valid_frame.empty:

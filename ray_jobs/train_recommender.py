@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.config import Config
-from jobs.errors import EncoreError
+from encore.config import Config
+from encore.errors import EncoreError
 from ray_jobs import lightfm_model as lm
-from ray_jobs import recsys, tracking
-from ray_jobs.gold import read_snapshot
+from encore import tracking
+from ray_jobs import recsys
+from encore.delta_reader import read_snapshot
 from ray_jobs.recommender_model import RecommenderBundle, load_bundle, pyfunc_model
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tup
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
-    from ray_jobs.runtime import connect
+    from encore.ray_runtime import connect
     connect(config)
     rc = config.section("recommender")
     storage = Path(config.path("ray_storage")).resolve() if "://" not in config.path("ray_storage") \

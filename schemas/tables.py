@@ -1,7 +1,7 @@
 """The table registry: every lakehouse table's name, schema, partitioning, constraints and docs.
 
 This is the one source for the Spark schemas the jobs write, the column comments analysts see
-with ``DESCRIBE TABLE``, and ``encore tables``. Paths come from ``jobs.lakehouse``.
+with ``DESCRIBE TABLE``, and ``encore tables``. Paths come from ``encore.lakehouse``.
 """
 from __future__ import annotations
 

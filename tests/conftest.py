@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import load_config
+from encore.config import load_config
 
 # Importing Airflow points the root logger at the stdout of that moment, which is pytest's capture,
 # closed before the interpreter exits; py4j's connection finalizers then log "Closing down
@@ -49,7 +49,7 @@ def make_config(home: Path, **overrides: str):
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from jobs.spark import build_session
+    from encore.spark import build_session
     session = build_session(make_config(tmp_path_factory.mktemp("spark-home")), "encore-tests")
     yield session
     session.stop()
@@ -58,7 +58,7 @@ def spark(tmp_path_factory):
 @pytest.fixture
 def lake_factory(spark, tmp_path):
     """Build a Lakehouse on the shared Spark session with its own home and optional ENCORE__ overrides."""
-    from jobs.lakehouse import Lakehouse
+    from encore.lakehouse import Lakehouse
 
     def build(name: str = "home", **overrides: str):
         lake = Lakehouse(make_config(tmp_path / name, **overrides), spark)

@@ -33,8 +33,8 @@ def test_a_failed_airflow_call_reports_the_error_not_sqlalchemys_link():
 
 
 def test_a_real_scheduler_backfills_the_nightly_dag_one_export_per_date(tmp_path):
-    from jobs.cli import _generate
-    from ray_jobs.gold import read_filtered
+    from encore.pipeline.cli import _generate
+    from encore.delta_reader import read_filtered
     env = {**small_night_env(tmp_path / "encore"), "ENCORE__GENERATE__DAYS": "2"}
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
     _generate(config)

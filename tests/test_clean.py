@@ -12,10 +12,10 @@ from pyspark.sql.types import StructType
 
 from jobs import clean
 from jobs.clean import EVENT_REASONS, _write_together, clean_date
-from jobs.errors import EncoreError
-from jobs.generate_logs import generate
+from encore.errors import EncoreError
+from encore.sources.generate_logs import generate
 from jobs.ingest import ingest_landing
-from jobs.lakehouse import spec
+from encore.lakehouse import spec
 from landing_helpers import event, write_landing
 
 DAY = dt.date(2026, 11, 20)

@@ -31,8 +31,8 @@ CLUSTER_SCRIPT = REPO / "infra" / "cluster" / "local_cluster.py"
 
 RAY_JOB_CHECKS = """
 import json, sys
-from jobs.config import load_config
-from ray_jobs.submission import _client, run_as_ray_job
+from encore.config import load_config
+from encore.pipeline.submission import _client, run_as_ray_job
 config = load_config()
 client = _client(config)
 jobs = {j.entrypoint: j for j in client.list_jobs()}
@@ -58,7 +58,7 @@ def local_clusters(state: Path):
 
 def _outputs(config):
     """The date's recommendation lists and packs, without the run-specific columns (run ids, versions)."""
-    from ray_jobs.gold import read_filtered
+    from encore.delta_reader import read_filtered
     recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", DAY)],
                          ["user_id", "rank", "item_id", "score", "strategy", "reason_item_id"]).frame
     recs = recs.sort_values(["user_id", "rank"]).reset_index(drop=True)
@@ -80,7 +80,7 @@ def _run(argv: list[str], env: dict, timeout: int) -> str:
 
 
 def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, tmp_path):
-    from jobs.cli import _generate
+    from encore.pipeline.cli import _generate
     env = small_night_env(tmp_path / "encore")
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
     _generate(config)

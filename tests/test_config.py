@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config import load_config
-from jobs.errors import EncoreError
+from encore.config import load_config
+from encore.errors import EncoreError
 
 
 def test_local_profile_puts_everything_under_home(tmp_path):

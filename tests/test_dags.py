@@ -77,8 +77,8 @@ def small_night_env(home: Path) -> dict[str, str]:
 def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, tmp_path):
     """``airflow dags test`` (Dag.test) in its own process, as an operator would run it: Airflow's
     task runner then shares nothing with this test process and its Spark session."""
-    from jobs.cli import _generate
-    from ray_jobs.gold import read_filtered
+    from encore.pipeline.cli import _generate
+    from encore.delta_reader import read_filtered
     day = dt.date(2026, 11, 20)
     env = small_night_env(tmp_path / "encore")
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})

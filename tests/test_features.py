@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from jobs.clean import clean_date
 from jobs.features import build_features
-from jobs.generate_logs import generate
+from encore.sources.generate_logs import generate
 from jobs.ingest import ingest_landing
 
 DAY = dt.date(2026, 11, 20)

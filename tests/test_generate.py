@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import hetrec
-from jobs.generate_logs import generate
+from encore.sources import hetrec
+from encore.sources.generate_logs import generate
 
 DAY = dt.date(2026, 11, 20)
 

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from jobs.config import load_config
+from encore.config import load_config
 from tests.conftest import REPO
 
 INFRA = REPO / "infra"

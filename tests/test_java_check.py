@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.errors import EncoreError
-from jobs.spark import check_java
+from encore.errors import EncoreError
+from encore.spark import check_java
 
 
 def _fake_java(home, version_line: str):

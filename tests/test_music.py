@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs import music
+from encore import music
 from tests.conftest import make_config
 
 TINY = {
@@ -46,7 +46,7 @@ def test_keys_and_buckets():
 def corpus_home(spark, tmp_path_factory):
     import symusic
     from jobs.corpus import build_corpus
-    from jobs.lakehouse import Lakehouse
+    from encore.lakehouse import Lakehouse
     home = tmp_path_factory.mktemp("music")
     midi_dir = home / "extra-midi"
     midi_dir.mkdir()
@@ -85,7 +85,7 @@ def test_corpus_tokenizes_and_quarantines_bad_files(corpus_home):
 
 
 def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
-    from ray_jobs import tracking
+    from encore import tracking
     from ray_jobs.train_music import train_music
     home, env, _, _ = corpus_home
     config = make_config(home, **env)
@@ -126,16 +126,16 @@ def _checkpoint_copies() -> set[Path]:
 
 
 def mlflow_param(config, run_id: str, key: str) -> str:
-    from ray_jobs import tracking
+    from encore import tracking
     return tracking.client(config).get_run(run_id).data.params[key]
 
 
 def test_sampling_with_and_without_cache_is_identical_and_decodes(corpus_home):
     import symusic
     from ray_jobs.music_bundle import generate_checked, load_generator
-    from ray_jobs.tracking import CHAMPION
+    from encore.tracking import CHAMPION
     home, env, lake, _ = corpus_home
-    from ray_jobs import tracking
+    from encore import tracking
     tracking.client(make_config(home, **env))  # points MLflow at this home's store
     generator = load_generator(f"models:/encore-music-model@{CHAMPION}")
     conditions = [("folk", "D major", "medium"), ("chorale", "G minor", "slow")]

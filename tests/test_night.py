@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.errors import EncoreError
+from encore.errors import EncoreError
 from tests.conftest import make_config
 from tests.landing_helpers import event, write_landing
 from tests.test_music import TINY
@@ -37,12 +37,12 @@ NIGHT = {
 @pytest.fixture(scope="module")
 def night(spark, tmp_path_factory):
     import ray
-    from jobs.cli import _generate
+    from encore.pipeline.cli import _generate
     from jobs.clean import clean_date
     from jobs.features import build_features
     from jobs.ingest import ingest_landing
-    from jobs.lakehouse import Lakehouse
-    from jobs.night import run_night
+    from encore.lakehouse import Lakehouse
+    from encore.pipeline.night import run_night
     from ray_jobs.train_recommender import train_recommender
 
     home = tmp_path_factory.mktemp("night")
@@ -221,7 +221,7 @@ def test_retention_keeps_the_newest_runs_and_the_current_one(tmp_path):
 
 
 def test_a_date_without_landing_data_fails_first_and_writes_nothing(night):
-    from jobs.night import run_night
+    from encore.pipeline.night import run_night
     config, lake, _ = night
     missing = D2 + dt.timedelta(days=1)
     versions = {name: lake.version(name) for name in ("silver.plays", "warehouse.recommendations")}

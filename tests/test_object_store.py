@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import PROCESS_ENV
-from jobs.waiting import wait_until
+from encore.devtools.waiting import wait_until
 
 ENCORE = str(Path(sys.executable).parent / "encore")
 BUCKET = "encore-test"
@@ -125,8 +125,8 @@ def test_spark_steps_on_an_s3a_lakehouse(s3_endpoint, tmp_path, monkeypatch):
     assert _rows(_run(env, "sql", query)) == first
 
     # The Ray jobs read gold through delta-rs, with the endpoint taken from the same profile.
-    from jobs.config import load_config
-    from ray_jobs.gold import read_snapshot
+    from encore.config import load_config
+    from encore.delta_reader import read_snapshot
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

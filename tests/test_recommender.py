@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from jobs.errors import EncoreError
-from ray_jobs import recsys, tracking
+from encore.errors import EncoreError
+from encore import tracking
+from ray_jobs import recsys
 from tests.conftest import make_config
 
 DAY = dt.date(2026, 11, 20)
@@ -87,9 +88,9 @@ def test_tables_out_of_sync_stop_with_one_message():
 def gold_home(spark, tmp_path_factory):
     from jobs.clean import clean_date
     from jobs.features import build_features
-    from jobs.generate_logs import generate
+    from encore.sources.generate_logs import generate
     from jobs.ingest import ingest_landing
-    from jobs.lakehouse import Lakehouse
+    from encore.lakehouse import Lakehouse
     home = tmp_path_factory.mktemp("recommender")
     lake = Lakehouse(make_config(home), spark)
     generate(lake.config.path("landing"), "synthetic", DAY, days=2, seed=5, events_per_day=5000, users=150,
@@ -187,7 +188,7 @@ def test_bad_inputs_stop_with_one_clear_message(gold_home):
 
 def test_a_vacuumed_version_is_named_not_crashed(gold_home, spark):
     from jobs.features import build_features
-    from ray_jobs.gold import read_snapshot
+    from encore.delta_reader import read_snapshot
     home, lake = gold_home
     old = lake.version("gold.items")
     build_features(lake, DAY)  # rewrites the snapshot: the old version's files become unreferenced

@@ -9,10 +9,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import HETREC_DIR, requires_shared_data
-from jobs import hetrec
+from encore.sources import hetrec
 from jobs.clean import clean_date
 from jobs.features import build_features
-from jobs.generate_logs import generate
+from encore.sources.generate_logs import generate
 from jobs.ingest import ingest_hetrec, ingest_landing
 
 pytestmark = requires_shared_data(HETREC_DIR)

@@ -1,4 +1,4 @@
-"""Encore's JVM functions (jobs/udfs.py): built by Spark's Janino, and equal to what they replace.
+"""Encore's JVM functions (encore/udfs.py): built by Spark's Janino, and equal to what they replace.
 
 ``parse_text_fields`` stands in for ``from_json`` in clean's hot path, so it is checked against
 from_json itself, line by line, on every kind of odd line clean can meet: malformed JSON of each
@@ -14,9 +14,9 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from jobs import udfs
-from jobs.generate_logs import generate
-from jobs.errors import EncoreError
+from encore import udfs
+from encore.sources.generate_logs import generate
+from encore.errors import EncoreError
 from schemas.events import CORRUPT_COLUMN, parse_schema, record_schema
 
 ODD_LINES = [
@@ -43,7 +43,7 @@ ODD_LINES = [
     '{"event_id":"a" "user_id":"b"}', '{"event_id" "a"}', '{"event_id":"a",,"user_id":"b"}',
     '{"event_id":"' + "x" * 100_000 + '"}', '{"a":' * 1200 + '1' + '}' * 1200,
     '{"ms_played":' + '9' * 1200 + '}',
-    # The byte scanner's plain lines and their near misses (jobs/java/FlatJsonRecord.java):
+    # The byte scanner's plain lines and their near misses (encore/java/FlatJsonRecord.java):
     '{ "event_id" : "a" , "user_id":"b"\t,\r\n"ms_played" : 12 }', '{"event_id":"a"}garbage', '{"event_id":null,"user_id":"x"}',
     '{"event_id":"\\u00E9\\u00e9\\/\\b\\f\\r\\n\\t\\\\\\"q\\""}', '{"event_id":"\\ud83d\\ude00 \\udc00"}',
     '{"ms_played":123456789012345678}', '{"ms_played":1234567890123456789}', '{"ms_played":-123,"ts":0}',
@@ -123,7 +123,7 @@ def test_parse_text_fields_refuses_nested_schemas(spark):
 
 
 def test_the_jar_is_built_once_per_source_version(tmp_path):
-    from jobs.spark import check_java
+    from encore.spark import check_java
     jar = udfs.build_jar(tmp_path, check_java())
     assert jar.name == udfs.jar_name()
     with zipfile.ZipFile(jar) as archive:
@@ -134,7 +134,7 @@ def test_the_jar_is_built_once_per_source_version(tmp_path):
 
 
 def test_a_source_that_does_not_compile_stops_with_one_line(tmp_path, monkeypatch):
-    from jobs.spark import check_java
+    from encore.spark import check_java
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "Broken.java").write_text("package encore.jvm; public class Broken { int x = ; }")
     monkeypatch.setattr(udfs, "SOURCES", tmp_path / "src")

@@ -1,11 +1,11 @@
-"""The one polling loop (jobs/waiting.py) that the service scripts and server-starting tests share."""
+"""The one polling loop (encore/devtools/waiting.py) that the service scripts and server-starting tests share."""
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from jobs.waiting import wait_until
+from encore.devtools.waiting import wait_until
 
 
 def test_returns_what_the_check_found_once_it_is_ready():

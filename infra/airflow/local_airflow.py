@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.waiting import wait_until
+from encore.devtools.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")

@@ -7,7 +7,7 @@
 Spark standalone: a master (spark://127.0.0.1:7077, web UI :18080) and two workers (1 core, 2 GiB
 each), started with pyspark's own ``spark-class``. Ray: a head (GCS :6379, dashboard and job
 server :8265) and one more node, two logical CPUs each, started with ``ray start --block``. These
-are the addresses the ``cluster`` profile in jobs/defaults.yaml uses. Every process runs from this
+are the addresses the ``cluster`` profile in encore/defaults.yaml uses. Every process runs from this
 Python environment, so nodes import the same Encore and the same libraries; the lakehouse,
 MLflow store and exports stay on the local disk, which every node of a one-machine cluster shares.
 
@@ -25,7 +25,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from jobs.waiting import wait_until
+from encore.devtools.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from jobs.config import load_config  # noqa: E402
+from encore.config import load_config  # noqa: E402
 
 DAY = dt.date(2026, 11, 20)
 
@@ -125,10 +125,10 @@ def duckdb_clean(files: list[str], out: Path, cfg: dict) -> dict:
 
 def run_size(events: int, workdir: Path, lake_cfg_env: dict) -> list[tuple]:
     from jobs.clean import clean_date
-    from jobs.generate_logs import generate
+    from encore.sources.generate_logs import generate
     from jobs.ingest import ingest_landing
-    from jobs.lakehouse import Lakehouse
-    from jobs.spark import build_session
+    from encore.lakehouse import Lakehouse
+    from encore.spark import build_session
 
     home = workdir / f"n{events}"
     shutil.rmtree(home, ignore_errors=True)
@@ -183,10 +183,10 @@ def _peak_rss_gib(spark) -> float:
 
 def run_hetrec(hetrec_dir: str, scale: float, days: int, workdir: Path, env: dict) -> list[tuple]:
     from jobs.clean import clean_date
-    from jobs.generate_logs import generate
+    from encore.sources.generate_logs import generate
     from jobs.ingest import ingest_landing
-    from jobs.lakehouse import Lakehouse
-    from jobs.spark import build_session
+    from encore.lakehouse import Lakehouse
+    from encore.spark import build_session
 
     home = workdir / f"hetrec-{scale}"
     shutil.rmtree(home, ignore_errors=True)

@@ -23,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from jobs.config import load_config  # noqa: E402
+from encore.config import load_config  # noqa: E402
 from ray_jobs.music_model import ModelConfig, MusicTransformer, autocast_for, sample  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}

@@ -143,9 +143,9 @@ def scoring(users: int, items: int, dim: int, top_k: int, block: int, actors: in
 
 
 def generation(home: str, sketches: int, bars: int) -> None:
-    from jobs.config import load_config
-    from ray_jobs import tracking
-    from ray_jobs.gold import read_table
+    from encore.config import load_config
+    from encore import tracking
+    from encore.delta_reader import read_table
     from ray_jobs.music_bundle import generate_checked, load_generator
     os.environ["ENCORE_HOME"] = home
     config = load_config()

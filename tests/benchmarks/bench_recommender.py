@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from jobs.config import load_config  # noqa: E402
+from encore.config import load_config  # noqa: E402
 
 DAY = dt.date(2026, 11, 20)
 
@@ -36,9 +36,9 @@ DAY = dt.date(2026, 11, 20)
 def build_gold(config, source: str, hetrec_dir: str | None) -> None:
     from jobs.clean import clean_date
     from jobs.features import build_features
-    from jobs.generate_logs import generate
+    from encore.sources.generate_logs import generate
     from jobs.ingest import ingest_hetrec, ingest_landing
-    from jobs.lakehouse import open_lakehouse
+    from encore.lakehouse import open_lakehouse
     lake = open_lakehouse(config, "bench-recommender")
     try:
         if source == "hetrec":

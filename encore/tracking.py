@@ -12,8 +12,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.config import Config
-from jobs.errors import EncoreError
+from encore.config import Config
+from encore.errors import EncoreError
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"

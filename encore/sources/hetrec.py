@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.errors import EncoreError
+from encore.errors import EncoreError
 
 REQUIRED_FILES = ("user_artists.dat", "artists.dat", "tags.dat", "user_taggedartists.dat")
 # Last.fm started in 2002; the dataset was published in 2011.

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from jobs.config import Config
-from jobs.errors import EncoreError
+from encore.config import Config
+from encore.errors import EncoreError
 from schemas.tables import TABLES, TableSpec
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class Lakehouse:
 def open_lakehouse(config: Config, app_name: str = "encore", catalog: bool = False) -> Lakehouse:
     """Start Spark for this profile; with ``catalog``, also register the existing tables in its
     catalog, for SQL by table name."""
-    from jobs.spark import build_session
+    from encore.spark import build_session
     root = config.path("lakehouse")
     if "://" not in root:
         Path(root).mkdir(parents=True, exist_ok=True)

@@ -252,3 +252,41 @@ def decode(tokenizer, ids: list[int]):
     if tokenizer.is_trained:
         tokenizer.decode_token_ids(seq)  # BPE ids -> base ids, so decode does not read them as base ids
     return tokenizer.decode([seq])
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Token ids: the tokenizer's, then one per style, key and tempo bucket."""
+
+    base_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    bar_id: int
+
+    @property
+    def conditions(self) -> list[str]:
+        return ([f"STYLE_{s}" for s in music.STYLES] + [f"KEY_{k.replace(' ', '_')}" for k in music.KEYS]
+                + [f"TEMPO_{name}" for name, _ in music.TEMPO_BUCKETS])
+
+    @property
+    def size(self) -> int:
+        return self.base_size + len(self.conditions)
+
+    def condition_id(self, name: str) -> int:
+        return self.base_size + self.conditions.index(name)
+
+    def prefix(self, style: str, key: str, tempo_bucket: str) -> list[int]:
+        return [self.bos_id, self.condition_id(f"STYLE_{style}"), self.condition_id(f"KEY_{key.replace(' ', '_')}"),
+                self.condition_id(f"TEMPO_{tempo_bucket}")]
+
+    def to_dict(self) -> dict:
+        return {"base_size": self.base_size, "pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id,
+                "bar_id": self.bar_id}
+
+    @classmethod
+    def of(cls, tokenizer) -> "Vocabulary":
+        vocab = tokenizer.vocab  # base tokens -> base ids; BPE ids are the trained model's
+        size = len(tokenizer)
+        bar = tokenizer.vocab.get("Bar_None")
+        return cls(size, vocab["PAD_None"], vocab["BOS_None"], vocab["EOS_None"], bar if bar is not None else -1)

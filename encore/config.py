@@ -1,7 +1,7 @@
 """The one config loader: embedded defaults, an optional user file, named profiles, env overrides.
 
 Resolution order (later wins):
-  1. ``jobs/defaults.yaml`` (embedded), profile chosen by ``--profile`` / ``ENCORE_PROFILE``;
+  1. ``encore/defaults.yaml`` (embedded), profile chosen by ``--profile`` / ``ENCORE_PROFILE``;
   2. a user file (``--config`` / ``ENCORE_CONFIG``) with the same layout, merged key by key;
   3. ``ENCORE_HOME`` for ``home``; ``ENCORE__A__B=value`` for any nested key ``a.b``.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from jobs.errors import EncoreError
+from encore.errors import EncoreError
 
 ENV_PREFIX = "ENCORE__"
 
@@ -121,7 +121,7 @@ def _absolute(path: str) -> str:
 def load_config(profile: str | None = None, config_file: str | None = None,
                 environ: dict | None = None) -> Config:
     environ = dict(os.environ if environ is None else environ)
-    embedded = _read_yaml(resources.files("jobs").joinpath("defaults.yaml").read_text(), "defaults.yaml")
+    embedded = _read_yaml(resources.files("encore").joinpath("defaults.yaml").read_text(), "defaults.yaml")
     config_file = config_file or environ.get("ENCORE_CONFIG")
     if config_file:
         path = Path(config_file)

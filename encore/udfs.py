@@ -1,8 +1,8 @@
-"""Encore's own JVM functions: the Java sources in ``jobs/java``, their jar, and their registration.
+"""Encore's own JVM functions: the Java sources in ``encore/java``, their jar, and their registration.
 
 The jar is compiled on first use with Janino, the compiler Spark ships for its generated code, so a
 JRE is enough (no JDK, no build step at install). It lands beside Delta's jars, named by a hash of
-the sources and the Spark version, and ``jobs.spark`` puts it on ``spark.jars``, which also ships
+the sources and the Spark version, and ``encore.spark`` puts it on ``spark.jars``, which also ships
 it to a cluster's executors. A source edit or a Spark upgrade builds a new one.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from jobs.errors import EncoreError
+from encore.errors import EncoreError
 
 SOURCES = Path(__file__).parent / "java"
 _COMPILER = "org.codehaus.commons.compiler.samples.CompilerDemo"
@@ -34,7 +34,7 @@ def jar_name() -> str:
 
 
 def build_jar(jar_dir: Path, java: str) -> Path:
-    """The jar of ``jobs/java`` in ``jar_dir``, compiled first if this version of it is not there yet.
+    """The jar of ``encore/java`` in ``jar_dir``, compiled first if this version of it is not there yet.
 
     Safe against a concurrent build: each builds in its own temp folder and renames its jar into place.
     """
@@ -82,7 +82,7 @@ def parse_text_fields(spark, column: str, schema):
             function = jvm.encore.jvm.FlatJsonRecord(java_names)
         except TypeError as exc:   # py4j: the class is not on the classpath (a JavaPackage, not callable)
             raise EncoreError("Encore's JVM functions are not on Spark's classpath: start Spark through "
-                              "jobs.spark.build_session, or add the jar from jobs/udfs.py to spark.jars") from exc
+                              "encore.spark.build_session, or add the jar from encore/udfs.py to spark.jars") from exc
         spark._jsparkSession.udf().register(name, function, spark._jsparkSession.parseDataType(schema.json()))
     # As bytes: the function scans plain lines without decoding them to Java text first.
     return F.call_function(name, F.col(column).cast("binary"))

@@ -11,8 +11,8 @@ import logging
 import sys
 import time
 
-from jobs.config import Config, load_config
-from jobs.errors import EncoreError
+from encore.config import Config, load_config
+from encore.errors import EncoreError
 
 log = logging.getLogger("encore")
 
@@ -58,7 +58,7 @@ def _print_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> 
 
 def _generate(cfg: Config, **overrides) -> dict[str, int]:
     """generate-logs with the config's `generate` section, overridden by any non-None argument."""
-    from jobs.generate_logs import generate
+    from encore.sources.generate_logs import generate
     g = {**cfg.section("generate"), **{k: v for k, v in overrides.items() if v is not None}}
     return generate(cfg.path("landing"), str(g["source"]), _date(str(g["end_date"])), int(g["days"]), int(g["seed"]),
                     events_per_day=int(g["events_per_day"]), users=int(g["users"]), items=int(g["items"]),
@@ -79,7 +79,7 @@ _STEP = "encore"   # the Spark application name: encore-<step>, so a cluster's U
 
 
 def _lake(cfg: Config, catalog: bool = False):
-    from jobs.lakehouse import open_lakehouse
+    from encore.lakehouse import open_lakehouse
     return open_lakehouse(cfg, _STEP, catalog=catalog)
 
 
@@ -135,7 +135,7 @@ def cmd_sql(cfg: Config, args) -> None:
 
 
 def cmd_tables(cfg: Config, args) -> None:
-    from jobs.lakehouse import open_lakehouse
+    from encore.lakehouse import open_lakehouse
     from schemas.tables import TABLES
     lake = open_lakehouse(cfg)
     rows = []
@@ -179,7 +179,7 @@ def cmd_schema(cfg: Config, args) -> None:
 
 
 def cmd_setup(cfg: Config, args) -> None:
-    from jobs.lakehouse import open_lakehouse
+    from encore.lakehouse import open_lakehouse
     lake = open_lakehouse(cfg)
     probe = f"{cfg.path('catalog')}/setup-probe"
     lake.spark.range(1).write.format("delta").mode("overwrite").save(probe)
@@ -193,7 +193,7 @@ def _print_night(report) -> None:
 
 def cmd_demo(cfg: Config, args) -> None:
     """Generate the embedded synthetic logs, backfill the earlier dates, then run the night of the last one."""
-    from jobs.night import NightReport, clean_step, ingest_step, run_night
+    from encore.pipeline.night import NightReport, clean_step, ingest_step, run_night
     started = time.monotonic()
     written = _generate(cfg)
     dates = sorted(dt.date.fromisoformat(d) for d in written)
@@ -215,12 +215,12 @@ def cmd_demo(cfg: Config, args) -> None:
 
 
 def cmd_night(cfg: Config, args) -> None:
-    from jobs.night import run_night
+    from encore.pipeline.night import run_night
     _print_night(run_night(_lake(cfg), args.date))
 
 
 def cmd_ensure_models(cfg: Config, args) -> None:
-    from jobs.night import NightReport, ensure_models
+    from encore.pipeline.night import NightReport, ensure_models
     report = NightReport(args.date)
     ensure_models(_lake(cfg), args.date, report)
     if not report.steps:
@@ -279,9 +279,9 @@ def cmd_train_music(cfg: Config, args) -> None:
 
 
 def cmd_sample(cfg: Config, args) -> None:
-    from jobs import music
+    from encore import music
     from ray_jobs.music_bundle import load_generator
-    from ray_jobs.tracking import CHAMPION, require_champion
+    from encore.tracking import CHAMPION, require_champion
     name = str(cfg.get("music.model_name"))
     require_champion(cfg, name, "run `encore train-music` first")
     key = music.normalise_key(args.key if ":" in args.key else f"{args.key}:{'min' if args.minor else 'maj'}")
@@ -301,7 +301,7 @@ def cmd_sample(cfg: Config, args) -> None:
 
 
 def cmd_train_recommender(cfg: Config, args) -> None:
-    from ray_jobs.recommender_eval import print_comparison
+    from encore.pipeline.recommender_eval import print_comparison
     from ray_jobs.train_recommender import train_recommender
     versions = {k: v for k, v in {"gold.interactions": args.interactions_version,
                                   "gold.items": args.items_version}.items() if v is not None}
@@ -313,7 +313,7 @@ def cmd_train_recommender(cfg: Config, args) -> None:
 
 
 def cmd_recommender_eval(cfg: Config, args) -> None:
-    from ray_jobs.recommender_eval import recommender_eval
+    from encore.pipeline.recommender_eval import recommender_eval
     frame = recommender_eval(cfg, args.hetrec_dir, args.out, trials=args.trials, keep_home=args.keep_home)
     print(f"\nwrote {args.out}: {frame['user_id'].nunique()} users x top-10 (columns user_id, item_id, rank)")
 
@@ -321,7 +321,7 @@ def cmd_recommender_eval(cfg: Config, args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="encore", description="Encore: nightly batch pipeline from music play logs to recommendations.",
-        epilog="Settings: jobs/defaults.yaml, --config FILE, ENCORE_HOME, ENCORE__SECTION__KEY=value. "
+        epilog="Settings: encore/defaults.yaml, --config FILE, ENCORE_HOME, ENCORE__SECTION__KEY=value. "
                "Run `encore STEP --help` for a step's options.")
     parser.add_argument("--profile", help="config profile (default: local, or ENCORE_PROFILE)")
     parser.add_argument("--config", help="a YAML file overriding the embedded defaults (or ENCORE_CONFIG)")

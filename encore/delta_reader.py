@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from jobs.config import Config
-from jobs.errors import EncoreError
-from jobs.lakehouse import table_path
+from encore.config import Config
+from encore.errors import EncoreError
+from encore.lakehouse import table_path
 
 
 def storage_uri(path: str, config: Config | None = None) -> tuple[str, dict[str, str] | None]:

@@ -15,8 +15,8 @@ import shlex
 import time
 from typing import Callable
 
-from jobs.config import Config
-from jobs.errors import EncoreError
+from encore.config import Config
+from encore.errors import EncoreError
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -34,7 +34,7 @@ def submission_id(run_id: str, task_id: str) -> str:
 
 
 def _client(config: Config):
-    from ray_jobs.runtime import apply_auth_mode
+    from encore.ray_runtime import apply_auth_mode
     apply_auth_mode(config)   # before Ray is imported: it reads RAY_AUTH_MODE once
     from ray.job_submission import JobSubmissionClient
     address = config.get("ray.dashboard")

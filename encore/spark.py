@@ -3,7 +3,7 @@
 Delta's Spark jars are not in the delta-spark wheel. The first session resolves them from Maven
 Central with Spark's own resolver into ``paths.jars``; every later session loads them from there
 with ``spark.jars`` and needs no network. ``ENCORE_SPARK_JARS`` (comma-separated) overrides both.
-Encore's own jar (jobs/udfs.py) is compiled into ``paths.jars`` on first use and always added.
+Encore's own jar (encore/udfs.py) is compiled into ``paths.jars`` on first use and always added.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from jobs import udfs
-from jobs.config import Config
-from jobs.errors import EncoreError
+from encore import udfs
+from encore.config import Config
+from encore.errors import EncoreError
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _jar_homes(config: Config) -> list[Path]:
 
 
 def _udf_jar(config: Config) -> str:
-    """Encore's own JVM functions (jobs/udfs.py), compiled into the first writable jar folder on first use."""
+    """Encore's own JVM functions (encore/udfs.py), compiled into the first writable jar folder on first use."""
     homes = _jar_homes(config)
     for home in homes:
         if (home / udfs.jar_name()).is_file():

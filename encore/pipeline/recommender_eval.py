@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.config import Config
-from jobs.errors import EncoreError
+from encore.config import Config
+from encore.errors import EncoreError
 
 log = logging.getLogger(__name__)
 SNAPSHOT = dt.date(2011, 12, 31)  # any fixed date: the folder is one snapshot
@@ -53,11 +53,11 @@ def _external_ids(ids: np.ndarray) -> pd.Series:
 
 def recommender_eval(config: Config, hetrec_dir: str, out: str, trials: int | None = None,
                      keep_home: bool = False) -> pd.DataFrame:
-    from jobs import hetrec
+    from encore.sources import hetrec
     from jobs.clean import clean_date
     from jobs.features import build_features
     from jobs.ingest import ingest_hetrec
-    from jobs.lakehouse import open_lakehouse
+    from encore.lakehouse import open_lakehouse
     from ray_jobs import lightfm_model as lm
     from ray_jobs import recsys
     from ray_jobs.train_recommender import assemble_bundle, load_gold, train_recommender

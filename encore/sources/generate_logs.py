@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.errors import EncoreError
+from encore.errors import EncoreError
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ class SyntheticSampler:
 
 
 def hetrec_world(hetrec_dir: str, seed: int, bots: int):
-    from jobs import hetrec
+    from encore.sources import hetrec
     data = hetrec.load(hetrec_dir)
     rng = np.random.default_rng([seed, 2])
     artist_ids, artist_idx = np.unique(data.artist_ids, return_inverse=True)

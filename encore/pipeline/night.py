@@ -46,7 +46,7 @@ def clean_step(lake, day: dt.date) -> str:
 
 def ensure_models(lake, run_date: dt.date, report: NightReport) -> None:
     """Train whichever model has no champion yet (the first night of a fresh installation)."""
-    from ray_jobs import tracking
+    from encore import tracking
     config = lake.config
     if tracking.champion(config, str(config.get("recommender.model_name"))) is None:
         def train_rec():

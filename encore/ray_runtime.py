@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-from jobs.config import Config
-from jobs.errors import EncoreError
+from encore.config import Config
+from encore.errors import EncoreError
 
 log = logging.getLogger(__name__)
 

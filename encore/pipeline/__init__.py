@@ -1,0 +1,1 @@
+"""The pipeline: the step registry and everything built from it (CLI, ``night``, cluster submission)."""

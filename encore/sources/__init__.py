@@ -1,0 +1,1 @@
+"""Where play logs come from: the seeded synthetic generator and readers of real formats (HetRec)."""

@@ -1,1 +1,0 @@
-"""Script entry points for launchers that run a file rather than a module (spark-submit)."""
