@@ -20,6 +20,8 @@ import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
+from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES,
+                                   WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS)
 
 log = logging.getLogger("encore.dags")
 
@@ -139,8 +141,8 @@ def table_assets() -> dict:
     from encore.lakehouse import table_path
     config = _config()
     assets = {}
-    for name in ("gold.interactions", "gold.items", "gold.user_profiles", "warehouse.recommendations",
-                 "warehouse.inspiration_packs"):
+    for name in (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES, WAREHOUSE_RECOMMENDATIONS,
+                 WAREHOUSE_INSPIRATION_PACKS):
         path = table_path(config, name)
         uri = path.replace("s3a://", "s3://", 1) if "://" in path else f"file://{path}"
         assets[name] = Asset(name=f"encore.{name}", uri=uri)

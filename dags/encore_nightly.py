@@ -15,6 +15,8 @@ from __future__ import annotations
 from airflow.sdk import dag
 
 from encore_dag_support import dag_settings, step, table_assets
+from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES,
+                                   WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS)
 
 
 @dag(dag_id="encore_nightly", schedule="@daily", doc_md=__doc__, **dag_settings())
@@ -24,10 +26,10 @@ def encore_nightly():
     ingest = step("ingest", f"ingest {date}", "spark")
     clean = step("clean", f"clean {date}", "spark")
     features = step("features", f"features {date}", "spark",
-                    outlets=[assets["gold.interactions"], assets["gold.items"], assets["gold.user_profiles"]])
+                    outlets=[assets[GOLD_INTERACTIONS], assets[GOLD_ITEMS], assets[GOLD_USER_PROFILES]])
     ensure_models = step("ensure_models", f"ensure-models {date}", "ray")
-    score = step("score", f"score {date}", "ray", outlets=[assets["warehouse.recommendations"]])
-    generate = step("generate", f"generate {date}", "ray", outlets=[assets["warehouse.inspiration_packs"]])
+    score = step("score", f"score {date}", "ray", outlets=[assets[WAREHOUSE_RECOMMENDATIONS]])
+    generate = step("generate", f"generate {date}", "ray", outlets=[assets[WAREHOUSE_INSPIRATION_PACKS]])
     export = step("export", f"export {date}", "spark")
     validate = step("validate", f"validate {date}", "spark")
     ingest >> clean >> features >> ensure_models >> score >> generate >> export >> validate

@@ -14,6 +14,8 @@ import pandas as pd
 from encore.config import Config
 from encore.errors import EncoreError
 from encore.lakehouse import table_path
+from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
+                                   SILVER_PLAYS, WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS)
 
 
 def storage_uri(path: str, config: Config | None = None) -> tuple[str, dict[str, str] | None]:
@@ -39,10 +41,10 @@ def storage_uri(path: str, config: Config | None = None) -> tuple[str, dict[str,
 
 # The command that writes each table, for "missing table" errors.
 PRODUCERS = {
-    "silver.plays": "`encore clean --date D`", "gold.interactions": "`encore features --date D`",
-    "gold.items": "`encore features --date D`", "gold.user_profiles": "`encore features --date D`",
-    "gold.music_sequences": "`encore corpus`", "warehouse.recommendations": "`encore score --date D`",
-    "warehouse.inspiration_packs": "`encore generate --date D`",
+    SILVER_PLAYS: "`encore clean --date D`", GOLD_INTERACTIONS: "`encore features --date D`",
+    GOLD_ITEMS: "`encore features --date D`", GOLD_USER_PROFILES: "`encore features --date D`",
+    GOLD_MUSIC_SEQUENCES: "`encore corpus`", WAREHOUSE_RECOMMENDATIONS: "`encore score --date D`",
+    WAREHOUSE_INSPIRATION_PACKS: "`encore generate --date D`",
 }
 
 

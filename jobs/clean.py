@@ -42,6 +42,8 @@ from encore.errors import EncoreError
 from encore.lakehouse import Lakehouse
 from encore.udfs import parse_text_fields
 from schemas.events import CORRUPT_COLUMN, parse_schema, record_schema
+from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW,
+                                   SILVER_CATALOG, SILVER_PLAYS, SILVER_PLAYS_QUARANTINE, SILVER_PLAY_COUNTS)
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +222,10 @@ def _restore_raw(late, raw, day: dt.date, cfg: dict):
 
 def _prior_events(lake: Lakehouse, day: dt.date, lookback: int):
     """(user key, event key) of the plays kept in silver within the lookback before ``day``."""
-    if lookback <= 0 or not lake.exists("silver.plays"):
+    if lookback <= 0 or not lake.exists(SILVER_PLAYS):
         return lake.empty("_user_id_k1 long, _user_id_k2 long, _event_id_k1 long, _event_id_k2 long, _prior boolean")
     start = day - dt.timedelta(days=lookback)
-    return (lake.read("silver.plays").where(F.col("date").between(F.lit(start), F.lit(day - dt.timedelta(days=1))))
+    return (lake.read(SILVER_PLAYS).where(F.col("date").between(F.lit(start), F.lit(day - dt.timedelta(days=1))))
             .select(*_key("user_id"), *_key("event_id"), F.lit(True).alias("_prior")))
 
 
@@ -242,7 +244,7 @@ def _bronze_rows(lake: Lakehouse, table: str, date_column: str, day: dt.date):
 
 def _clean_counts(lake: Lakehouse, day: dt.date):
     """bronze.play_counts_raw of D -> (valid silver rows, quarantine rows), or None when there are none."""
-    raw = _bronze_rows(lake, "bronze.play_counts_raw", "snapshot_date", day)
+    raw = _bronze_rows(lake, BRONZE_PLAY_COUNTS_RAW, "snapshot_date", day)
     if raw is None:
         return None
     count = F.trim("play_count").try_cast("long")
@@ -268,7 +270,7 @@ def _clean_counts(lake: Lakehouse, day: dt.date):
 
 def _clean_catalog(lake: Lakehouse, day: dt.date):
     """bronze.catalog_raw of D -> (newest valid entry per item, quarantine rows), or None."""
-    raw = _bronze_rows(lake, "bronze.catalog_raw", "landing_date", day)
+    raw = _bronze_rows(lake, BRONZE_CATALOG_RAW, "landing_date", day)
     if raw is None:
         return None
     e = F.col("e")
@@ -293,8 +295,8 @@ def _clean_catalog(lake: Lakehouse, day: dt.date):
 
 def _merge_catalog(lake: Lakehouse, entries) -> None:
     from delta.tables import DeltaTable
-    lake.ensure("silver.catalog")
-    (DeltaTable.forPath(lake.spark, lake.path("silver.catalog")).alias("t")
+    lake.ensure(SILVER_CATALOG)
+    (DeltaTable.forPath(lake.spark, lake.path(SILVER_CATALOG)).alias("t")
      .merge(entries.alias("s"), "t.item_id = s.item_id")
      .whenMatchedUpdateAll(condition="s.updated_date >= t.updated_date")
      .whenNotMatchedInsertAll()
@@ -332,14 +334,14 @@ def _write_together(lake: Lakehouse, writes: list, day: dt.date, run_info: dict)
 
 def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     cfg = lake.config.section("clean")
-    if not lake.exists("bronze.plays_raw") and not lake.exists("bronze.play_counts_raw"):
+    if not lake.exists(BRONZE_PLAYS_RAW) and not lake.exists(BRONZE_PLAY_COUNTS_RAW):
         raise EncoreError("bronze is empty: run `encore ingest` first")
-    lake.ensure("bronze.plays_raw")
+    lake.ensure(BRONZE_PLAYS_RAW)
     # Every read below is of the same bronze version, so a row id names the same row in each.
-    version = lake.version("bronze.plays_raw")
-    raw = (lake.read("bronze.plays_raw", version).select("*", F.col("_metadata.row_id").alias("_rid"))
+    version = lake.version(BRONZE_PLAYS_RAW)
+    raw = (lake.read(BRONZE_PLAYS_RAW, version).select("*", F.col("_metadata.row_id").alias("_rid"))
            .where(F.col("landing_date") == F.lit(day)))
-    run_info = {"job": "clean", "date": day.isoformat(), "bronze.plays_raw": version}
+    run_info = {"job": "clean", "date": day.isoformat(), BRONZE_PLAYS_RAW: version}
     counts, catalog = _clean_counts(lake, day), _clean_catalog(lake, day)
 
     # Two passes over the parsed bronze rows, nothing of their full width staged: the first decides
@@ -371,14 +373,14 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
         share = result.quarantined / result.events if result.events else 0.0
         limit = float(cfg["max_quarantine_share"])
         if share > limit:
-            lake.replace_partition(quarantine, "silver.plays_quarantine", "date", day, run_info)
+            lake.replace_partition(quarantine, SILVER_PLAYS_QUARANTINE, "date", day, run_info)
             raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
         plays = (_typed_events(raw, day, cfg).where(F.col("reason").isNull())
                  .join(late.select("_rid"), "_rid", "left_anti").withColumn("date", F.lit(day)))
-        _write_together(lake, [(plays, "silver.plays"), (quarantine, "silver.plays_quarantine")], day, run_info)
+        _write_together(lake, [(plays, SILVER_PLAYS), (quarantine, SILVER_PLAYS_QUARANTINE)], day, run_info)
     if counts is not None:
-        lake.replace_partition(counts[0], "silver.play_counts", "snapshot_date", day, run_info)
+        lake.replace_partition(counts[0], SILVER_PLAY_COUNTS, "snapshot_date", day, run_info)
     if catalog is not None:
         _merge_catalog(lake, catalog[0])
     log.info("clean %s", result.summary())

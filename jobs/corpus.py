@@ -23,6 +23,7 @@ import pandas as pd
 from encore import music
 from encore.errors import EncoreError
 from encore.lakehouse import Lakehouse
+from schemas.table_names import GOLD_MUSIC_SEQUENCES, SILVER_MUSIC_QUARANTINE
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,9 @@ def build_corpus(lake: Lakehouse, tokenizer_dir: str | None = None) -> dict[str,
                               F.when(F.col("ok"), F.lit("tokenize")).otherwise(F.lit("parse")).alias("stage"),
                               F.coalesce("error", "tok_error").alias("error")))
         run_info = {"job": "corpus", "tokenizer_sha256": sha, "pieces": len(pieces)}
-        lake.overwrite(sequences, "gold.music_sequences", run_info)
-        lake.overwrite(quarantine, "silver.music_quarantine", run_info)
-    counts = {"pieces": len(pieces), "gold.music_sequences": lake.read("gold.music_sequences").count(),
-              "silver.music_quarantine": lake.read("silver.music_quarantine").count()}
+        lake.overwrite(sequences, GOLD_MUSIC_SEQUENCES, run_info)
+        lake.overwrite(quarantine, SILVER_MUSIC_QUARANTINE, run_info)
+    counts = {"pieces": len(pieces), GOLD_MUSIC_SEQUENCES: lake.read(GOLD_MUSIC_SEQUENCES).count(),
+              SILVER_MUSIC_QUARANTINE: lake.read(SILVER_MUSIC_QUARANTINE).count()}
     log.info("corpus: %s; tokenizer %s (%s)", counts, tokenizer_path, sha[:12])
     return counts

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from encore.errors import EncoreError
 from schemas import export as contract
+from schemas.table_names import WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 RUN_FOLDER = re.compile(r"^run_date=(\d{4}-\d{2}-\d{2})$")
@@ -109,14 +110,14 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
 
     versions = {}
     frames = {}
-    for name, hint in (("warehouse.recommendations", "score"), ("warehouse.inspiration_packs", "generate")):
+    for name, hint in ((WAREHOUSE_RECOMMENDATIONS, "score"), (WAREHOUSE_INSPIRATION_PACKS, "generate")):
         if not lake.exists(name):
             raise EncoreError(f"{name} does not exist yet: run `encore {hint} --date {run_date}` first")
         versions[name] = lake.version(name)
         frames[name] = lake.read(name, versions[name]).where(F.col("run_date") == F.lit(run_date))
         if frames[name].isEmpty():
             raise EncoreError(f"{name} has no rows for {run_date}: run `encore {hint} --date {run_date}` first")
-    recs, packs = frames["warehouse.recommendations"], frames["warehouse.inspiration_packs"]
+    recs, packs = frames[WAREHOUSE_RECOMMENDATIONS], frames[WAREHOUSE_INSPIRATION_PACKS]
     for df in (recs, packs):
         for row in df.select(F.explode("source_versions" if "source_versions" in df.columns else "data_versions")
                              ).distinct().collect():
@@ -188,7 +189,7 @@ def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versio
                               f"rerun that step for the date so one run wrote them")
         return found[0]
 
-    rec_model, pack_model = model(recs, "warehouse.recommendations"), model(packs, "warehouse.inspiration_packs")
+    rec_model, pack_model = model(recs, WAREHOUSE_RECOMMENDATIONS), model(packs, WAREHOUSE_INSPIRATION_PACKS)
     manifest = {
         "schema_version": contract.SCHEMA_VERSION,
         "run_date": run_date.isoformat(),
@@ -232,7 +233,7 @@ def validate_export(lake, run_date: dt.date) -> dict[str, int]:
         if path in present and (_sha256(folder / path) != entry["sha256"] or (folder / path).stat().st_size != entry["bytes"]):
             problems.append(f"{path} differs from its manifest entry (sha256 or size)")
     rows = {}
-    for dataset, table in (("recommendations", "warehouse.recommendations"), ("packs", "warehouse.inspiration_packs")):
+    for dataset, table in (("recommendations", WAREHOUSE_RECOMMENDATIONS), ("packs", WAREHOUSE_INSPIRATION_PACKS)):
         files = manifest.get("datasets", {}).get(dataset, {}).get("files", [])
         rows[dataset] = sum(pq.read_metadata(folder / f).num_rows for f in files if (folder / f).is_file())
         if rows[dataset] != manifest["datasets"][dataset]["rows"]:

@@ -19,6 +19,8 @@ from pyspark.sql import functions as F
 
 from encore.errors import EncoreError
 from encore.lakehouse import Lakehouse
+from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES, SILVER_CATALOG,
+                                   SILVER_PLAYS, SILVER_PLAY_COUNTS)
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,12 @@ def _pinned(lake: Lakehouse, name: str):
 def build_features(lake: Lakehouse, as_of: dt.date) -> dict[str, int]:
     cfg = lake.config.section("features")
     window = int(cfg["window_days"])
-    plays, v_plays = _pinned(lake, "silver.plays")
-    counts, v_counts = _pinned(lake, "silver.play_counts")
-    catalog, v_catalog = _pinned(lake, "silver.catalog")
-    versions = {k: v for k, v in {"silver.plays": v_plays, "silver.play_counts": v_counts,
-                                  "silver.catalog": v_catalog}.items() if v is not None}
-    if not versions.keys() & {"silver.plays", "silver.play_counts"}:
+    plays, v_plays = _pinned(lake, SILVER_PLAYS)
+    counts, v_counts = _pinned(lake, SILVER_PLAY_COUNTS)
+    catalog, v_catalog = _pinned(lake, SILVER_CATALOG)
+    versions = {k: v for k, v in {SILVER_PLAYS: v_plays, SILVER_PLAY_COUNTS: v_counts,
+                                  SILVER_CATALOG: v_catalog}.items() if v is not None}
+    if not versions.keys() & {SILVER_PLAYS, SILVER_PLAY_COUNTS}:
         raise EncoreError("silver has no plays yet: run `encore clean --date D` first")
     source_versions = F.create_map(*[x for k, v in sorted(versions.items()) for x in (F.lit(k), F.lit(v))])
 
@@ -70,7 +72,7 @@ def build_features(lake: Lakehouse, as_of: dt.date) -> dict[str, int]:
         if n_pairs == 0:
             raise EncoreError(f"no plays in the {window} days up to {as_of}: check that clean ran for those dates")
         run_info = {"job": "features", "as_of_date": as_of.isoformat(), **versions}
-        lake.replace_partition(pairs, "gold.interactions", "as_of_date", as_of, run_info)
+        lake.replace_partition(pairs, GOLD_INTERACTIONS, "as_of_date", as_of, run_info)
 
         if catalog is not None:
             item_tags = catalog.select("item_id", F.col("name").alias("_catalog_name"), "tags")
@@ -89,7 +91,7 @@ def build_features(lake: Lakehouse, as_of: dt.date) -> dict[str, int]:
                  .withColumn("popularity_rank", F.row_number().over(
                      Window.orderBy(F.desc("listeners"), F.desc("plays"), "item_id")))
                  .withColumn("as_of_date", F.lit(as_of)).withColumn("source_versions", source_versions))
-        lake.replace_partition(items, "gold.items", "as_of_date", as_of, run_info)
+        lake.replace_partition(items, GOLD_ITEMS, "as_of_date", as_of, run_info)
 
         tag_share = (item_tags.select("item_id", F.explode("tags").alias("t"))
                      .select("item_id", F.col("t.tag").alias("tag"), F.col("t.count").alias("n"))
@@ -107,10 +109,10 @@ def build_features(lake: Lakehouse, as_of: dt.date) -> dict[str, int]:
                             F.transform("_d", lambda x: F.struct(x.tag.alias("tag"), x.weight.alias("weight"))).alias("tag_distribution"),
                             F.transform(F.slice("_d", 1, 5), lambda x: x.tag).alias("top_tags"))
                     .withColumn("as_of_date", F.lit(as_of)).withColumn("source_versions", source_versions))
-        lake.replace_partition(profiles, "gold.user_profiles", "as_of_date", as_of, run_info)
+        lake.replace_partition(profiles, GOLD_USER_PROFILES, "as_of_date", as_of, run_info)
     finally:
         pairs.unpersist()
     out = {name: lake.read(name).where(F.col("as_of_date") == F.lit(as_of)).count()
-           for name in ("gold.interactions", "gold.items", "gold.user_profiles")}
+           for name in (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES)}
     log.info("features as of %s: %s (silver versions %s)", as_of, out, versions)
     return out

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from encore.sources import hetrec
 from encore.errors import EncoreError
 from encore.lakehouse import Lakehouse
+from schemas.table_names import BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,13 @@ def _read_lines(lake: Lakehouse, files: list[str]):
 def ingest_landing(lake: Lakehouse, dates: list[dt.date] | None = None) -> dict[str, int]:
     """Landing folders -> bronze; returns new rows per table."""
     landing = Path(lake.config.path("landing"))
-    added = {"bronze.plays_raw": 0, "bronze.catalog_raw": 0}
+    added = {BRONZE_PLAYS_RAW: 0, BRONZE_CATALOG_RAW: 0}
     plays = _landing_dates(landing / "plays", dates)
     if not plays:
         raise EncoreError(f"no landing data under {landing / 'plays'}: run `encore generate-logs` first")
     catalog = _landing_dates(landing / "catalog", None)
-    for table, folders in (("bronze.plays_raw", plays),
-                           ("bronze.catalog_raw", {d: p for d, p in catalog.items() if d in plays})):
+    for table, folders in ((BRONZE_PLAYS_RAW, plays),
+                           (BRONZE_CATALOG_RAW, {d: p for d, p in catalog.items() if d in plays})):
         files = {f: day for day, folder in folders.items() for f in _data_files(folder)}
         new = set(_new_files(lake, table, list(files)))
         log.info("%s: %d files found, %d new", table, len(files), len(new))
@@ -103,7 +104,7 @@ def ingest_lastfm1k(lake: Lakehouse, path: str, fallback_date: dt.date | None = 
     if not source.exists():
         raise EncoreError(f"--path {path} does not exist: pass a Last.fm-1K .tsv file or a folder of them")
     files = [str(source)] if source.is_file() else _data_files(source)
-    new = _new_files(lake, "bronze.plays_raw", files)
+    new = _new_files(lake, BRONZE_PLAYS_RAW, files)
     log.info("lastfm1k: %d files, %d new", len(files), len(new))
     if not new:
         return 0
@@ -121,7 +122,7 @@ def ingest_lastfm1k(lake: Lakehouse, path: str, fallback_date: dt.date | None = 
           .withColumn("value", F.when(well_formed, event).otherwise(F.col("value")))
           .withColumn("source_format", F.lit("lastfm1k"))
           .withColumn("ingested_at", _now()))
-    return lake.append(df, "bronze.plays_raw")
+    return lake.append(df, BRONZE_PLAYS_RAW)
 
 
 def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = None) -> dict[str, int]:
@@ -129,23 +130,23 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
     root = hetrec.check_dir(path)
     day = snapshot_date or dt.datetime.now(dt.timezone.utc).date()
     spark = lake.spark
-    added = {"bronze.play_counts_raw": 0, "bronze.catalog_raw": 0}
+    added = {BRONZE_PLAY_COUNTS_RAW: 0, BRONZE_CATALOG_RAW: 0}
 
     def tsv(name: str, encoding: str = "UTF-8"):
         return (spark.read.option("sep", "\t").option("header", True).option("encoding", encoding)
                 .option("quote", "").csv(str(root / name)))
 
     counts_file = str(root / "user_artists.dat")
-    if _new_files(lake, "bronze.play_counts_raw", [counts_file]):
+    if _new_files(lake, BRONZE_PLAY_COUNTS_RAW, [counts_file]):
         counts = (tsv("user_artists.dat").select(
             F.lit(day).alias("snapshot_date"), F.lit("hetrec").alias("source"),
             F.col("userID").alias("user_id"), F.col("artistID").alias("item_id"),
             F.col("weight").alias("play_count"), F.lit(_uri(counts_file)).alias("source_file"),
             _now().alias("ingested_at")))
-        added["bronze.play_counts_raw"] = lake.append(counts, "bronze.play_counts_raw")
+        added[BRONZE_PLAY_COUNTS_RAW] = lake.append(counts, BRONZE_PLAY_COUNTS_RAW)
 
     artists_file = str(root / "artists.dat")
-    if _new_files(lake, "bronze.catalog_raw", [artists_file]):
+    if _new_files(lake, BRONZE_CATALOG_RAW, [artists_file]):
         tags = tsv("tags.dat", "ISO-8859-1").select(F.col("tagID"), F.lower(F.trim("tagValue")).alias("tag"))
         year = F.col("year").try_cast("int")
         when_tagged = F.when(year.between(hetrec.FIRST_VALID_YEAR, hetrec.LAST_VALID_YEAR), F.try_to_date(
@@ -163,5 +164,5 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
                        .alias("value")))
         catalog = entries.select(F.lit(day).alias("landing_date"), "value", F.lit("hetrec").alias("source_format"),
                                  F.lit(_uri(artists_file)).alias("source_file"), _now().alias("ingested_at"))
-        added["bronze.catalog_raw"] = lake.append(catalog, "bronze.catalog_raw")
+        added[BRONZE_CATALOG_RAW] = lake.append(catalog, BRONZE_CATALOG_RAW)
     return added

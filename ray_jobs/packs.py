@@ -39,6 +39,8 @@ from encore.config import Config
 from encore.errors import EncoreError
 from encore import tracking
 from encore.delta_reader import read_filtered, read_snapshot, read_table, storage_uri
+from schemas.table_names import (GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES, WAREHOUSE_INSPIRATION_PACKS,
+                                   WAREHOUSE_RECOMMENDATIONS)
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +171,17 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                                                        "when there is no champion)")
     params = tracking.client(config).get_run(champion.run_id).data.params
     corpus_version = int(params["source.gold.music_sequences.version"])
-    corpus = read_table(config, "gold.music_sequences", corpus_version,
+    corpus = read_table(config, GOLD_MUSIC_SEQUENCES, corpus_version,
                         ["style", "key", "tempo_bucket", "melody", "split"])
     train = corpus.frame[corpus.frame["split"] == "train"]
     known = sorted(train["style"].unique())
     default = str(section["default_style"]) if str(section["default_style"]) in known else known[0]
-    recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", run_date)],
+    recs = read_filtered(config, WAREHOUSE_RECOMMENDATIONS, [("run_date", "=", run_date)],
                          ["user_id", "rank", "item_id", "item_name"])
     if recs.frame.empty:
         raise EncoreError(f"warehouse.recommendations has no rows for {run_date}: run `encore score --date {run_date}` "
                           "first")
-    profiles = read_snapshot(config, "gold.user_profiles", run_date, columns=["user_id", "tag_distribution"])
+    profiles = read_snapshot(config, GOLD_USER_PROFILES, run_date, columns=["user_id", "tag_distribution"])
     tastes = dict(zip(profiles.frame["user_id"].astype(str), profiles.frame["tag_distribution"]))
     n_sketches = min(4, max(2, int(section["sketches"])))
     style_tags = {k: [str(w).lower() for w in v] for k, v in (section.get("style_tags") or {}).items()}
@@ -197,8 +199,8 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                          for s in used_styles for k, t in combos[s] for j in range(pool_size)])
     generate_rules = config.section("music")["generate"]
     bars = int(section["bars"])
-    versions = {"gold.music_sequences": corpus_version, "gold.user_profiles": profiles.version,
-                "warehouse.recommendations": recs.version}
+    versions = {GOLD_MUSIC_SEQUENCES: corpus_version, GOLD_USER_PROFILES: profiles.version,
+                WAREHOUSE_RECOMMENDATIONS: recs.version}
     log.info("generate %s: %d users, styles %s, %d pool sketches (%d conditions x %d) with %s v%d", run_date,
              len(users), used_styles, len(pool), len(pool) // max(pool_size, 1), pool_size, name, champion.version)
 
@@ -241,14 +243,14 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
         table = pa.Table.from_pylist([{**r, "run_date": run_date, "model_name": name,
                                        "model_version": champion.version, "data_versions": sorted(versions.items()),
                                        "mlflow_run_id": run.info.run_id} for r in rows],
-                                     schema=to_arrow_schema(TABLES["warehouse.inspiration_packs"].schema))
+                                     schema=to_arrow_schema(TABLES[WAREHOUSE_INSPIRATION_PACKS].schema))
         with lake.staging(f"packs-{run_date}") as staging:
             ray.data.from_arrow(table).write_parquet(storage_uri(staging)[0])
-            lake.replace_partition(lake.spark.read.parquet(staging), "warehouse.inspiration_packs", "run_date",
+            lake.replace_partition(lake.spark.read.parquet(staging), WAREHOUSE_INSPIRATION_PACKS, "run_date",
                                    run_date, {"job": "generate", "mlflow_run_id": run.info.run_id,
                                               "model_version": champion.version,
                                               **{f"source.{k}": v for k, v in versions.items()}})
-        written = lake.read("warehouse.inspiration_packs").where(F.col("run_date") == F.lit(run_date))
+        written = lake.read(WAREHOUSE_INSPIRATION_PACKS).where(F.col("run_date") == F.lit(run_date))
         n_packs = written.count()
         n_sketches_written = written.select(F.sum(F.size("sketches"))).first()[0] or 0
         seconds = time.perf_counter() - started
@@ -256,7 +258,7 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                             "seconds": seconds, "generation_seconds": generation_seconds,
                             "pool_sketches_per_second": counts["generated"] / max(generation_seconds, 1e-9),
                             **{f"pool.{k}": v for k, v in counts.items()}})
-        mlflow.log_param("warehouse.inspiration_packs.version", lake.version("warehouse.inspiration_packs"))
+        mlflow.log_param("warehouse.inspiration_packs.version", lake.version(WAREHOUSE_INSPIRATION_PACKS))
     log.info("generate %s: %d packs, %d sketches (%d short packs); pools: %s", run_date, n_packs, n_sketches_written,
              short, counts)
     return PackResult(run_date, run.info.run_id, champion.version, n_packs, int(n_sketches_written), short, counts,

@@ -35,6 +35,8 @@ from encore.errors import EncoreError
 from encore import tracking
 from encore.delta_reader import read_filtered, read_snapshot
 from ray_jobs.recommender_model import RecommenderBundle
+from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES, SILVER_PLAYS,
+                                   SILVER_PLAY_COUNTS, WAREHOUSE_RECOMMENDATIONS)
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("model", "tag_profile", "popularity")
@@ -227,7 +229,7 @@ class BlockScorer:
 
 def _silver_users(config: Config, run_date: dt.date) -> set[str]:
     users: set[str] = set()
-    for name, column in (("silver.plays", "date"), ("silver.play_counts", "snapshot_date")):
+    for name, column in ((SILVER_PLAYS, "date"), (SILVER_PLAY_COUNTS, "snapshot_date")):
         try:
             frame = read_filtered(config, name, [(column, "<=", run_date)], ["user_id"]).frame
         except EncoreError as exc:
@@ -257,13 +259,13 @@ def _tag_rows(tag_lists, vocabulary: dict[str, int], weighted: bool) -> sp.csr_m
 
 
 def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, top_k: int):
-    reads = {name: read_snapshot(config, name, run_date) for name in ("gold.interactions", "gold.items",
-                                                                      "gold.user_profiles")}
-    if reads["gold.interactions"].frame.empty:
+    reads = {name: read_snapshot(config, name, run_date) for name in (GOLD_INTERACTIONS, GOLD_ITEMS,
+                                                                      GOLD_USER_PROFILES)}
+    if reads[GOLD_INTERACTIONS].frame.empty:
         raise EncoreError(f"gold has no snapshot as of {run_date}: run `encore features --date {run_date}` first")
-    interactions = reads["gold.interactions"].frame
-    items = reads["gold.items"].frame
-    profiles = reads["gold.user_profiles"].frame
+    interactions = reads[GOLD_INTERACTIONS].frame
+    items = reads[GOLD_ITEMS].frame
+    profiles = reads[GOLD_USER_PROFILES].frame
 
     model_items = pd.Index(bundle.item_ids.astype(str))
     new_items = sorted(set(items["item_id"].astype(str)) - set(model_items))
@@ -359,11 +361,11 @@ def score(lake, run_date: dt.date) -> ScoreResult:
                      .withColumn("mlflow_run_id", F.lit(run.info.run_id))
                      .withColumn("source_versions", F.create_map(*[x for k, v in sorted(versions.items())
                                                                    for x in (F.lit(k), F.lit(v))])))
-            lake.replace_partition(frame, "warehouse.recommendations", "run_date", run_date,
+            lake.replace_partition(frame, WAREHOUSE_RECOMMENDATIONS, "run_date", run_date,
                                    {"job": "score", "mlflow_run_id": run.info.run_id, "model_version": champion.version,
                                     **{f"source.{k}": v for k, v in versions.items()}})
         del ref
-        written = lake.read("warehouse.recommendations").where(F.col("run_date") == F.lit(run_date))
+        written = lake.read(WAREHOUSE_RECOMMENDATIONS).where(F.col("run_date") == F.lit(run_date))
         per_strategy = {r["strategy"]: int(r["count"]) for r in written.groupBy("strategy").count().collect()}
         seconds = time.perf_counter() - started
         rows = sum(per_strategy.values())
@@ -371,7 +373,7 @@ def score(lake, run_date: dt.date) -> ScoreResult:
                             "users_per_second": len(context.user_ids) / seconds,
                             **{f"rows.{k}": v for k, v in per_strategy.items()},
                             **{f"users.{s}": int(n) for s, n in zip(*np.unique(context.strategies(), return_counts=True))}})
-        mlflow.log_param("warehouse.recommendations.version", lake.version("warehouse.recommendations"))
+        mlflow.log_param("warehouse.recommendations.version", lake.version(WAREHOUSE_RECOMMENDATIONS))
     return ScoreResult(run_date, run.info.run_id, champion.version, len(context.user_ids), rows, per_strategy, seconds,
                        versions)
 

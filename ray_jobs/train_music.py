@@ -29,6 +29,7 @@ from encore.errors import EncoreError
 from encore import tracking
 from encore.delta_reader import read_table
 from ray_jobs.music_model import ModelConfig, MusicTransformer, autocast_for
+from schemas.table_names import GOLD_MUSIC_SEQUENCES
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     from encore.ray_runtime import connect
 
     settings = _settings(config)
-    read = read_table(config, "gold.music_sequences", version)
+    read = read_table(config, GOLD_MUSIC_SEQUENCES, version)
     frame = read.frame
     if frame.empty:
         raise EncoreError("gold.music_sequences is empty: run `encore corpus` first")

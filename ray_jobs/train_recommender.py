@@ -27,6 +27,7 @@ from encore import tracking
 from ray_jobs import recsys
 from encore.delta_reader import read_snapshot
 from ray_jobs.recommender_model import RecommenderBundle, load_bundle, pyfunc_model
+from schemas.table_names import GOLD_INTERACTIONS, GOLD_ITEMS
 
 log = logging.getLogger(__name__)
 BLEND_GRID = (0.0, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
@@ -48,8 +49,8 @@ class TrainResult:
 def load_gold(config: Config, as_of: dt.date | None, versions: dict[str, int] | None = None):
     versions = versions or {}
     reads = {name: read_snapshot(config, name, as_of, versions.get(name))
-             for name in ("gold.interactions", "gold.items")}
-    data = recsys.build_interactions(reads["gold.interactions"].frame, reads["gold.items"].frame,
+             for name in (GOLD_INTERACTIONS, GOLD_ITEMS)}
+    data = recsys.build_interactions(reads[GOLD_INTERACTIONS].frame, reads[GOLD_ITEMS].frame,
                                      what=f"as of {as_of or 'latest'}")
     return data, reads
 

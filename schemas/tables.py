@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 
 from pyspark.sql.types import (ArrayType, BinaryType, DateType, DoubleType, IntegerType, LongType, MapType,
                                StringType, StructField, StructType, TimestampType)
+from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW,
+                                   GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
+                                   SILVER_CATALOG, SILVER_MUSIC_QUARANTINE, SILVER_PLAYS,
+                                   SILVER_PLAYS_QUARANTINE, SILVER_PLAY_COUNTS, WAREHOUSE_INSPIRATION_PACKS,
+                                   WAREHOUSE_RECOMMENDATIONS)
 
 
 def col(name: str, dtype, doc: str, nullable: bool = True) -> StructField:
@@ -46,7 +51,7 @@ _INGEST_COLS = [
 ]
 
 PLAYS_RAW = TableSpec(
-    "bronze.plays_raw",
+    BRONZE_PLAYS_RAW,
     StructType([
         col("landing_date", DateType(), "Landing partition (date=YYYY-MM-DD) the file was delivered in.", False),
         col("value", StringType(), "The raw line exactly as delivered (a play event as JSON for jsonl).", False),
@@ -59,7 +64,7 @@ PLAYS_RAW = TableSpec(
 )
 
 CATALOG_RAW = TableSpec(
-    "bronze.catalog_raw",
+    BRONZE_CATALOG_RAW,
     StructType([
         col("landing_date", DateType(), "Landing partition the catalogue file was delivered in.", False),
         col("value", StringType(), "The raw catalogue entry line (schemas/catalog_entry.schema.json).", False),
@@ -71,7 +76,7 @@ CATALOG_RAW = TableSpec(
 )
 
 PLAY_COUNTS_RAW = TableSpec(
-    "bronze.play_counts_raw",
+    BRONZE_PLAY_COUNTS_RAW,
     StructType([
         col("snapshot_date", DateType(), "Date the aggregated counts were ingested for.", False),
         col("source", StringType(), "Dataset the counts come from, e.g. hetrec.", False),
@@ -86,7 +91,7 @@ PLAY_COUNTS_RAW = TableSpec(
 )
 
 PLAYS = TableSpec(
-    "silver.plays",
+    SILVER_PLAYS,
     StructType([
         col("date", DateType(), "Logical date (the landing date) whose run produced the row.", False),
         col("event_id", StringType(), "Unique play id.", False),
@@ -121,7 +126,7 @@ PLAYS = TableSpec(
 )
 
 QUARANTINE = TableSpec(
-    "silver.plays_quarantine",
+    SILVER_PLAYS_QUARANTINE,
     StructType([
         col("date", DateType(), "Logical date whose run rejected the row.", False),
         col("reason", StringType(), "Reason code (see README: quarantine reasons).", False),
@@ -137,7 +142,7 @@ QUARANTINE = TableSpec(
 )
 
 PLAY_COUNTS = TableSpec(
-    "silver.play_counts",
+    SILVER_PLAY_COUNTS,
     StructType([
         col("snapshot_date", DateType(), "Date the counts were ingested for.", False),
         col("source", StringType(), "Dataset the counts come from.", False),
@@ -151,7 +156,7 @@ PLAY_COUNTS = TableSpec(
 )
 
 CATALOG = TableSpec(
-    "silver.catalog",
+    SILVER_CATALOG,
     StructType([
         col("item_id", StringType(), "Artist id.", False),
         col("name", StringType(), "Display name."),
@@ -163,7 +168,7 @@ CATALOG = TableSpec(
 )
 
 INTERACTIONS = TableSpec(
-    "gold.interactions",
+    GOLD_INTERACTIONS,
     StructType([
         col("as_of_date", DateType(), "Snapshot date: built from silver up to this date.", False),
         col("user_id", StringType(), "Listener id.", False),
@@ -179,7 +184,7 @@ INTERACTIONS = TableSpec(
 )
 
 ITEMS = TableSpec(
-    "gold.items",
+    GOLD_ITEMS,
     StructType([
         col("as_of_date", DateType(), "Snapshot date.", False),
         col("item_id", StringType(), "Artist id.", False),
@@ -195,7 +200,7 @@ ITEMS = TableSpec(
 )
 
 USER_PROFILES = TableSpec(
-    "gold.user_profiles",
+    GOLD_USER_PROFILES,
     StructType([
         col("as_of_date", DateType(), "Snapshot date.", False),
         col("user_id", StringType(), "Listener id.", False),
@@ -210,7 +215,7 @@ USER_PROFILES = TableSpec(
 )
 
 MUSIC_SEQUENCES = TableSpec(
-    "gold.music_sequences",
+    GOLD_MUSIC_SEQUENCES,
     StructType([
         col("piece_id", StringType(), "Stable id: <source>/<file>[#<tune>].", False),
         col("source", StringType(), "Collection: bach_chorales, essen, oneills, pop909, nottingham.", False),
@@ -230,7 +235,7 @@ MUSIC_SEQUENCES = TableSpec(
 )
 
 MUSIC_QUARANTINE = TableSpec(
-    "silver.music_quarantine",
+    SILVER_MUSIC_QUARANTINE,
     StructType([
         col("piece_id", StringType(), "The piece that failed.", False),
         col("source", StringType(), "Collection.", False),
@@ -245,7 +250,7 @@ MUSIC_QUARANTINE = TableSpec(
 RUN_COLS_DOC = "MLflow run of the job that wrote this run date's rows (params, metrics, lineage)."
 
 RECOMMENDATIONS = TableSpec(
-    "warehouse.recommendations",
+    WAREHOUSE_RECOMMENDATIONS,
     StructType([
         col("run_date", DateType(), "Logical date of the nightly run.", False),
         col("user_id", StringType(), "Listener id (every user seen in silver up to run_date).", False),
@@ -286,7 +291,7 @@ SKETCH = StructType([
 SEED_ITEM = StructType([StructField("item_id", StringType()), StructField("name", StringType())])
 
 INSPIRATION_PACKS = TableSpec(
-    "warehouse.inspiration_packs",
+    WAREHOUSE_INSPIRATION_PACKS,
     StructType([
         col("run_date", DateType(), "Logical date of the nightly run.", False),
         col("user_id", StringType(), "Listener id.", False),

@@ -139,3 +139,18 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     found = imports_of(source, "jobs.clean", known)
     assert found == {"encore.pipeline.cli", "ray_jobs.score"}
     assert LAYERS[layer_of("encore.pipeline.cli")] > LAYERS[layer_of("jobs.clean")]
+
+
+def test_table_names_are_constants_not_strings():
+    """Product code names tables through schemas.table_names, never through a quoted name."""
+    from schemas import table_names
+    names = {v for k, v in vars(table_names).items() if k.isupper()}
+    quoted = []
+    for name, path in product_modules().items():
+        if name == "schemas.table_names":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        quoted += [f"{path.relative_to(REPO)}:{n.lineno} {n.value!r}" for n in ast.walk(tree)
+                   if isinstance(n, ast.Constant) and n.value in names and id(n) not in docstrings]
+    assert quoted == []

@@ -13,6 +13,7 @@ import time
 
 from encore.config import Config, load_config
 from encore.errors import EncoreError
+from schemas.table_names import BRONZE_PLAYS_RAW, GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES
 
 log = logging.getLogger("encore")
 
@@ -91,7 +92,7 @@ def cmd_ingest(cfg: Config, args) -> None:
     elif args.path is None:
         raise EncoreError(f"--source {args.source} needs --path")
     elif args.source == "lastfm1k":
-        added = {"bronze.plays_raw": ingest.ingest_lastfm1k(lake, args.path, args.date)}
+        added = {BRONZE_PLAYS_RAW: ingest.ingest_lastfm1k(lake, args.path, args.date)}
     else:
         added = ingest.ingest_hetrec(lake, args.path, args.date)
     _print_table(["table", "rows added"], sorted(added.items()))
@@ -118,7 +119,7 @@ def cmd_features(cfg: Config, args) -> None:
     rows = []
     for d in dates:
         out = build_features(lake, d)
-        rows.append((d, out["gold.interactions"], out["gold.items"], out["gold.user_profiles"]))
+        rows.append((d, out[GOLD_INTERACTIONS], out[GOLD_ITEMS], out[GOLD_USER_PROFILES]))
     _print_table(["as_of_date", "interactions", "items", "user_profiles"], rows)
 
 
@@ -303,8 +304,8 @@ def cmd_sample(cfg: Config, args) -> None:
 def cmd_train_recommender(cfg: Config, args) -> None:
     from encore.pipeline.recommender_eval import print_comparison
     from ray_jobs.train_recommender import train_recommender
-    versions = {k: v for k, v in {"gold.interactions": args.interactions_version,
-                                  "gold.items": args.items_version}.items() if v is not None}
+    versions = {k: v for k, v in {GOLD_INTERACTIONS: args.interactions_version,
+                                  GOLD_ITEMS: args.items_version}.items() if v is not None}
     result = train_recommender(cfg, args.date, search_trials=args.trials, versions=versions)
     print_comparison(result.comparison, f"held-out split of gold.interactions as of {args.date or 'latest'} "
                      f"(versions {result.versions})")

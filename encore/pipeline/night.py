@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
+from schemas.table_names import GOLD_MUSIC_SEQUENCES
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def ensure_models(lake, run_date: dt.date, report: NightReport) -> None:
             return f"v{result.model_version}: {result.decision.reason}"
         report.step("train-recommender (no champion yet)", train_rec)
     if tracking.champion(config, str(config.get("music.model_name"))) is None:
-        if not lake.exists("gold.music_sequences"):
+        if not lake.exists(GOLD_MUSIC_SEQUENCES):
             def corpus():
                 from jobs.corpus import build_corpus
                 counts = build_corpus(lake)
