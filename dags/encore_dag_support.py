@@ -1,5 +1,6 @@
-"""What both Encore DAGs share: the task factory (a thin call of the ``encore`` CLI, the same entry
-point people run by hand), retries with backoff, the failure summary, and the table assets.
+"""What both Encore DAGs share: their tasks, built from the step registry (encore.pipeline.steps),
+each a thin call of the ``encore`` CLI (the same entry point people run by hand); retries with
+backoff, the failure summary, and the table assets each task writes.
 
 Where a task runs follows the profile's ``airflow.submit`` (profile from ``ENCORE_PROFILE``):
 
@@ -20,8 +21,6 @@ import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
-from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES,
-                                   WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS)
 
 log = logging.getLogger("encore.dags")
 
@@ -135,15 +134,22 @@ def summarise_failure(context) -> None:
     log.error("\n".join(lines))
 
 
-def table_assets() -> dict:
-    """One Airflow Asset per lakehouse table the nightly DAG writes, at its configured location."""
+def table_asset(name: str):
+    """The Airflow Asset of one lakehouse table, at its configured location."""
     from airflow.sdk import Asset
     from encore.lakehouse import table_path
-    config = _config()
-    assets = {}
-    for name in (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES, WAREHOUSE_RECOMMENDATIONS,
-                 WAREHOUSE_INSPIRATION_PACKS):
-        path = table_path(config, name)
-        uri = path.replace("s3a://", "s3://", 1) if "://" in path else f"file://{path}"
-        assets[name] = Asset(name=f"encore.{name}", uri=uri)
-    return assets
+    path = table_path(_config(), name)
+    uri = path.replace("s3a://", "s3://", 1) if "://" in path else f"file://{path}"
+    return Asset(name=f"encore.{name}", uri=uri)
+
+
+def step_tasks(dag: str) -> list:
+    """One task per registered step of ``dag`` ("nightly" or "training"), chained in registry order;
+    a nightly step runs for ``{{ ds }}``, and each task's outlets are the tables its step writes."""
+    from airflow.sdk import chain
+    from encore.pipeline import steps
+    tasks = [step(s.task_id, f"{s.name} --date {{{{ ds }}}}" if s.dated else s.name, s.engine,
+                  outlets=[table_asset(name) for name in s.writes])
+             for s in steps.of_dag(dag)]
+    chain(*tasks)
+    return tasks

@@ -1,4 +1,5 @@
-"""encore_training: weekly retraining with the promotion gates.
+"""encore_training: weekly retraining with the promotion gates, one task per training step of the
+registry (encore.pipeline.steps):
 
 corpus -> train_recommender -> train_music
 
@@ -10,15 +11,12 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from encore_dag_support import dag_settings, step
+from encore_dag_support import dag_settings, step_tasks
 
 
 @dag(dag_id="encore_training", schedule="@weekly", doc_md=__doc__, **dag_settings())
 def encore_training():
-    corpus = step("corpus", "corpus", "spark")
-    train_recommender = step("train_recommender", "train-recommender", "ray")
-    train_music = step("train_music", "train-music", "ray")
-    corpus >> train_recommender >> train_music
+    step_tasks("training")
 
 
 encore_training()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pyspark.sql.types import (ArrayType, BinaryType, DateType, DoubleType, IntegerType, LongType, MapType,
                                StringType, StructField, StructType, TimestampType)
+
 from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW,
                                    GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
                                    SILVER_CATALOG, SILVER_MUSIC_QUARANTINE, SILVER_PLAYS,

@@ -33,11 +33,11 @@ def test_a_failed_airflow_call_reports_the_error_not_sqlalchemys_link():
 
 
 def test_a_real_scheduler_backfills_the_nightly_dag_one_export_per_date(tmp_path):
-    from encore.pipeline.cli import _generate
+    from encore.sources.generate_logs import generate_from_config
     from encore.delta_reader import read_filtered
     env = {**small_night_env(tmp_path / "encore"), "ENCORE__GENERATE__DAYS": "2"}
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
-    _generate(config)
+    generate_from_config(config)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCORE", "AIRFLOW"))}
     full_env.update(env)
     done = subprocess.run([sys.executable, str(SCRIPT), "--backfill", *DATES,

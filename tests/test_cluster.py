@@ -80,10 +80,10 @@ def _run(argv: list[str], env: dict, timeout: int) -> str:
 
 
 def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, tmp_path):
-    from encore.pipeline.cli import _generate
+    from encore.sources.generate_logs import generate_from_config
     env = small_night_env(tmp_path / "encore")
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
-    _generate(config)
+    generate_from_config(config)
     base = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
 
     _run([str(BIN / "encore"), "night", "--date", DAY.isoformat()], {**base, **env}, 1500)

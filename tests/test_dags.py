@@ -77,12 +77,12 @@ def small_night_env(home: Path) -> dict[str, str]:
 def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, tmp_path):
     """``airflow dags test`` (Dag.test) in its own process, as an operator would run it: Airflow's
     task runner then shares nothing with this test process and its Spark session."""
-    from encore.pipeline.cli import _generate
+    from encore.sources.generate_logs import generate_from_config
     from encore.delta_reader import read_filtered
     day = dt.date(2026, 11, 20)
     env = small_night_env(tmp_path / "encore")
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
-    _generate(config)
+    generate_from_config(config)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
     full_env.update(env)
     airflow = str(Path(sys.executable).parent / "airflow")

@@ -37,7 +37,7 @@ NIGHT = {
 @pytest.fixture(scope="module")
 def night(spark, tmp_path_factory):
     import ray
-    from encore.pipeline.cli import _generate
+    from encore.sources.generate_logs import generate_from_config
     from jobs.clean import clean_date
     from jobs.features import build_features
     from jobs.ingest import ingest_landing
@@ -48,7 +48,7 @@ def night(spark, tmp_path_factory):
     home = tmp_path_factory.mktemp("night")
     config = make_config(home, **NIGHT)
     lake = Lakehouse(config, spark)
-    _generate(config)
+    generate_from_config(config)
     ingest_landing(lake, [D1])
     clean_date(lake, D1)
     build_features(lake, D1)

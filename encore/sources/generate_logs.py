@@ -426,3 +426,13 @@ class _NoPool:
 
     def __exit__(self, *exc):
         return False
+
+
+def generate_from_config(cfg, **overrides) -> dict[str, int]:
+    """``generate`` with the config's ``generate`` section, overridden by any non-None argument."""
+    g = {**cfg.section("generate"), **{k: v for k, v in overrides.items() if v is not None}}
+    return generate(cfg.path("landing"), str(g["source"]), dt.date.fromisoformat(str(g["end_date"])), int(g["days"]),
+                    int(g["seed"]), events_per_day=int(g["events_per_day"]), users=int(g["users"]),
+                    items=int(g["items"]), fault_rate=float(g["fault_rate"]), bots=int(g["bots"]),
+                    events_per_file=int(g["events_per_file"]), hetrec_dir=g.get("hetrec_dir"),
+                    scale=float(g.get("scale", 0.01)), workers=g.get("workers"))
