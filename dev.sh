@@ -2,6 +2,7 @@
 # One entry point for a fresh machine (Python 3.11+, Java 17+):
 #   ./dev.sh demo   set up .venv, then run the pipeline on embedded synthetic data
 #   ./dev.sh test   set up .venv, then run the test suite (what CI runs)
+#   ./dev.sh test fast   only the unit tier: no JVM, no Ray, no whole night (minutes)
 # Set-up is idempotent: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -48,7 +49,10 @@ setup() {
 
 case "${1:-}" in
   demo) setup; shift; exec .venv/bin/encore --profile "${ENCORE_PROFILE:-demo}" "$@" demo ;;
-  test) setup; shift; exec .venv/bin/python -m pytest "$@" ;;
+  test)
+    setup; shift
+    if [ "${1:-}" = fast ]; then shift; exec .venv/bin/python -m pytest -m unit "$@"; fi
+    exec .venv/bin/python -m pytest "$@" ;;
   setup) setup ;;
-  *) echo "usage: ./dev.sh demo | test [pytest args] | setup" >&2; exit 2 ;;
+  *) echo "usage: ./dev.sh demo | test [fast] [pytest args] | setup" >&2; exit 2 ;;
 esac

@@ -266,8 +266,8 @@ class Vocabulary:
 
     @property
     def conditions(self) -> list[str]:
-        return ([f"STYLE_{s}" for s in music.STYLES] + [f"KEY_{k.replace(' ', '_')}" for k in music.KEYS]
-                + [f"TEMPO_{name}" for name, _ in music.TEMPO_BUCKETS])
+        return ([f"STYLE_{s}" for s in STYLES] + [f"KEY_{k.replace(' ', '_')}" for k in KEYS]
+                + [f"TEMPO_{name}" for name, _ in TEMPO_BUCKETS])
 
     @property
     def size(self) -> int:

@@ -96,3 +96,20 @@ def airflow_home(tmp_path_factory):
 def requires_shared_data(path: Path = SHARED_DATA):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent: the shared data set sits beside the "
                               "clone in CI and on developer machines, not on a user's machine")
+
+
+# --- test tiers --------------------------------------------------------------------------------------
+# Every test belongs to one tier (pyproject.toml lists them). `./dev.sh test fast` runs `-m unit`:
+# nothing that starts a JVM, Ray or a whole night. A test marked explicitly keeps its mark; the
+# others get the heaviest tier among the fixtures they use, else `unit`.
+TIERS = ("unit", "spark", "ray", "e2e", "cluster")
+FIXTURE_TIERS = {"spark": "spark", "lake": "spark", "lake_factory": "spark", "corpus_home": "ray",
+                 "gold_home": "ray", "night": "e2e", "s3_endpoint": "e2e"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        found = {FIXTURE_TIERS[f] for f in item.fixturenames if f in FIXTURE_TIERS}
+        item.add_marker(max(found, key=TIERS.index) if found else "unit")

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, make_config
 from tests.test_dags import small_night_env
 
@@ -32,6 +34,7 @@ def test_a_failed_airflow_call_reports_the_error_not_sqlalchemys_link():
     assert local_airflow.error_line("Usage: airflow dags\nairflow: unknown command\n") == "airflow: unknown command"
 
 
+@pytest.mark.e2e
 def test_a_real_scheduler_backfills_the_nightly_dag_one_export_per_date(tmp_path):
     from encore.sources.generate_logs import generate_from_config
     from encore.delta_reader import read_filtered

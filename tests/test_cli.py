@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import PROCESS_ENV
 from jobs.clean import clean_date
 from jobs.ingest import ingest_landing
@@ -35,6 +37,7 @@ def test_second_process_reads_the_catalog_tables(lake):
     assert tables.returncode == 0 and "silver.plays_quarantine" in tables.stdout
 
 
+@pytest.mark.spark
 def test_bad_input_is_one_readable_line(tmp_path):
     cases = [
         (["--config", str(tmp_path / "missing.yaml"), "tables"], "does not exist"),
@@ -59,6 +62,7 @@ def test_schema_prints_the_contracts(tmp_path):
 
 
 
+@pytest.mark.e2e
 def test_demo_runs_the_whole_night_and_a_rerun_changes_nothing(tmp_path):
     from tests.test_music import TINY
     small = {**TINY, "ENCORE__GENERATE__DAYS": "2", "ENCORE__GENERATE__EVENTS_PER_DAY": "3000",

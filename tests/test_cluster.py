@@ -21,6 +21,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, make_config
 from tests.test_dags import small_night_env
 
@@ -79,6 +81,7 @@ def _run(argv: list[str], env: dict, timeout: int) -> str:
     return output
 
 
+@pytest.mark.cluster
 def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, tmp_path):
     from encore.sources.generate_logs import generate_from_config
     env = small_night_env(tmp_path / "encore")

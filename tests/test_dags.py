@@ -74,6 +74,7 @@ def small_night_env(home: Path) -> dict[str, str]:
             "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
 
 
+@pytest.mark.e2e
 def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, tmp_path):
     """``airflow dags test`` (Dag.test) in its own process, as an operator would run it: Airflow's
     task runner then shares nothing with this test process and its Spark session."""
@@ -134,6 +135,7 @@ def test_cluster_profile_submits_spark_steps_with_spark_submit_and_ray_steps_as_
     assert nightly.get_task("score").retries == 2
 
 
+@pytest.mark.e2e
 def test_a_date_without_landing_data_fails_the_run_at_ingest_and_writes_nothing(airflow_home, tmp_path):
     env = {**small_night_env(tmp_path / "encore"), "ENCORE__AIRFLOW__RETRIES": "0"}
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}

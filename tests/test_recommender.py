@@ -221,6 +221,7 @@ def _write_hetrec_folder(root, users: int = 60, artists: int = 120, seed: int = 
     return rows
 
 
+@pytest.mark.e2e
 def test_recommender_eval_writes_top10_in_hetrec_ids_and_leaves_the_main_lakehouse_alone(tmp_path):
     import os
     import subprocess

@@ -122,6 +122,7 @@ def test_parse_text_fields_refuses_nested_schemas(spark):
         udfs.parse_text_fields(spark, "value", record_schema("catalog_entry"))
 
 
+@pytest.mark.spark
 def test_the_jar_is_built_once_per_source_version(tmp_path):
     from encore.spark import check_java
     jar = udfs.build_jar(tmp_path, check_java())
@@ -133,6 +134,7 @@ def test_the_jar_is_built_once_per_source_version(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [jar.name]   # no build folder left behind
 
 
+@pytest.mark.spark
 def test_a_source_that_does_not_compile_stops_with_one_line(tmp_path, monkeypatch):
     from encore.spark import check_java
     (tmp_path / "src").mkdir()
