@@ -91,8 +91,12 @@ class BlockScorer:
     MAX_HISTORY = 256   # reasons look at the user's most played artists, at most this many
 
     def __init__(self, context_ref: list):
-        import ray
-        self.ctx: ScoringContext = ray.get(context_ref[0])
+        # Ray hands the context over as an object-store reference; a ScoringContext itself is used as it is.
+        context = context_ref[0]
+        if not isinstance(context, ScoringContext):
+            import ray
+            context = ray.get(context)
+        self.ctx: ScoringContext = context
         factors = self.ctx.bundle.item_factors.astype(np.float32)
         norms = np.linalg.norm(factors, axis=1, keepdims=True)
         self.unit_factors = factors / np.where(norms > 0, norms, 1.0)

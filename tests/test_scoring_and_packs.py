@@ -1,0 +1,108 @@
+"""Pieces that a whole night reaches, tested on their own on hand-made inputs: the block scorer's
+three strategies (model, tag profile, popularity) with their reasons, and how packs are assigned
+(styles from tags, slots by largest remainder, draws from the pools without repeats)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from ray_jobs.packs import _assemble, allocate, tag_styles, user_styles
+from ray_jobs.recommender_model import RecommenderBundle
+from ray_jobs.score import POPULAR_REASON, BlockScorer, ScoringContext
+
+pytestmark = pytest.mark.unit
+
+ITEMS = np.array(["i0", "i1", "i2", "i3", "i4"], dtype=object)   # i4 is new: the model does not know it
+NAMES = np.array(["Abba", "Blur", "Cream", "Dido", "Elbow"], dtype=object)
+
+
+def scorer(top_k: int = 5) -> BlockScorer:
+    bundle = RecommenderBundle(
+        user_ids=np.array(["u0"]), item_ids=ITEMS[:4],
+        user_factors=np.array([[1.0, 0.0]]),
+        item_factors=np.array([[1.0, 0.0], [0.9, 0.1], [0.1, 0.9], [0.5, 0.5]]),
+        item_bias=np.zeros(4), seen=sp.csr_matrix((1, 4), dtype=np.float32), listeners=np.ones(4))
+    context = ScoringContext(
+        bundle=bundle, item_ids=ITEMS, item_names=NAMES,
+        popularity=np.array([0.5, 0.9, 0.2, 0.4, 0.1], dtype=np.float32),
+        item_tags=sp.csr_matrix(np.array([[0, 0], [0, 0], [1, 0], [0, 1], [0, 0]], dtype=np.float32)),
+        tag_names=np.array(["folk", "rock"], dtype=object),
+        user_ids=np.array(["u0", "u1", "u2"], dtype=object),
+        user_model_index=np.array([0, -1, -1]),
+        user_tags=sp.csr_matrix(np.array([[0, 0], [1, 0], [0, 0]], dtype=np.float32)),
+        played=sp.csr_matrix(np.array([[3, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32)),
+        top_k=top_k)
+    return BlockScorer([context])
+
+
+def lists(out: dict) -> dict[str, list[tuple]]:
+    frame = pd.DataFrame(out)
+    return {u: list(zip(g["rank"], g["item_id"], g["strategy"], g["reason"]))
+            for u, g in frame.sort_values(["user_id", "rank"]).groupby("user_id")}
+
+
+def test_each_listener_gets_the_strategy_their_data_allows():
+    s = scorer()
+    assert list(s.strategy) == ["model", "tag_profile", "popularity"]
+
+
+def test_the_model_ranks_known_items_skips_played_ones_and_explains_from_the_history():
+    got = lists(scorer()({"row": np.array([0])}))["u0"]
+    # i0 was played: never recommended. Model items by score, then the new item by popularity.
+    assert [item for _, item, _, _ in got] == ["i1", "i3", "i2", "i4"]
+    assert [rank for rank, *_ in got] == [1, 2, 3, 4]
+    assert all(reason == "because you play Abba" and strategy == "model" for _, _, strategy, reason in got[:3])
+    assert got[3][2:] == ("popularity", POPULAR_REASON)
+
+
+def test_a_new_listener_with_tags_gets_tag_matches_first_then_popular_items():
+    got = lists(scorer()({"row": np.array([1])}))["u1"]
+    assert got[0] == (1, "i2", "tag_profile", "because you like folk")
+    assert [item for _, item, _, _ in got[1:]] == ["i1", "i0", "i3", "i4"]   # by popularity
+    assert all(strategy == "popularity" and reason == POPULAR_REASON for _, _, strategy, reason in got[1:])
+
+
+def test_a_listener_without_data_gets_the_popular_items_and_k_bounds_every_list():
+    out = scorer(top_k=3)({"row": np.array([0, 1, 2])})
+    got = lists(out)
+    assert [item for _, item, _, _ in got["u2"]] == ["i1", "i0", "i3"]
+    assert {u: len(rows) for u, rows in got.items()} == {"u0": 3, "u1": 3, "u2": 3}
+
+
+def test_styles_come_from_tags_and_slots_follow_the_shares():
+    style_tags = {"pop": ["pop", "rock"], "folk": ["folk", "celtic"], "chorale": ["choral"]}
+    known = ["chorale", "folk", "pop"]
+    assert tag_styles("Celtic Folk", style_tags, known) == ["folk"]
+    assert tag_styles("folk rock", style_tags, known) == ["folk", "pop"]
+    tastes = [{"tag": "rock", "weight": 3.0}, {"tag": "celtic", "weight": 1.0}, {"tag": "jazz", "weight": 5.0}]
+    assert user_styles(tastes, style_tags, known, 2, "folk") == [("pop", 0.75), ("folk", 0.25)]
+    assert user_styles([], style_tags, known, 2, "folk") == [("folk", 1.0)]
+    assert allocate([("pop", 0.75), ("folk", 0.25)], 3) == ["pop", "pop", "folk"]
+    assert allocate([("pop", 0.5), ("folk", 0.5)], 3).count("pop") >= 1
+    assert allocate([("pop", 0.1), ("folk", 0.9)], 2)[0] == "pop"   # the strongest listed style always gets one
+
+
+def test_packs_draw_from_the_pools_without_repeats_and_are_deterministic():
+    sketch = {"passed": True, "tempo_bpm": 100.0, "chords": ["C"], "n_notes": 10, "in_scale": 1.0,
+              "longest_shared_intervals": 2, "midi": b"MThd"}
+    pool = pd.DataFrame([{**sketch, "style": "folk", "key": "D major", "tempo_bucket": "medium", "slot": i,
+                          "used_seed": 100 + i} for i in range(3)]
+                        + [{**sketch, "style": "folk", "key": "D major", "tempo_bucket": "medium", "slot": 9,
+                            "used_seed": 999, "passed": False}])
+    recs = pd.DataFrame({"user_id": ["a", "a", "a"], "rank": [1, 2, 3], "item_id": ["x", "y", "z"],
+                         "item_name": ["X", "Y", "Z"]})
+    combos = {"folk": [("D major", "medium")]}
+    slots = {"a": ["folk", "folk", "folk", "folk"], "b": ["folk"]}
+    args = (["a", "b"], slots, combos, pool, recs, dt.date(2026, 11, 20), 1, 8, 2)
+    rows, short = _assemble(*args)
+    by_user = {r["user_id"]: r for r in rows}
+    seeds = [s["seed"] for s in by_user["a"]["sketches"]]
+    assert sorted(seeds) == [100, 101, 102]          # three passed sketches, none twice, the failed one never
+    assert short == 1                                 # b got one sketch: a short pack
+    assert [s["item_id"] for s in by_user["a"]["seed_items"]] == ["x", "y"] and by_user["b"]["seed_items"] == []
+    again, _ = _assemble(*args)
+    assert [r["sketches"] for r in again] == [r["sketches"] for r in rows]
