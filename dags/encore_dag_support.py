@@ -70,7 +70,7 @@ def step(task_id: str, command: str, engine: str, outlets=(), **kwargs):
     if engine not in ("spark", "ray"):
         raise ValueError(f"engine must be 'spark' or 'ray', not {engine!r}")
     config = _config()
-    mode = config.get("airflow.submit", "local")
+    mode = config.airflow.submit
     if mode == "local":
         from airflow.providers.standard.operators.bash import BashOperator
         return BashOperator(task_id=task_id, bash_command=f"{encore_executable()} {command}",
@@ -95,7 +95,7 @@ def _spark_submit(config, task_id: str, command: str, outlets, **kwargs):
     from encore.spark import session_settings
     settings, _ = session_settings(config)
     master = settings.pop("spark.master")
-    conn_id = str(config.get("airflow.spark_conn_id", "encore_spark"))
+    conn_id = config.airflow.spark_conn_id
     os.environ.setdefault(f"AIRFLOW_CONN_{conn_id.upper()}", master)
     jars = settings.pop("spark.jars", None)
     bin_dir = str(Path(sys.executable).parent)   # spark-submit comes with pyspark, beside this Python

@@ -226,8 +226,10 @@ def load_config(profile: str | None = None, config_file: str | None = None,
     embedded = _read_yaml(resources.files("encore").joinpath("defaults.yaml").read_text(), "defaults.yaml")
     default_name = embedded.get("default_profile", "local")
     name = profile or environ.get("ENCORE_PROFILE") or default_name
-    defaults = _resolve_profile(embedded.get("profiles") or {}, default_name)
-    profiled = _resolve_profile(embedded.get("profiles") or {}, name)
+    embedded_profiles = embedded.get("profiles") or {}
+    defaults = _resolve_profile(embedded_profiles, default_name)
+    # a profile the user file defines (not an embedded one): what differs from the defaults came from the file
+    profiled = _resolve_profile(embedded_profiles, name) if name in embedded_profiles else defaults
     config_file = config_file or environ.get("ENCORE_CONFIG")
     if config_file:
         path = Path(config_file)

@@ -28,7 +28,7 @@ def storage_uri(path: str, config: Config | None = None) -> tuple[str, dict[str,
     if not path.startswith("s3a://"):
         return path, None
     options = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
-    conf = (config.get("spark.conf") or {}) if config is not None else {}
+    conf = config.spark.conf if config is not None else {}
     endpoint = conf.get("spark.hadoop.fs.s3a.endpoint")
     if endpoint:
         options["AWS_ENDPOINT_URL"] = str(endpoint)

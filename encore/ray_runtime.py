@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 def apply_auth_mode(config: Config) -> None:
     """Ray reads RAY_AUTH_MODE from the environment; a profile sets it with ``ray.auth_mode`` so that
     drivers and job clients match the cluster (Ray 2.59+ turns token auth on for new clusters)."""
-    mode = config.get("ray.auth_mode")
+    mode = config.ray.auth_mode
     if mode:
         os.environ["RAY_AUTH_MODE"] = str(mode)
 
@@ -24,7 +24,7 @@ def connect(config: Config):
     import ray
     if ray.is_initialized():
         return ray
-    address = config.get("ray.address")
+    address = config.ray.address
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if address:
         try:
@@ -33,7 +33,7 @@ def connect(config: Config):
             raise EncoreError(f"cannot reach the Ray cluster at {address} ({exc}): start it, or unset ray.address "
                               "(ENCORE__RAY__ADDRESS) to run on the local in-process Ray") from None
     else:
-        cpus = config.get("ray.num_cpus")
+        cpus = config.ray.num_cpus
         ray.init(num_cpus=int(cpus) if cpus else None, include_dashboard=False, log_to_driver=True,
                  configure_logging=True, logging_level=logging.WARNING)
     log.info("ray: %s", ray.cluster_resources())

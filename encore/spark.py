@@ -74,7 +74,7 @@ def _record_resolved_jars(jar_dir: Path, packages: list[str]) -> None:
 
 def _packages(config: Config) -> list[str]:
     """Maven coordinates resolved for Spark: Delta, plus ``spark.extra_packages`` (e.g. hadoop-aws for s3a://)."""
-    return [DELTA_PACKAGE, *[str(p) for p in (config.get("spark.extra_packages") or [])]]
+    return [DELTA_PACKAGE, *config.spark.extra_packages]
 
 
 def _jar_dir(base: Path, packages: list[str]) -> Path:
@@ -109,7 +109,7 @@ def _udf_jar(config: Config) -> str:
 def _jar_settings(config: Config) -> tuple[dict, Path | None]:
     """Spark conf for Delta's jars and Encore's own, and the folder to record after a first resolution (or None)."""
     own = _udf_jar(config)
-    explicit = os.environ.get("ENCORE_SPARK_JARS") or config.get("spark.jars")
+    explicit = os.environ.get("ENCORE_SPARK_JARS") or config.spark.jars
     if explicit:
         return {"spark.jars": f"{explicit},{own}"}, None
     packages = _packages(config)
@@ -136,15 +136,15 @@ def session_settings(config: Config) -> tuple[dict, Path | None]:
     """Every Spark setting of this profile (master, memory, JVM options, Delta, jars, conf), and the folder to
     record after a first jar resolution (or None). ``build_session`` and the DAGs' spark-submit
     (cluster profile) both use it, so a submitted step runs with the same settings as a local one."""
-    spark_cfg = config.section("spark")
+    spark_cfg = config.spark
     # PySpark starts UDF workers with $PYSPARK_PYTHON (default: whatever `python3` is on PATH),
     # which would miss this environment's packages.
-    python = os.environ.get("PYSPARK_PYTHON") or str(spark_cfg.get("python") or sys.executable)
+    python = os.environ.get("PYSPARK_PYTHON") or spark_cfg.python or sys.executable
     jar_conf, resolve_into = _jar_settings(config)
-    java_options = str(spark_cfg.get("java_options") or "").strip()
+    java_options = spark_cfg.java_options.strip()
     settings = {
-        "spark.master": str(spark_cfg.get("master", "local[*]")),
-        "spark.driver.memory": str(spark_cfg.get("driver_memory", "4g")),
+        "spark.master": spark_cfg.master,
+        "spark.driver.memory": spark_cfg.driver_memory,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.warehouse.dir": config.path("catalog") + "/warehouse",
@@ -154,7 +154,7 @@ def session_settings(config: Config) -> tuple[dict, Path | None]:
     }
     if java_options:
         settings["spark.executor.extraJavaOptions"] = java_options
-    settings.update({key: str(value) for key, value in (spark_cfg.get("conf") or {}).items()})
+    settings.update(spark_cfg.conf)
     return settings, resolve_into
 
 
@@ -176,7 +176,7 @@ def build_session(config: Config, app_name: str = "encore"):
     except Exception as exc:  # the JVM failed to start: surface the one actionable line
         raise EncoreError(f"Spark failed to start ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
                           "check Java 17 and, on first run, access to Maven Central") from exc
-    spark.sparkContext.setLogLevel(str(config.get("spark.log_level", "WARN")))
+    spark.sparkContext.setLogLevel(config.spark.log_level)
     if resolve_into is not None:
         _record_resolved_jars(resolve_into, _packages(config))
     return spark

@@ -23,7 +23,7 @@ def client(config: Config):
     """Point MLflow at the profile's store (creating a local one) and return an ``MlflowClient``."""
     import mlflow
     from mlflow import MlflowClient
-    uri = str(config.get("mlflow.tracking_uri"))
+    uri = config.mlflow.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -42,7 +42,7 @@ def experiment(config: Config, name: str) -> str:
     if found is not None:
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return found.experiment_id
-    root = config.get("mlflow.artifact_root")
+    root = config.mlflow.artifact_root
     location = None
     if root:
         location = str(root) if "://" in str(root) else Path(str(root)).resolve().as_uri()
@@ -82,7 +82,7 @@ def champion(config: Config, model_name: str) -> Champion | None:
 def require_champion(config: Config, model_name: str, hint: str) -> Champion:
     found = champion(config, model_name)
     if found is None:
-        raise EncoreError(f"no '{CHAMPION}' version of MLflow model {model_name} in {config.get('mlflow.tracking_uri')}: "
+        raise EncoreError(f"no '{CHAMPION}' version of MLflow model {model_name} in {config.mlflow.tracking_uri}: "
                           f"{hint}")
     return found
 

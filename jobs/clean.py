@@ -122,8 +122,8 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
         F.upper(text("country")).alias("country"),
     )
     latest = dt.datetime.combine(day + dt.timedelta(days=1), dt.time()) + dt.timedelta(
-        hours=float(cfg["future_tolerance_hours"]))
-    oldest = F.to_timestamp(F.lit(str(cfg["min_event_time"])))
+        hours=cfg.future_tolerance_hours)
+    oldest = F.to_timestamp(F.lit(cfg.min_event_time))
     reason = _first_reason([
         ("malformed_record", F.col("_malformed")),
         ("missing_event_id", F.col("event_id").isNull()),
@@ -134,7 +134,7 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
         ("timestamp_in_future", F.col("event_ts") > F.lit(latest)),
         ("bad_ms_played", F.col("ms_text").isNotNull() & F.col("ms_played").isNull()),
         ("negative_ms_played", F.col("ms_played") < 0),
-        ("absurd_ms_played", F.col("ms_played") > int(cfg["max_ms_played"])),
+        ("absurd_ms_played", F.col("ms_played") > cfg.max_ms_played),
     ])
     detail = (F.when(reason.isin("bad_timestamp", "timestamp_too_old", "timestamp_in_future"),
                      F.concat(F.lit("ts="), F.col("ts_text")))
@@ -199,8 +199,8 @@ def _rejects(typed, prior, cfg: dict):
         "*",
         F.sum(F.when(kept, 1).otherwise(0)).over(by_user).alias("_plays"),
         (F.sum(F.when(kept, F.coalesce("ms_played", F.lit(0))).otherwise(0)).over(by_user) / 3_600_000).alias("_hours"))
-    is_bot = kept & ((F.col("_plays") > int(cfg["bot_max_plays_per_day"]))
-                     | (F.col("_hours") > float(cfg["bot_max_listening_hours_per_day"])))
+    is_bot = kept & ((F.col("_plays") > cfg.bot_max_plays_per_day)
+                     | (F.col("_hours") > cfg.bot_max_listening_hours_per_day))
     detail = (F.when(is_bot, F.format_string("%d plays, %.1f h of audio in the day", F.col("_plays"), F.col("_hours")))
               .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play"))
               .otherwise(F.col("_kept.detail")))
@@ -333,7 +333,7 @@ def _write_together(lake: Lakehouse, writes: list, day: dt.date, run_info: dict)
 
 
 def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
-    cfg = lake.config.section("clean")
+    cfg = lake.config.clean
     if not lake.exists(BRONZE_PLAYS_RAW) and not lake.exists(BRONZE_PLAY_COUNTS_RAW):
         raise EncoreError("bronze is empty: run `encore ingest` first")
     lake.ensure(BRONZE_PLAYS_RAW)
@@ -349,7 +349,7 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     # second writes silver from a fresh parse minus those rejections. Parsing again cost less than
     # writing all typed rows to Parquet and reading them back twice (10M events: ~14 s). The first
     # parse reads only the fields the rules need (RULE_FIELDS).
-    prior = _prior_events(lake, day, int(cfg["dedupe_lookback_days"]))
+    prior = _prior_events(lake, day, cfg.dedupe_lookback_days)
     with lake.staging(f"clean-{day}") as staged_path:
         _rejects(_typed_events(raw, day, cfg, rules_only=True), prior, cfg).write.parquet(f"{staged_path}/rejects")
         rejects = lake.spark.read.parquet(f"{staged_path}/rejects")
@@ -371,7 +371,7 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
                 quarantine = quarantine.unionByName(extra[1])
 
         share = result.quarantined / result.events if result.events else 0.0
-        limit = float(cfg["max_quarantine_share"])
+        limit = cfg.max_quarantine_share
         if share > limit:
             lake.replace_partition(quarantine, SILVER_PLAYS_QUARANTINE, "date", day, run_info)
             raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="

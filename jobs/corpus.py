@@ -33,12 +33,12 @@ PARSED_SCHEMA = ("piece_id string, source string, style string, path string, spl
 TOKENIZED_SCHEMA = PARSED_SCHEMA + ", tok_ok boolean, tok_error string, token_ids array<int>"
 
 
-def list_pieces(cfg: dict) -> list[music.Piece]:
-    limit = cfg.get("limit_per_source")
-    limit = int(limit) if limit is not None else None
+def list_pieces(cfg) -> list[music.Piece]:
+    """The pieces of music21's corpus and of the configured folders (``music.corpus``), ``limit_per_source`` each."""
+    limit = cfg.limit_per_source
     pieces = music.music21_pieces(limit)
     for key, finder in (("pop909_dir", music.pop909_pieces), ("nottingham_dir", music.nottingham_pieces)):
-        root = cfg.get(key)
+        root = getattr(cfg, key)
         if root:
             if not Path(root).is_dir():
                 raise EncoreError(f"music.corpus.{key} = {root} is not a folder: fix the path or set it to null")
@@ -98,7 +98,7 @@ def _tokenize_partition(tokenizer_json: str):
 
 def build_corpus(lake: Lakehouse, tokenizer_dir: str | None = None) -> dict[str, int]:
     from pyspark.sql import functions as F
-    cfg = lake.config.section("music").get("corpus", {})
+    cfg = lake.config.music.corpus
     pieces = list_pieces(cfg)
     if not pieces:
         raise EncoreError("no music pieces found: is music21 installed with its corpus?")
@@ -114,7 +114,7 @@ def build_corpus(lake: Lakehouse, tokenizer_dir: str | None = None) -> dict[str,
 
         train_midi = parsed.where("ok AND split = 'train'").select("piece_id", "midi").toLocalIterator()
         tokenizer = music.new_tokenizer()
-        vocab = int(cfg.get("bpe_vocab_size", 1000))
+        vocab = cfg.bpe_vocab_size
         with tempfile.TemporaryDirectory() as tmp:
             files = []
             for i, row in enumerate(train_midi):

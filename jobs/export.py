@@ -133,7 +133,7 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
 
     staging = root / f".staging-{folder}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
-    tracking.experiment(config, str(config.get("nightly.experiment")))
+    tracking.experiment(config, config.nightly.experiment)
     with mlflow.start_run(run_name=f"export {run_date}") as run:
         mlflow.set_tags({"job": "export", "run_date": str(run_date)})
         mlflow.log_params({f"source.{k}.version": v for k, v in versions.items()})
@@ -152,7 +152,7 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
             log.error("export %s failed before publishing; %s is left without _SUCCESS and the previous export "
                       "(if any) is untouched", run_date, staging)
             raise
-        removed = _apply_retention(root, int(config.get("export.keep_runs")), folder)
+        removed = _apply_retention(root, config.export.keep_runs, folder)
         total_bytes = sum(f["bytes"] for f in manifest["files"])
         seconds = time.perf_counter() - started
         mlflow.log_metrics({"rows.recommendations": manifest["datasets"]["recommendations"]["rows"],

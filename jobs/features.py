@@ -34,8 +34,8 @@ def _pinned(lake: Lakehouse, name: str):
 
 
 def build_features(lake: Lakehouse, as_of: dt.date) -> dict[str, int]:
-    cfg = lake.config.section("features")
-    window = int(cfg["window_days"])
+    cfg = lake.config.features
+    window = cfg.window_days
     plays, v_plays = _pinned(lake, SILVER_PLAYS)
     counts, v_counts = _pinned(lake, SILVER_PLAY_COUNTS)
     catalog, v_catalog = _pinned(lake, SILVER_CATALOG)
@@ -81,7 +81,7 @@ def build_features(lake: Lakehouse, as_of: dt.date) -> dict[str, int]:
                                    "tags array<struct<tag:string,count:bigint,first_tagged:date>>")
         ranked_tags = F.transform(F.slice(F.sort_array(F.transform(F.coalesce("tags", F.array()),
                                   lambda t: F.struct((-t["count"]).alias("o"), t.tag.alias("tag")))),
-                                  1, int(cfg["top_tags_per_item"])), lambda t: t.tag)
+                                  1, cfg.top_tags_per_item), lambda t: t.tag)
         items = (pairs.groupBy("item_id")
                  .agg(F.sum("plays").alias("plays"), F.countDistinct("user_id").alias("listeners"),
                       F.first("_name", ignorenulls=True).alias("_event_name"))
@@ -99,7 +99,7 @@ def build_features(lake: Lakehouse, as_of: dt.date) -> dict[str, int]:
         user_tags = (pairs.join(tag_share, "item_id").groupBy("user_id", "tag")
                      .agg(F.sum(F.col("plays") * F.col("share")).alias("w"))
                      .withColumn("_r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("w"), "tag")))
-                     .where(F.col("_r") <= int(cfg["top_tags_per_user"]))
+                     .where(F.col("_r") <= cfg.top_tags_per_user)
                      .withColumn("weight", F.col("w") / F.sum("w").over(Window.partitionBy("user_id")))
                      .groupBy("user_id")
                      .agg(F.sort_array(F.collect_list(F.struct(F.col("_r"), "tag", "weight"))).alias("_d")))

@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 
 from encore import music
-from encore.config import Config
 from encore.errors import EncoreError
 from encore import tracking
 from encore.delta_reader import read_filtered, read_snapshot, read_table, storage_uri
@@ -145,9 +144,9 @@ def _model_files(name: str, version: int) -> tuple[bytes, bytes]:
         return state.read_bytes(), tokenizer.read_bytes()
 
 
-def _use_gpu(section: dict) -> bool:
+def _use_gpu(section) -> bool:
     import ray
-    setting = str(section.get("use_gpu", "auto")).lower()
+    setting = str(section.use_gpu).lower()
     if setting == "auto":
         return ray.cluster_resources().get("GPU", 0) > 0
     return setting in ("true", "1", "yes")
@@ -164,9 +163,9 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
     from schemas.tables import TABLES
 
     config = lake.config
-    section = config.section("packs")
+    section = config.packs
     started = time.perf_counter()
-    name = str(config.get("music.model_name"))
+    name = config.music.model_name
     champion = tracking.require_champion(config, name, "run `encore train-music` (or `encore night`, which trains "
                                                        "when there is no champion)")
     params = tracking.client(config).get_run(champion.run_id).data.params
@@ -175,7 +174,7 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                         ["style", "key", "tempo_bucket", "melody", "split"])
     train = corpus.frame[corpus.frame["split"] == "train"]
     known = sorted(train["style"].unique())
-    default = str(section["default_style"]) if str(section["default_style"]) in known else known[0]
+    default = section.default_style if section.default_style in known else known[0]
     recs = read_filtered(config, WAREHOUSE_RECOMMENDATIONS, [("run_date", "=", run_date)],
                          ["user_id", "rank", "item_id", "item_name"])
     if recs.frame.empty:
@@ -183,28 +182,28 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                           "first")
     profiles = read_snapshot(config, GOLD_USER_PROFILES, run_date, columns=["user_id", "tag_distribution"])
     tastes = dict(zip(profiles.frame["user_id"].astype(str), profiles.frame["tag_distribution"]))
-    n_sketches = min(4, max(2, int(section["sketches"])))
-    style_tags = {k: [str(w).lower() for w in v] for k, v in (section.get("style_tags") or {}).items()}
+    n_sketches = min(4, max(2, section.sketches))
+    style_tags = {k: [str(w).lower() for w in v] for k, v in section.style_tags.items()}
 
     users = sorted(recs.frame["user_id"].astype(str).unique())
-    slots = {u: allocate(user_styles(tastes.get(u), style_tags, known, int(section["styles_per_pack"]), default),
+    slots = {u: allocate(user_styles(tastes.get(u), style_tags, known, section.styles_per_pack, default),
                          n_sketches) for u in users}
     used_styles = sorted({s for styles in slots.values() for s in styles})
     combos = {style: [tuple(kt) for kt in train[train["style"] == style].groupby(["key", "tempo_bucket"]).size()
-                      .sort_values(ascending=False, kind="stable").index[: int(section["conditions_per_style"])]]
+                      .sort_values(ascending=False, kind="stable").index[: section.conditions_per_style]]
               for style in used_styles}
-    pool_size = int(section["pool_per_condition"])
+    pool_size = section.pool_per_condition
     pool = pd.DataFrame([{"style": s, "key": k, "tempo_bucket": t, "slot": j,
                           "seed": stable_hash(run_date, champion.version, s, k, t, j) % 2 ** 31}
                          for s in used_styles for k, t in combos[s] for j in range(pool_size)])
-    generate_rules = config.section("music")["generate"]
-    bars = int(section["bars"])
+    generate_rules = config.music.generate
+    bars = section.bars
     versions = {GOLD_MUSIC_SEQUENCES: corpus_version, GOLD_USER_PROFILES: profiles.version,
                 WAREHOUSE_RECOMMENDATIONS: recs.version}
     log.info("generate %s: %d users, styles %s, %d pool sketches (%d conditions x %d) with %s v%d", run_date,
              len(users), used_styles, len(pool), len(pool) // max(pool_size, 1), pool_size, name, champion.version)
 
-    tracking.experiment(config, str(config.get("nightly.experiment")))
+    tracking.experiment(config, config.nightly.experiment)
     with mlflow.start_run(run_name=f"generate {run_date}") as run:
         mlflow.set_tags({"job": "generate", "run_date": str(run_date)})
         tracking.log_delta_input(recs.frame, recs.name, recs.path, recs.version, context="generation")
@@ -218,17 +217,17 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
         state, tokenizer = _model_files(name, champion.version)
         payload = ray.put({"state": state, "tokenizer": tokenizer, "bars": bars,
                            "corpus_intervals": [np.diff(np.asarray(m, dtype=np.int32)) for m in train["melody"]],
-                           "rules": {k: generate_rules[k] for k in ("min_bar_fill", "min_in_scale",
+                           "rules": {k: getattr(generate_rules, k) for k in ("min_bar_fill", "min_in_scale",
                                                                      "max_shared_intervals", "retries")}})
         gpu = _use_gpu(section)
-        actors = int(section["actors"])
+        actors = section.actors
         if gpu:   # one GPU per actor: never ask for more actors than the cluster has GPUs
             actors = max(1, min(actors, int(ray.cluster_resources().get("GPU", 1))))
         generated_at = time.perf_counter()
-        blocks = max(1, -(-len(pool) // int(section["batch"])))
+        blocks = max(1, -(-len(pool) // section.batch))
         sketches = ray.data.from_pandas(pool, override_num_blocks=blocks).map_batches(
             SketchGenerator, fn_constructor_kwargs={"payload_ref": [payload]}, batch_format="pandas",
-            batch_size=int(section["batch"]), num_cpus=1, num_gpus=1 if gpu else 0,
+            batch_size=section.batch, num_cpus=1, num_gpus=1 if gpu else 0,
             compute=ray.data.ActorPoolStrategy(size=actors)).to_pandas()
         generation_seconds = time.perf_counter() - generated_at
         del payload
@@ -239,7 +238,7 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                   "regenerated": int(sketches["attempts"].sum() - len(sketches) - (~sketches["passed"]).sum())}
 
         rows, short = _assemble(users, slots, combos, sketches, recs.frame, run_date, champion.version, bars,
-                                int(section["seed_items"]))
+                                section.seed_items)
         table = pa.Table.from_pylist([{**r, "run_date": run_date, "model_name": name,
                                        "model_version": champion.version, "data_versions": sorted(versions.items()),
                                        "mlflow_run_id": run.info.run_id} for r in rows],

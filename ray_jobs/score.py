@@ -326,36 +326,36 @@ def score(lake, run_date: dt.date) -> ScoreResult:
     from encore.ray_runtime import connect
 
     config = lake.config
-    section = config.section("score")
-    name = str(config.get("recommender.model_name"))
+    section = config.score
+    name = config.recommender.model_name
     champion = tracking.require_champion(config, name, "run `encore train-recommender` (or `encore night`, which "
                                                        "trains when there is no champion)")
     started = time.perf_counter()
     bundle = load_bundle(f"models:/{name}/{champion.version}")
-    top_k = int(section["top_k"])
+    top_k = section.top_k
     context, reads = build_context(config, run_date, bundle, top_k)
     versions = {r.name: r.version for r in reads.values()}
     log.info("score %s: %d users (%s) x %d artists with %s v%d", run_date, len(context.user_ids),
              ", ".join(f"{s}={n}" for s, n in zip(*np.unique(context.strategies(), return_counts=True))),
              len(context.item_ids), name, champion.version)
 
-    tracking.experiment(config, str(config.get("nightly.experiment")))
+    tracking.experiment(config, config.nightly.experiment)
     with mlflow.start_run(run_name=f"score {run_date}") as run:
         mlflow.set_tags({"job": "score", "run_date": str(run_date)})
         for read in reads.values():
             tracking.log_delta_input(read.frame, read.name, read.path, read.version, context="scoring")
         mlflow.log_params({"model_name": name, "model_version": champion.version, "top_k": top_k,
-                           "block_users": int(section["block_users"]), "actors": int(section["actors"])})
+                           "block_users": section.block_users, "actors": section.actors})
         connect(config)
         import ray.data
         ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
         ref = ray.put(context)
-        blocks = max(1, -(-len(context.user_ids) // int(section["block_users"])))
+        blocks = max(1, -(-len(context.user_ids) // section.block_users))
         users = ray.data.from_pandas(pd.DataFrame({"row": np.arange(len(context.user_ids), dtype=np.int64)}),
                                      override_num_blocks=blocks)
         lists = users.map_batches(BlockScorer, fn_constructor_kwargs={"context_ref": [ref]}, batch_format="numpy",
-                                  batch_size=int(section["block_users"]), num_cpus=1,
-                                  compute=ray.data.ActorPoolStrategy(size=int(section["actors"])))
+                                  batch_size=section.block_users, num_cpus=1,
+                                  compute=ray.data.ActorPoolStrategy(size=section.actors))
         with lake.staging(f"score-{run_date}") as staging:
             from encore.delta_reader import storage_uri
             lists.write_parquet(storage_uri(staging)[0])

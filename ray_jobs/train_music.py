@@ -51,7 +51,7 @@ def windows(frame, vocab: music.Vocabulary, context: int) -> np.ndarray:
 
 
 def device_and_gpu(config: Config) -> bool:
-    wanted = config.get("music.train.use_gpu")
+    wanted = config.music.train.use_gpu
     return torch.cuda.is_available() if wanted in (None, "auto") else bool(wanted)
 
 
@@ -199,11 +199,8 @@ class MusicTrainResult:
     quality: "object" = None  # pandas DataFrame: the per-style quality report
 
 
-def _settings(config: Config) -> dict:
-    section = config.section("music").get("train") or {}
-    if not section:
-        raise EncoreError("config has no music.train section: see encore/defaults.yaml")
-    return section
+def _settings(config: Config):
+    return config.music.train
 
 
 def _latest_checkpoint(run_dir: Path) -> Path | None:
@@ -235,7 +232,7 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
                           "rerun `encore corpus` so both match")
     tokenizer = music.load_tokenizer(tokenizer_path)
     vocab = music.Vocabulary.of(tokenizer)
-    context = int(settings["context"])
+    context = settings.context
     train_frame, valid_frame = frame[frame["split"] == "train"], frame[frame["split"] == "validation"]
     if valid_frame.empty:
         valid_frame = train_frame.iloc[: max(1, len(train_frame) // 20)]
@@ -243,13 +240,13 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     if len(train_windows) == 0:
         raise EncoreError("no training windows: the corpus has no training pieces with tokens")
     use_gpu = device_and_gpu(config)
-    model_cfg = ModelConfig(vocab_size=vocab.size, context=context, d_model=int(settings["d_model"]),
-                            n_layers=int(settings["n_layers"]), n_heads=int(settings["n_heads"]),
-                            dropout=float(settings["dropout"]))
-    epochs = int(settings["epochs"])
+    model_cfg = ModelConfig(vocab_size=vocab.size, context=context, d_model=settings.d_model,
+                            n_layers=settings.n_layers, n_heads=settings.n_heads,
+                            dropout=settings.dropout)
+    epochs = settings.epochs
     identity = json.dumps({"model": model_cfg.to_dict(), "data": f"{read.version}:{sha}", "epochs": epochs,
-                           "lr": settings["lr"], "batch": settings["batch_size"], "seed": settings["seed"],
-                           "workers": settings["num_workers"]}, sort_keys=True)
+                           "lr": settings.lr, "batch": settings.batch_size, "seed": settings.seed,
+                           "workers": settings.num_workers}, sort_keys=True)
     run_name = "music-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
     storage = config.path("ray_storage")
     resume = _latest_checkpoint(Path(storage) / run_name) if "://" not in storage else None
@@ -259,20 +256,20 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
         log.info("train-music: resuming %s from %s (after epoch %d)", run_name, resume, resumed_from)
     loop_cfg = {"model": model_cfg.to_dict(), "train": train_windows, "valid": valid_windows,
                 "valid_notes": int(valid_frame["n_notes"].sum()), "pad_id": vocab.pad_id, "epochs": epochs,
-                "batch_size": int(settings["batch_size"]), "lr": float(settings["lr"]),
-                "warmup_steps": int(settings["warmup_steps"]), "seed": int(settings["seed"]),
-                "compile": bool(settings.get("compile")), "resume_path": str(resume) if resume else None,
+                "batch_size": settings.batch_size, "lr": settings.lr,
+                "warmup_steps": settings.warmup_steps, "seed": settings.seed,
+                "compile": settings.compile, "resume_path": str(resume) if resume else None,
                 "fail_at_epoch": fail_at_epoch, "fail_marker": str(Path(storage) / f"{run_name}.failed-once")}
     log.info("train-music: %d train / %d validation windows of %d tokens, vocab %d, %s, %d worker(s)",
              len(train_windows), len(valid_windows), context, vocab.size, "GPU" if use_gpu else "CPU",
-             int(settings["num_workers"]))
+             settings.num_workers)
     connect(config)
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_cfg,
-        scaling_config=ray.train.ScalingConfig(num_workers=int(settings["num_workers"]), use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(num_workers=settings.num_workers, use_gpu=use_gpu),
         run_config=ray.train.RunConfig(name=run_name, storage_path=str(Path(storage).resolve()) if "://" not in storage
                                        else storage,
-                                       failure_config=ray.train.FailureConfig(max_failures=int(settings["max_failures"])),
+                                       failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
     result = trainer.fit()
     if result.error:
@@ -280,8 +277,8 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     metrics = dict(result.metrics)
 
-    tracking.experiment(config, str(config.get("music.experiment", "encore-music")))
-    model_name = str(config.get("music.model_name", "encore-music-model"))
+    tracking.experiment(config, config.music.experiment)
+    model_name = config.music.model_name
     # The final checkpoint is read where Ray stored it; from remote storage, through a temporary
     # copy removed at the end of the block (to_directory() left a copy in /tmp on every run).
     with result.checkpoint.as_directory() as checkpoint_dir, \
@@ -324,12 +321,12 @@ def _quality_report(config: Config, checkpoint_dir: str, tokenizer_path: Path, f
     import mlflow
     from ray_jobs.music_bundle import MusicGenerator
     from ray_jobs.music_quality import report
-    section = config.section("music").get("report") or {}
+    section = config.music.report
     held_out = frame[frame["split"] == "test"]
     if held_out.empty:
         held_out = frame[frame["split"] == "validation"]
     generator = MusicGenerator(Path(checkpoint_dir) / "state.pt", tokenizer_path)
-    table = report(generator, held_out, int(section.get("sketches_per_style", 8)), int(section.get("bars", 8)))
+    table = report(generator, held_out, section.sketches_per_style, section.bars)
     for row in table.to_dict("records"):
         for kind in ("generated", "real", "distance"):
             if row[kind] == row[kind]:

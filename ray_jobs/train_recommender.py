@@ -72,7 +72,7 @@ def assemble_bundle(data: recsys.Interactions, factors: lm.Factors, seen, blend:
 def _choose_blend(data: recsys.Interactions, factors: lm.Factors, fit, valid, settings: dict) -> tuple[float, float]:
     """The EASE weight (from BLEND_GRID) whose blend, scored exactly as the deployed bundle scores,
     gives the best validation NDCG@10."""
-    bundle = assemble_bundle(data, factors, fit, 0.0, float(settings["ease_lambda"]), int(settings["ease_max_items"]),
+    bundle = assemble_bundle(data, factors, fit, 0.0, settings["ease_lambda"], settings["ease_max_items"],
                              with_ease=True)
     best_w, best = 0.0, -1.0
     for w in BLEND_GRID:
@@ -96,8 +96,8 @@ def run_trial(params: dict, data: recsys.Interactions, fit, valid, settings: dic
         return False
 
     model, features, best_epoch, history = lm.fit(
-        data, fit, params, seed=int(settings["seed"]), threads=int(settings["threads"]), validation=valid,
-        eval_every=int(settings["eval_every"]), patience=int(settings["patience"]), on_eval=on_eval)
+        data, fit, params, seed=settings["seed"], threads=settings["threads"], validation=valid,
+        eval_every=settings["eval_every"], patience=settings["patience"], on_eval=on_eval)
     if not history or not all(math.isfinite(h[METRIC]) for h in history):
         raise RuntimeError("LightFM produced non-finite validation scores")
     w, blended = (_choose_blend(data, lm.factors_of(model, features), fit, valid, settings)
@@ -160,22 +160,22 @@ def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tup
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from encore.ray_runtime import connect
     connect(config)
-    rc = config.section("recommender")
+    rc = config.recommender
     storage = Path(config.path("ray_storage")).resolve() if "://" not in config.path("ray_storage") \
         else config.path("ray_storage")
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, data=data, fit=fit, valid=valid, settings=settings),
-        {"cpu": int(settings["threads"])})
+        {"cpu": settings["threads"]})
     tuner = tune.Tuner(
         trainable, param_space=search_space(),
         tune_config=tune.TuneConfig(
-            num_samples=trials, max_concurrent_trials=int(rc["search"]["max_concurrent"]) or None,
+            num_samples=trials, max_concurrent_trials=rc.search.max_concurrent or None,
             # The configured parameters are always the first trial, so a search never does worse than them.
-            search_alg=BasicVariantGenerator(random_state=int(settings["seed"]), points_to_evaluate=[
+            search_alg=BasicVariantGenerator(random_state=settings["seed"], points_to_evaluate=[
                 {k: settings["base_params"][k] for k in search_space()}]),
             scheduler=ASHAScheduler(metric=METRIC, mode="max", time_attr="training_iteration",
-                                    grace_period=int(rc["search"]["grace_evaluations"]),
-                                    max_t=max(1, int(settings["base_params"]["epochs"]) // int(settings["eval_every"])) + 1)),
+                                    grace_period=rc.search.grace_evaluations,
+                                    max_t=max(1, settings["base_params"]["epochs"] // settings["eval_every"]) + 1)),
         run_config=tune.RunConfig(name=f"recommender-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}",
                                   storage_path=str(storage), verbose=0, callbacks=[_progress_callback(trials)],
                                   failure_config=tune.FailureConfig(max_failures=0)))
@@ -203,11 +203,10 @@ def search(config: Config, data, fit, valid, settings: dict, trials: int) -> tup
 # --- the job ---------------------------------------------------------------------------------
 
 def _settings(config: Config, params: dict) -> dict:
-    rc = config.section("recommender")
-    return {"seed": int(rc["seed"]), "threads": int(rc["search"]["cpus_per_trial"]),
-            "eval_every": int(rc["search"]["eval_every"]), "patience": int(rc["search"]["patience"]),
-            "ease_lambda": float(rc["baselines"]["ease_lambda"]), "ease_max_items": int(rc["baselines"]["ease_max_items"]),
-            "blend": bool(rc.get("blend", True)), "base_params": params}
+    rc = config.recommender
+    return {"seed": rc.seed, "threads": rc.search.cpus_per_trial, "eval_every": rc.search.eval_every,
+            "patience": rc.search.patience, "ease_lambda": rc.baselines.ease_lambda,
+            "ease_max_items": rc.baselines.ease_max_items, "blend": rc.blend, "base_params": params}
 
 
 def evaluate_champion(config: Config, model_name: str, data: recsys.Interactions, train, test) -> tuple[float, int] | None:
@@ -259,21 +258,21 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
                       versions: dict[str, int] | None = None, param_overrides: dict | None = None,
                       register: bool = True) -> TrainResult:
     import mlflow
-    rc = config.section("recommender")
-    base = {**lm.DEFAULT_PARAMS, **(rc.get("params") or {}), **(param_overrides or {})}
+    rc = config.recommender
+    base = {**lm.DEFAULT_PARAMS, **rc.params.model_dump(), **(param_overrides or {})}
     settings = _settings(config, base)
-    trials = int(rc["search"]["trials"]) if search_trials is None else int(search_trials)
+    trials = rc.search.trials if search_trials is None else int(search_trials)
 
     data, reads = load_gold(config, as_of, versions)
-    train, test = recsys.split_holdout(data, float(rc["holdout_share"]), int(rc["min_items"]), settings["seed"])
-    fit, valid = recsys.split_holdout(data.with_plays(train), float(rc["holdout_share"]), int(rc["min_items"]),
+    train, test = recsys.split_holdout(data, rc.holdout_share, rc.min_items, settings["seed"])
+    fit, valid = recsys.split_holdout(data.with_plays(train), rc.holdout_share, rc.min_items,
                                       settings["seed"] + 1)
     if test.nnz == 0 or valid.nnz == 0:
-        raise EncoreError(f"too little data to evaluate: no user has {rc['min_items']} or more items "
+        raise EncoreError(f"too little data to evaluate: no user has {rc.min_items} or more items "
                           f"({data.plays.nnz} interactions, {len(data.user_ids)} users)")
     log.info("recommender: %d users x %d items, %d train / %d test interactions", *data.shape, train.nnz, test.nnz)
 
-    tracking.experiment(config, str(rc["experiment"]))
+    tracking.experiment(config, rc.experiment)
     with mlflow.start_run(run_name=f"train-recommender {as_of or 'latest'}") as run:
         mlflow.set_tags({"job": "train-recommender", "as_of_date": str(as_of or "latest")})
         for read in reads.values():
@@ -294,7 +293,7 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
         mlflow.log_metrics({"valid.ndcg_at_10": float(best["score"]), "valid.lightfm_ndcg_at_10": float(best["best_lightfm"])})
 
         started = time.perf_counter()
-        models, features, _, _ = lm.fit(data, train, params, seed=settings["seed"], threads=int(rc["final_threads"]))
+        models, features, _, _ = lm.fit(data, train, params, seed=settings["seed"], threads=rc.final_threads)
         fit_seconds = time.perf_counter() - started
         factors = lm.factors_of(models, features)
         w = float(params["blend_ease"])
@@ -308,18 +307,18 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
             mlflow.log_metrics({f"test.{key}.{k}": float(v) for k, v in row.items() if k not in ("model", "seconds")})
         mlflow.log_table(table, artifact_file="comparison.json")
 
-        champion_eval = evaluate_champion(config, str(rc["model_name"]), data, train, test) if register else None
+        champion_eval = evaluate_champion(config, rc.model_name, data, train, test) if register else None
         with tempfile.TemporaryDirectory() as tmp:
             path = bundle.save(Path(tmp) / "bundle.npz")
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=pyfunc_model(), artifacts={"bundle": str(path)},
-                registered_model_name=str(rc["model_name"]) if register else None,
+                registered_model_name=rc.model_name if register else None,
                 input_example=pd.DataFrame({"user_id": data.user_ids[:2].astype(str), "item_id": data.item_ids[:2].astype(str)}))
         version = int(info.registered_model_version) if register else 0
         decision = tracking.decide(candidate, champion_eval[0] if champion_eval else None,
                                    champion_eval[1] if champion_eval else None, METRIC, higher_is_better=True)
         if register:
-            tracking.apply_gate(config, str(rc["model_name"]), version, decision)
+            tracking.apply_gate(config, rc.model_name, version, decision)
         result = TrainResult(run.info.run_id, version, params, table, decision,
                              {r.name: r.version for r in reads.values()}, bundle, trial_table)
     return result

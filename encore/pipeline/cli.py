@@ -155,7 +155,7 @@ def cmd_sample(cfg: Config, args) -> None:
     from encore import music
     from ray_jobs.music_bundle import load_generator
     from encore.tracking import CHAMPION, require_champion
-    name = str(cfg.get("music.model_name"))
+    name = cfg.music.model_name
     require_champion(cfg, name, "run `encore train-music` first")
     key = music.normalise_key(args.key if ":" in args.key else f"{args.key}:{'min' if args.minor else 'maj'}")
     if key is None:

@@ -80,13 +80,13 @@ def recommender_eval(config: Config, hetrec_dir: str, out: str, trials: int | No
         print_comparison(result.comparison, f"held-out split of the given rows (as_of {SNAPSHOT})")
 
         data, _ = load_gold(local, SNAPSHOT, result.versions)
-        rc = local.section("recommender")
+        rc = local.recommender
         params = result.params
         log.info("refitting %s on all %d given rows", params, data.plays.nnz)
-        models, features, _, _ = lm.fit(data, data.plays, params, seed=int(rc["seed"]), threads=int(rc["final_threads"]))
+        models, features, _, _ = lm.fit(data, data.plays, params, seed=rc.seed, threads=rc.final_threads)
         factors = lm.factors_of(models, features)
         bundle = assemble_bundle(data, factors, data.plays, float(params["blend_ease"]),
-                                 float(rc["baselines"]["ease_lambda"]), int(rc["baselines"]["ease_max_items"]))
+                                 rc.baselines.ease_lambda, rc.baselines.ease_max_items)
         users = np.arange(len(data.user_ids))
         items, _ = recsys.top_k(bundle.score, users, data.plays, 10)
         frame = pd.DataFrame({"user_id": np.repeat(data.user_ids, 10), "item_id": data.item_ids[items.ravel()],

@@ -32,8 +32,10 @@ class NightReport:
         started = time.monotonic()
         summary = fn()
         seconds = time.monotonic() - started
-        if summary is not None:
-            self.steps.append((name, summary, seconds))
+        if summary is None:
+            log.info("night %s: %s done in %.1f s", self.run_date, name, seconds)
+            return None
+        self.steps.append((name, summary, seconds))
         log.info("night %s: %s done in %.1f s: %s", self.run_date, name, seconds, summary)
         return summary
 

@@ -175,9 +175,9 @@ def ensure_models_run(ctx: StepContext) -> None:
     report line per model trained, none when both have a champion."""
     from encore import tracking
     config, report = ctx.config, ctx.report
-    if tracking.champion(config, str(config.get("recommender.model_name"))) is None:
+    if tracking.champion(config, config.recommender.model_name) is None:
         report.step("train-recommender (no champion yet)", lambda: train_recommender_run(ctx))
-    if tracking.champion(config, str(config.get("music.model_name"))) is None:
+    if tracking.champion(config, config.music.model_name) is None:
         if not ctx.lake.exists(GOLD_MUSIC_SEQUENCES):
             report.step("corpus (no music corpus yet)", lambda: corpus_run(ctx))
         report.step("train-music (no champion yet)", lambda: train_music_run(ctx))
@@ -223,7 +223,7 @@ def train_recommender_command(cfg: Config, args) -> None:
     result = train_recommender(cfg, args.date, search_trials=args.trials, versions=versions)
     print_comparison(result.comparison, f"held-out split of gold.interactions as of {args.date or 'latest'} "
                      f"(versions {result.versions})")
-    print(f"\nMLflow run {result.run_id}: {cfg.get('recommender.model_name')} v{result.model_version} "
+    print(f"\nMLflow run {result.run_id}: {cfg.recommender.model_name} v{result.model_version} "
           f"{'PROMOTED to champion' if result.decision.promoted else 'not promoted'}: {result.decision.reason}")
 
 
@@ -239,7 +239,7 @@ def train_music_command(cfg: Config, args) -> None:
     rows = [(int(r["epoch"]), f"{r['train_loss']:.3f}", f"{r['valid_nll_per_token']:.3f}", f"{r['valid_nll_per_note']:.3f}",
              f"{r['tokens_per_second']:.0f}") for r in result.history]
     print_table(["epoch", "train loss", "valid NLL/token", "valid NLL/note", "tokens/s"], rows)
-    print(f"\nMLflow run {result.run_id}: {cfg.get('music.model_name')} v{result.model_version} "
+    print(f"\nMLflow run {result.run_id}: {cfg.music.model_name} v{result.model_version} "
           f"{'PROMOTED to champion' if result.decision.promoted else 'not promoted'}: {result.decision.reason}")
 
 

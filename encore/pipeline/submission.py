@@ -37,7 +37,7 @@ def _client(config: Config):
     from encore.ray_runtime import apply_auth_mode
     apply_auth_mode(config)   # before Ray is imported: it reads RAY_AUTH_MODE once
     from ray.job_submission import JobSubmissionClient
-    address = config.get("ray.dashboard")
+    address = config.ray.dashboard
     if not address:
         raise EncoreError(f"profile '{config.profile}' has no ray.dashboard (the Ray job server, e.g. "
                           "http://ray-head:8265): set it, or ENCORE__RAY__DASHBOARD")
@@ -69,11 +69,11 @@ def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: floa
     if status is not None:
         echo(f"re-attaching to Ray job {current} ({status.value})")
     else:
-        entrypoint = " ".join([str(config.get("ray.entrypoint") or "encore"), *map(shlex.quote, args)])
+        entrypoint = " ".join([config.ray.entrypoint, *map(shlex.quote, args)])
         client.submit_job(entrypoint=entrypoint, submission_id=current,
                           runtime_env={"env_vars": encore_environment()},
                           metadata={"encore_step": args[0] if args else ""})
-        echo(f"submitted Ray job {current}: {entrypoint} to {config.get('ray.dashboard')}")
+        echo(f"submitted Ray job {current}: {entrypoint} to {config.ray.dashboard}")
     job_id = current
     printed = 0
     while True:

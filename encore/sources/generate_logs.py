@@ -430,9 +430,8 @@ class _NoPool:
 
 def generate_from_config(cfg, **overrides) -> dict[str, int]:
     """``generate`` with the config's ``generate`` section, overridden by any non-None argument."""
-    g = {**cfg.section("generate"), **{k: v for k, v in overrides.items() if v is not None}}
-    return generate(cfg.path("landing"), str(g["source"]), dt.date.fromisoformat(str(g["end_date"])), int(g["days"]),
-                    int(g["seed"]), events_per_day=int(g["events_per_day"]), users=int(g["users"]),
-                    items=int(g["items"]), fault_rate=float(g["fault_rate"]), bots=int(g["bots"]),
-                    events_per_file=int(g["events_per_file"]), hetrec_dir=g.get("hetrec_dir"),
-                    scale=float(g.get("scale", 0.01)), workers=g.get("workers"))
+    section = cfg.generate
+    g = section.model_validate({**section.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    return generate(cfg.path("landing"), g.source, g.end_date, g.days, g.seed, events_per_day=g.events_per_day,
+                    users=g.users, items=g.items, fault_rate=g.fault_rate, bots=g.bots,
+                    events_per_file=g.events_per_file, hetrec_dir=g.hetrec_dir, scale=g.scale, workers=g.workers)
