@@ -286,7 +286,7 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
         mlflow.set_tags({"job": "train-music", "ray_run": run_name, "device": "cuda" if use_gpu else "cpu"})
         tracking.log_delta_input(frame, read.name, read.path, read.version)
         mlflow.log_params({**{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
-                           **{f"train.{k}": v for k, v in settings.items()}, "tokenizer_sha256": sha,
+                           **{f"train.{k}": v for k, v in settings.model_dump().items()}, "tokenizer_sha256": sha,
                            "train_windows": len(train_windows), "valid_windows": len(valid_windows)})
         for row in history:
             mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "valid_nll_per_token", "valid_nll_per_note",

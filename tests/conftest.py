@@ -113,3 +113,11 @@ def pytest_collection_modifyitems(config, items):
             continue
         found = {FIXTURE_TIERS[f] for f in item.fixturenames if f in FIXTURE_TIERS}
         item.add_marker(max(found, key=TIERS.index) if found else "unit")
+
+
+@pytest.fixture(scope="session")
+def trained_home(spark, tmp_path_factory):
+    """The small world's home after its first night's training, built once per session (tests/homes.py);
+    copy it with ``tests.homes.copy_home`` before use: it is shared."""
+    from tests.homes import build_trained_home
+    return build_trained_home(spark, tmp_path_factory.mktemp("trained"))

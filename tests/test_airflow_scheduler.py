@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, make_config
-from tests.test_dags import small_night_env
+from tests.homes import copy_home, small_night_env
 
 DATES = ("2026-11-19", "2026-11-20")
 SCRIPT = REPO / "infra" / "airflow" / "local_airflow.py"
@@ -35,10 +35,10 @@ def test_a_failed_airflow_call_reports_the_error_not_sqlalchemys_link():
 
 
 @pytest.mark.e2e
-def test_a_real_scheduler_backfills_the_nightly_dag_one_export_per_date(tmp_path):
+def test_a_real_scheduler_backfills_the_nightly_dag_one_export_per_date(trained_home, tmp_path):
     from encore.sources.generate_logs import generate_from_config
     from encore.delta_reader import read_filtered
-    env = {**small_night_env(tmp_path / "encore"), "ENCORE__GENERATE__DAYS": "2"}
+    env = {**small_night_env(copy_home(trained_home, tmp_path / "encore")), "ENCORE__GENERATE__DAYS": "2"}
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
     generate_from_config(config)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCORE", "AIRFLOW"))}

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, make_config
-from tests.test_dags import small_night_env
+from tests.homes import copy_home, small_night_env
 
 DAY = dt.date(2026, 11, 20)
 BIN = Path(sys.executable).parent
@@ -82,9 +82,9 @@ def _run(argv: list[str], env: dict, timeout: int) -> str:
 
 
 @pytest.mark.cluster
-def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, tmp_path):
+def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, trained_home, tmp_path):
     from encore.sources.generate_logs import generate_from_config
-    env = small_night_env(tmp_path / "encore")
+    env = small_night_env(copy_home(trained_home, tmp_path / "encore"))
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
     generate_from_config(config)
     base = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROCESS_ENV, REPO, make_config
-from tests.test_music import TINY
+from tests.conftest import REPO, make_config
+from tests.homes import copy_home, small_night_env
 
 DAGS = REPO / "dags"
 NIGHTLY_ORDER = ["ingest", "clean", "features", "ensure_models", "score", "generate", "export", "validate"]
@@ -61,27 +61,14 @@ def test_task_order_retries_and_assets(airflow_home):
         "encore.gold.interactions", "encore.gold.items", "encore.gold.user_profiles"}
 
 
-def small_night_env(home: Path) -> dict[str, str]:
-    """ENCORE_* settings for one small synthetic date and tiny models (shared with the scheduler test)."""
-    return {**PROCESS_ENV, **TINY, "ENCORE_HOME": str(home),
-            "ENCORE__GENERATE__DAYS": "1", "ENCORE__GENERATE__USERS": "60", "ENCORE__GENERATE__ITEMS": "300",
-            "ENCORE__GENERATE__EVENTS_PER_DAY": "3000", "ENCORE__GENERATE__BOTS": "0",
-            "ENCORE__GENERATE__END_DATE": "2026-11-20",
-            "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0", "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10",
-            "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1", "ENCORE__SCORE__TOP_K": "10",
-            "ENCORE__PACKS__POOL_PER_CONDITION": "2", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",
-            "ENCORE__PACKS__BARS": "2", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
-            "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
-
-
 @pytest.mark.e2e
-def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, tmp_path):
+def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, trained_home, tmp_path):
     """``airflow dags test`` (Dag.test) in its own process, as an operator would run it: Airflow's
     task runner then shares nothing with this test process and its Spark session."""
     from encore.sources.generate_logs import generate_from_config
     from encore.delta_reader import read_filtered
     day = dt.date(2026, 11, 20)
-    env = small_night_env(tmp_path / "encore")
+    env = small_night_env(copy_home(trained_home, tmp_path / "encore"))
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
     generate_from_config(config)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}

@@ -11,23 +11,7 @@ import torch
 
 from encore import music
 from tests.conftest import make_config
-
-TINY = {
-    "ENCORE__MUSIC__CORPUS__LIMIT_PER_SOURCE": "6",
-    "ENCORE__MUSIC__CORPUS__BPE_VOCAB_SIZE": "400",
-    "ENCORE__MUSIC__TRAIN__CONTEXT": "96",
-    "ENCORE__MUSIC__TRAIN__D_MODEL": "32",
-    "ENCORE__MUSIC__TRAIN__N_LAYERS": "1",
-    "ENCORE__MUSIC__TRAIN__N_HEADS": "2",
-    "ENCORE__MUSIC__TRAIN__EPOCHS": "3",
-    "ENCORE__MUSIC__TRAIN__BATCH_SIZE": "8",
-    "ENCORE__MUSIC__TRAIN__LR": "0.003",
-    "ENCORE__MUSIC__TRAIN__WARMUP_STEPS": "5",
-    "ENCORE__MUSIC__TRAIN__DROPOUT": "0.0",
-    "ENCORE__MUSIC__REPORT__SKETCHES_PER_STYLE": "2",
-    "ENCORE__MUSIC__REPORT__BARS": "2",
-}
-
+from tests.homes import TINY
 
 def test_abc_books_are_split_into_tunes_with_the_shared_header():
     book = "%comment\nM:4/4\nX:1\nT:One\nK:G\nGABc|\n\nX:2\nT:Two\nK:D\nDEFG|\n"

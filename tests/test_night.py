@@ -13,7 +13,7 @@ import pytest
 from encore.errors import EncoreError
 from tests.conftest import make_config
 from tests.landing_helpers import event, write_landing
-from tests.test_music import TINY
+from tests.homes import TINY
 
 D1, D2 = dt.date(2026, 11, 19), dt.date(2026, 11, 20)
 K = 10

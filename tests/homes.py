@@ -1,0 +1,101 @@
+"""Test support: the settings of the tests' small worlds, and homes prepared once per session and
+copied into each test that needs one (a whole first night's training costs more than the test).
+
+``copy_home`` moves an Encore home as an operator would restore one elsewhere: the files, and the
+absolute paths MLflow's SQLite store keeps (experiment and model artifact locations).
+"""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+from tests.conftest import PROCESS_ENV
+
+TINY = {
+    "ENCORE__MUSIC__CORPUS__LIMIT_PER_SOURCE": "6",
+    "ENCORE__MUSIC__CORPUS__BPE_VOCAB_SIZE": "400",
+    "ENCORE__MUSIC__TRAIN__CONTEXT": "96",
+    "ENCORE__MUSIC__TRAIN__D_MODEL": "32",
+    "ENCORE__MUSIC__TRAIN__N_LAYERS": "1",
+    "ENCORE__MUSIC__TRAIN__N_HEADS": "2",
+    "ENCORE__MUSIC__TRAIN__EPOCHS": "3",
+    "ENCORE__MUSIC__TRAIN__BATCH_SIZE": "8",
+    "ENCORE__MUSIC__TRAIN__LR": "0.003",
+    "ENCORE__MUSIC__TRAIN__WARMUP_STEPS": "5",
+    "ENCORE__MUSIC__TRAIN__DROPOUT": "0.0",
+    "ENCORE__MUSIC__REPORT__SKETCHES_PER_STYLE": "2",
+    "ENCORE__MUSIC__REPORT__BARS": "2",
+}
+
+
+def small_night_env(home: Path) -> dict[str, str]:
+    """ENCORE_* settings for one small synthetic date and tiny models (shared with the scheduler test)."""
+    return {**PROCESS_ENV, **TINY, "ENCORE_HOME": str(home),
+            "ENCORE__GENERATE__DAYS": "1", "ENCORE__GENERATE__USERS": "60", "ENCORE__GENERATE__ITEMS": "300",
+            "ENCORE__GENERATE__EVENTS_PER_DAY": "3000", "ENCORE__GENERATE__BOTS": "0",
+            "ENCORE__GENERATE__END_DATE": "2026-11-20",
+            "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0", "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10",
+            "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1", "ENCORE__SCORE__TOP_K": "10",
+            "ENCORE__PACKS__POOL_PER_CONDITION": "2", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",
+            "ENCORE__PACKS__BARS": "2", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
+            "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
+
+
+def copy_home(source: Path, target: Path) -> Path:
+    """Copy an Encore home to ``target`` and point its MLflow store's absolute paths there."""
+    shutil.copytree(source, target)
+    database = target / "mlflow.db"
+    if database.is_file():
+        old, new = str(source), str(target)
+        with sqlite3.connect(database) as db:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for _, column, kind, *_ in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if any(t in kind.upper() for t in ("CHAR", "TEXT", "CLOB")) or not kind:
+                        db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                                   f'WHERE "{column}" LIKE ?', (old, new, f"%{old}%"))
+    return target
+
+
+SMALL_NIGHT_DAY = "2026-11-20"
+KEEP_IN_TRAINED_HOME = ("mlflow.db", "mlartifacts", "artifacts", "lakehouse/gold/music_sequences",
+                        "lakehouse/silver/music_quarantine")
+
+
+def build_trained_home(spark, home: Path) -> Path:
+    """A home as a first night of the small world leaves it, less its play data: both models trained,
+    registered and ``champion`` in its MLflow store, the music corpus and tokenizer in place; no
+    landing files and no bronze, silver or gold play tables, so that a test's own night ingests,
+    cleans and builds features from nothing and finds the models ready (``ensure-models`` trains nothing)."""
+    import datetime as dt
+
+    import ray
+
+    from encore.lakehouse import Lakehouse
+    from encore.pipeline.steps import StepContext, ensure_models_run
+    from encore.sources.generate_logs import generate_from_config
+    from jobs.clean import clean_date
+    from jobs.features import build_features
+    from jobs.ingest import ingest_landing
+    from tests.conftest import make_config
+
+    day = dt.date.fromisoformat(SMALL_NIGHT_DAY)
+    env = small_night_env(home)
+    config = make_config(home, **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
+    lake = Lakehouse(config, spark)
+    generate_from_config(config)
+    ingest_landing(lake, [day])
+    clean_date(lake, day)
+    build_features(lake, day)
+    ctx = StepContext(config, day, lake=lake)
+    ensure_models_run(ctx)
+    assert [name for name, _, _ in ctx.report.steps] == [
+        "train-recommender (no champion yet)", "corpus (no music corpus yet)", "train-music (no champion yet)"]
+    ray.shutdown()
+    keep = {home / k for k in KEEP_IN_TRAINED_HOME}
+    for path in sorted(home.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if any(path == k or k in path.parents for k in keep) or any(path in k.parents for k in keep):
+            continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    return home
