@@ -86,16 +86,25 @@ def night_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sql(cfg: Config, args) -> None:
-    from encore.lakehouse import open_lakehouse
-    lake = open_lakehouse(cfg, f"encore-{steps.current_command}", catalog=True)
-    try:
-        df = lake.spark.sql(args.query)
-    except Exception as exc:  # analysis errors: show Spark's first line, not a JVM trace
-        raise EncoreError(f"query failed: {str(exc).splitlines()[0]}") from None
-    rows = df.limit(args.limit + 1).collect()
-    print_table(df.columns, [tuple(r) for r in rows[: args.limit]])
-    if len(rows) > args.limit:
-        print(f"(first {args.limit} rows; raise --limit for more)")
+    """Read-only SQL over the lakehouse tables (encore/sql.py): DuckDB by default, Spark on request."""
+    from encore import sql
+    limit = args.limit if args.limit is not None else (100 if args.format == "table" else None)
+    if args.allow_writes and args.engine != "spark":
+        raise EncoreError("sql: --allow-writes needs --engine spark (DuckDB reads the tables and cannot change them)")
+    if args.engine == "duckdb":
+        result, cut = sql.run_duckdb(cfg, args.query, limit)
+    else:
+        from encore.lakehouse import open_lakehouse
+        result, cut = sql.run_spark(open_lakehouse(cfg, f"encore-{steps.current_command}", catalog=True), args.query,
+                                    limit, allow_writes=args.allow_writes)
+    if args.format == "table" and not args.output:
+        print_table(result.column_names, [tuple(r.values()) for r in result.to_pylist()])
+        if cut:
+            print(f"(first {limit} rows; raise --limit for more)")
+        return
+    sql.write_result(result, "csv" if args.format == "table" else args.format, args.output)
+    if cut:
+        print(f"encore: sql: kept the first {limit} rows (--limit)", file=sys.stderr)
 
 
 def cmd_tables(cfg: Config, args) -> None:
@@ -212,8 +221,15 @@ def recommender_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sql_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("query")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("query", help="one SQL statement over the tables by name, e.g. warehouse.recommendations")
+    p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
+                   help="duckdb (default: no JVM, about a second) or spark (Spark SQL with Delta, for large tables)")
+    p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table",
+                   help="table (printed), csv, json (one object per line) or parquet (needs --output)")
+    p.add_argument("--output", "-o", help="write the result to this file instead of printing it")
+    p.add_argument("--limit", type=int, help="at most this many rows (default: 100 for the printed table, all otherwise)")
+    p.add_argument("--allow-writes", action="store_true",
+                   help="run a statement that changes tables (Spark engine only); every use is logged")
 
 
 def schema_arguments(p: argparse.ArgumentParser) -> None:
@@ -241,7 +257,7 @@ AFTER_STEPS = (
             sample_arguments),
     Command("recommender-eval", "train on a HetRec folder's rows in a temporary lakehouse and write top-10 lists "
             "for every user", cmd_recommender_eval, recommender_eval_arguments),
-    Command("sql", "run Spark SQL against the catalog and print a table", cmd_sql, sql_arguments),
+    Command("sql", "read-only SQL over the tables (DuckDB; --engine spark for Spark SQL)", cmd_sql, sql_arguments),
     Command("tables", "list the registered tables, their versions and descriptions", cmd_tables),
     Command("schema", "print a contract: play_event, catalog_entry, a table's columns, export.recommendations, "
             "export.packs or export.manifest", cmd_schema, schema_arguments),
