@@ -95,6 +95,14 @@ class Lakehouse:
         current = self.properties(name)
         missing = {k: v for k, v in wanted.items() if current.get(k) != v}
         if missing:
+            # Properties may name columns the contract added since (statistics columns): add those first.
+            present = set(self.spark.read.format("delta").load(self.path(name)).columns)
+            added = [f for f in spec(name).schema if f.name not in present]
+            if added:
+                comment = lambda f: f.metadata.get("comment", "").replace("\\", "").replace("'", "\\'")  # noqa: E731
+                columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()} COMMENT '{comment(f)}'" for f in added)
+                self.spark.sql(f"ALTER TABLE delta.`{self.path(name)}` ADD COLUMNS ({columns})")
+                log.info("%s: added columns %s", name, ", ".join(f.name for f in added))
             settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
             self.spark.sql(f"ALTER TABLE delta.`{self.path(name)}` SET TBLPROPERTIES ({settings})")
             log.info("%s: set %s", name, settings)
@@ -188,6 +196,10 @@ class Lakehouse:
         """Create the table if needed, cast to its contract and commit, recording ``run_info``."""
         self.ensure(name)
         writer = self._select_contract(df, name).write.format("delta").mode(mode)
+        if mode == "append":
+            # A table created by an older release gains the columns its contract added since (the
+            # output was cast to the contract above, so only contract columns can be added).
+            writer = writer.option("mergeSchema", "true")
         for key, value in options.items():
             writer = writer.option(key, value)
         if run_info:

@@ -38,7 +38,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from encore.errors import EncoreError
+from encore.errors import DateHeldBack, EncoreError, NoDataForDate
 from encore.lakehouse import Lakehouse
 from encore.udfs import parse_text_fields
 from schemas.events import CORRUPT_COLUMN, parse_schema, record_schema
@@ -359,7 +359,7 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
         late_total = sum(row["count"] for row in counted if row["_late"])
         result.events = raw.count()
         if not result.events and counts is None:
-            raise EncoreError(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
+            raise NoDataForDate(f"no bronze rows for {day}: run `encore ingest --date {day}` first")
         result.kept = result.events - result.quarantined
         late = rejects.where("_late").select("_rid", "reason", "detail")
         if late_total <= BROADCAST_MAX_ROWS:
@@ -374,7 +374,7 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
         limit = cfg.max_quarantine_share
         if share > limit:
             lake.replace_partition(quarantine, SILVER_PLAYS_QUARANTINE, "date", day, run_info)
-            raise EncoreError(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
+            raise DateHeldBack(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
         plays = (_typed_events(raw, day, cfg).where(F.col("reason").isNull())
                  .join(late.select("_rid"), "_rid", "left_anti").withColumn("date", F.lit(day)))

@@ -8,13 +8,25 @@ Sources (``encore ingest --source``):
     a line without six fields is kept verbatim for clean to quarantine;
   * ``hetrec``: HetRec Last.fm-2K as-is: ``user_artists.dat`` play counts -> bronze.play_counts_raw
     (counts stay counts; no fake events), artists + tags -> bronze.catalog_raw.
-A file already in bronze (same path) is skipped, so re-ingesting adds nothing.
+Each file is ingested exactly once, wherever the home or the landing root is mounted: a file's
+identity is its path under the landing root (``plays/date=D/name``) and the SHA-256 of its bytes,
+stored with every bronze row it produced (``source_key``, ``source_sha256``), in the same commit.
+A landing file that cannot be read (corrupt or truncated gzip, not text), one whose bytes changed
+under a name already ingested, or one whose bytes were already ingested under another name goes
+to ``bronze.rejected_files`` with the reason; the date's other files are ingested, and the
+command ends with one line naming what was not taken. A good copy delivered again is picked up.
 """
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import hashlib
 import logging
 import re
+import urllib.parse
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import functions as F
@@ -22,7 +34,7 @@ from pyspark.sql import functions as F
 from encore.sources import hetrec
 from encore.errors import EncoreError
 from encore.lakehouse import Lakehouse
-from schemas.table_names import BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW
+from schemas.table_names import BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW, BRONZE_REJECTED_FILES
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +50,7 @@ def _data_files(folder: Path) -> list[str]:
                   if p.is_file() and not p.name.startswith((".", "_")) and ".tmp" not in p.parent.name)
 
 
-def _landing_dates(root: Path, dates: list[dt.date] | None) -> dict[dt.date, Path]:
+def _landing_dates(root: Path, dates: list[dt.date] | None, missing_ok: bool = False) -> dict[dt.date, Path]:
     found = {}
     if root.is_dir():
         for child in root.iterdir():
@@ -47,10 +59,12 @@ def _landing_dates(root: Path, dates: list[dt.date] | None) -> dict[dt.date, Pat
                 found[dt.date.fromisoformat(match.group(1))] = child
     if dates is not None:
         missing = [d for d in dates if d not in found]
-        if missing:
+        if missing and missing_ok:
+            log.info("no landing data for %s: skipped", ", ".join(d.isoformat() for d in missing))
+        elif missing:
             raise EncoreError(f"no landing data for {', '.join(d.isoformat() for d in missing)} under {root}: "
                               "run `encore generate-logs` or deliver files to date=YYYY-MM-DD folders")
-        found = {d: found[d] for d in dates}
+        found = {d: found[d] for d in dates if d in found}
     return dict(sorted(found.items()))
 
 
@@ -59,43 +73,180 @@ def _uri(path: str) -> str:
     return "file:" + path if path.startswith("/") else path
 
 
-def _new_files(lake: Lakehouse, table: str, files: list[str]) -> list[str]:
-    if not files or not lake.exists(table):
-        return files
-    uris = {f: _uri(f) for f in files}
-    seen = {r[0] for r in lake.read(table).where(F.col("source_file").isin(list(uris.values())))
-            .select("source_file").distinct().collect()}
-    return [f for f, uri in uris.items() if uri not in seen]
+CHUNK = 1 << 20
 
 
-def _read_lines(lake: Lakehouse, files: list[str]):
-    return (lake.spark.read.option("lineSep", "\n").text(files)
-            .select(F.col("value"), F.col("_metadata.file_path").alias("source_file")))
+@dataclass(frozen=True)
+class FileFacts:
+    """What ingest knows of a delivered file before Spark reads it."""
+    path: str
+    key: str                 # identity with sha256: the path under the landing root, or the file name
+    size: int
+    sha256: str | None
+    error: str | None        # why it cannot be read, or None
 
 
-def ingest_landing(lake: Lakehouse, dates: list[dt.date] | None = None) -> dict[str, int]:
-    """Landing folders -> bronze; returns new rows per table."""
+def inspect(path: str, key: str) -> FileFacts:
+    """Size, SHA-256 and readability of one file: a gzip file must decompress to its end (a truncated
+    or corrupt one would stop Spark's whole read), and no file may be binary (NUL bytes)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        digest = hashlib.sha256()
+        with open(p, "rb") as raw:
+            for block in iter(lambda: raw.read(CHUNK), b""):
+                digest.update(block)
+        sha = digest.hexdigest()
+    except OSError as exc:
+        return FileFacts(path, key, 0, None, f"cannot be read ({exc.strerror or exc})")
+    try:
+        opener = gzip.open if p.name.endswith(".gz") else open
+        with opener(p, "rb") as content:
+            first = content.read(CHUNK)
+            if b"\x00" in first:
+                return FileFacts(path, key, size, sha, "not text (NUL bytes in its content)")
+            while content.read(CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:   # BadGzipFile is an OSError
+        kind = "truncated gzip" if isinstance(exc, EOFError) else "corrupt gzip" if p.name.endswith(".gz") else \
+            "unreadable"
+        return FileFacts(path, key, size, sha, f"{kind} ({str(exc) or exc.__class__.__name__})")
+    return FileFacts(path, key, size, sha, None)
+
+
+def inspect_all(files: dict[str, str]) -> list[FileFacts]:
+    """``inspect`` for {path: key}, two files at a time (hashing and gzip release the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda item: inspect(*item), sorted(files.items())))
+
+
+def key_of(path: str) -> str:
+    """A landing file's identity path: from its ``plays/`` or ``catalog/`` folder on (URL-decoded)."""
+    text = urllib.parse.unquote(path)
+    match = re.search(r"(?:^|/)((?:plays|catalog)/date=\d{4}-\d{2}-\d{2}/.+)$", text)
+    return match.group(1) if match else Path(text).name
+
+
+def _known(lake: Lakehouse, table: str, dates: list[dt.date] | None) -> dict[str, str | None]:
+    """{identity key: sha256 (None for rows of an older release)} of the files already in ``table``."""
+    if not lake.exists(table):
+        return {}
+    frame = lake.read(table)
+    if dates is not None:
+        frame = frame.where(F.col("landing_date").isin(dates))
+    has_key = "source_key" in frame.columns
+    columns = ["source_file"] + (["source_key", "source_sha256"] if has_key else [])
+    known: dict[str, str | None] = {}
+    for row in frame.select(*columns).distinct().collect():
+        key = row["source_key"] if has_key and row["source_key"] else key_of(row["source_file"])
+        known[key] = row["source_sha256"] if has_key else None
+    return known
+
+
+def _read_lines(lake: Lakehouse, files: list[FileFacts]):
+    """The lines of each file, with its identity: one read per file, so each row carries its own key and sha."""
+    parts = [lake.spark.read.option("lineSep", "\n").text(f.path)
+             .select(F.col("value"), F.col("_metadata.file_path").alias("source_file"),
+                     F.lit(f.key).alias("source_key"), F.lit(f.sha256).alias("source_sha256")) for f in files]
+    df = parts[0]
+    for part in parts[1:]:
+        df = df.unionByName(part)
+    return df
+
+
+def _reject(lake: Lakehouse, table: str, rejected: list[tuple[FileFacts, dt.date | None, str, str]]) -> None:
+    """Append the files not taken to bronze.rejected_files, each (facts, landing date, status, error) once."""
+    seen = set()
+    if lake.exists(BRONZE_REJECTED_FILES):
+        seen = {(r["source_key"], r["sha256"], r["status"]) for r in lake.read(BRONZE_REJECTED_FILES)
+                .where(F.col("table_name") == table).select("source_key", "sha256", "status").collect()}
+    rows = [(f, day, status, error) for f, day, status, error in rejected if (f.key, f.sha256, status) not in seen]
+    if not rows:
+        return
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    frame = lake.spark.createDataFrame(
+        [(now, table, day, f.key, _uri(f.path), f.size, f.sha256, status, error) for f, day, status, error in rows],
+        "recorded_at timestamp, table_name string, landing_date date, source_key string, source_file string, "
+        "size long, sha256 string, status string, error string")
+    lake.append(frame, BRONZE_REJECTED_FILES)
+
+
+def _sort_files(table: str, facts: list[FileFacts], days: dict[str, dt.date], known: dict[str, str | None]):
+    """(files to ingest, files not taken with their status and reason) against what bronze holds."""
+    by_sha = {sha: key for key, sha in known.items() if sha}
+    take, refuse = [], []
+    for f in facts:
+        day = days[f.path]
+        if f.error:
+            refuse.append((f, day, "unreadable", f.error))
+        elif f.key in known and known[f.key] in (f.sha256, None):
+            continue                                   # ingested before (None: by an older release)
+        elif f.key in known:
+            refuse.append((f, day, "changed", f"its bytes changed since it was ingested (sha256 {known[f.key][:12]}…, "
+                                              f"now {f.sha256[:12]}…): deliver changes under a new name"))
+        elif f.sha256 in by_sha:
+            log.warning("%s: %s has the same bytes as %s, already ingested: not taken twice", table, f.key,
+                        by_sha[f.sha256])
+            refuse.append((f, day, "duplicate", f"same bytes as {by_sha[f.sha256]}, already ingested"))
+        else:
+            by_sha[f.sha256] = f.key
+            take.append(f)
+    return take, refuse
+
+
+def ingest_landing(lake: Lakehouse, dates: list[dt.date] | None = None, missing_ok: bool = False) -> dict[str, int]:
+    """Landing folders -> bronze; returns new rows per table. ``missing_ok`` (a backfill over a range)
+    skips dates that have no landing folder instead of refusing the whole range."""
     landing = Path(lake.config.path("landing"))
     added = {BRONZE_PLAYS_RAW: 0, BRONZE_CATALOG_RAW: 0}
-    plays = _landing_dates(landing / "plays", dates)
+    plays = _landing_dates(landing / "plays", dates, missing_ok)
     if not plays:
         raise EncoreError(f"no landing data under {landing / 'plays'}: run `encore generate-logs` first")
     catalog = _landing_dates(landing / "catalog", None)
+    problems = []
     for table, folders in ((BRONZE_PLAYS_RAW, plays),
                            (BRONZE_CATALOG_RAW, {d: p for d, p in catalog.items() if d in plays})):
-        files = {f: day for day, folder in folders.items() for f in _data_files(folder)}
-        new = set(_new_files(lake, table, list(files)))
-        log.info("%s: %d files found, %d new", table, len(files), len(new))
-        if not new:
+        days = {f: day for day, folder in folders.items() for f in _data_files(folder)}
+        facts = inspect_all({f: Path(f).relative_to(landing).as_posix() for f in days})
+        take, refuse = _sort_files(table, facts, days, _known(lake, table, sorted(folders)))
+        log.info("%s: %d files found, %d new, %d not taken", table, len(facts), len(take), len(refuse))
+        if refuse:
+            _reject(lake, table, refuse)
+            problems += [(f, status, error) for f, _, status, error in refuse if status != "duplicate"]
+        if not take:
             continue
-        # One read per landing date, its date a literal (no per-row parsing of the file path).
-        parts = [_read_lines(lake, [f for f in files if f in new and files[f] == day]).withColumn("landing_date", F.lit(day))
-                 for day in sorted({files[f] for f in new})]
+        # One union per landing date, its date a literal (no per-row parsing of the file path).
+        parts = [_read_lines(lake, [f for f in take if days[f.path] == day]).withColumn("landing_date", F.lit(day))
+                 for day in sorted({days[f.path] for f in take})]
         df = parts[0]
         for part in parts[1:]:
             df = df.unionByName(part)
         added[table] = lake.append(df.withColumn("source_format", F.lit("jsonl")).withColumn("ingested_at", _now()), table)
+    if problems:
+        named = "; ".join(f"{f.key} ({status}: {error})" for f, status, error in problems)
+        raise EncoreError(f"ingest: {len(problems)} landing file{'s' if len(problems) > 1 else ''} not ingested: "
+                          f"{named}. The other files were ingested (rows added: "
+                          f"{', '.join(f'{k} +{v}' for k, v in added.items())}). Deliver a good copy and rerun; "
+                          "`encore sql \"SELECT * FROM bronze.rejected_files\"` lists them")
     return added
+
+
+def _new_files(lake: Lakehouse, table: str, files: list[str]) -> list[FileFacts]:
+    """Files of another source (Last.fm-1K, HetRec) not yet in ``table``: by content, wherever they lie."""
+    facts = inspect_all({f: Path(f).name for f in files})
+    bad = [f for f in facts if f.error]
+    if bad:
+        raise EncoreError(f"ingest: {bad[0].path} {bad[0].error}: deliver a readable copy")
+    if not lake.exists(table):
+        return facts
+    frame = lake.read(table)
+    shas = set()
+    if "source_sha256" in frame.columns:
+        shas = {r[0] for r in frame.where(F.col("source_sha256").isin([f.sha256 for f in facts]))
+                .select("source_sha256").distinct().collect()}
+    legacy = {r[0] for r in frame.where(F.col("source_file").isin([_uri(f.path) for f in facts]))
+              .select("source_file").distinct().collect()}
+    return [f for f in facts if f.sha256 not in shas and _uri(f.path) not in legacy]
 
 
 def ingest_lastfm1k(lake: Lakehouse, path: str, fallback_date: dt.date | None = None) -> int:
@@ -146,7 +297,8 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
         added[BRONZE_PLAY_COUNTS_RAW] = lake.append(counts, BRONZE_PLAY_COUNTS_RAW)
 
     artists_file = str(root / "artists.dat")
-    if _new_files(lake, BRONZE_CATALOG_RAW, [artists_file]):
+    artists = _new_files(lake, BRONZE_CATALOG_RAW, [artists_file])
+    if artists:
         tags = tsv("tags.dat", "ISO-8859-1").select(F.col("tagID"), F.lower(F.trim("tagValue")).alias("tag"))
         year = F.col("year").try_cast("int")
         when_tagged = F.when(year.between(hetrec.FIRST_VALID_YEAR, hetrec.LAST_VALID_YEAR), F.try_to_date(
@@ -163,6 +315,7 @@ def ingest_hetrec(lake: Lakehouse, path: str, snapshot_date: dt.date | None = No
                        F.transform(F.coalesce("t", F.array()), lambda x: x.dropFields("_order")).alias("tags")))
                        .alias("value")))
         catalog = entries.select(F.lit(day).alias("landing_date"), "value", F.lit("hetrec").alias("source_format"),
-                                 F.lit(_uri(artists_file)).alias("source_file"), _now().alias("ingested_at"))
+                                 F.lit(_uri(artists_file)).alias("source_file"), _now().alias("ingested_at"),
+                                 F.lit(artists[0].key).alias("source_key"), F.lit(artists[0].sha256).alias("source_sha256"))
         added[BRONZE_CATALOG_RAW] = lake.append(catalog, BRONZE_CATALOG_RAW)
     return added

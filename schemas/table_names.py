@@ -5,6 +5,7 @@ tables' schemas and docs are in ``schemas.tables``.
 BRONZE_PLAYS_RAW = "bronze.plays_raw"
 BRONZE_CATALOG_RAW = "bronze.catalog_raw"
 BRONZE_PLAY_COUNTS_RAW = "bronze.play_counts_raw"
+BRONZE_REJECTED_FILES = "bronze.rejected_files"
 SILVER_PLAYS = "silver.plays"
 SILVER_PLAYS_QUARANTINE = "silver.plays_quarantine"
 SILVER_PLAY_COUNTS = "silver.play_counts"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pyspark.sql.types import (ArrayType, BinaryType, DateType, DoubleType, IntegerType, LongType, MapType,
                                StringType, StructField, StructType, TimestampType)
 
-from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW,
+from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW, BRONZE_REJECTED_FILES,
                                    GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
                                    SILVER_CATALOG, SILVER_MUSIC_QUARANTINE, SILVER_PLAYS,
                                    SILVER_PLAYS_QUARANTINE, SILVER_PLAY_COUNTS, WAREHOUSE_INSPIRATION_PACKS,
@@ -47,8 +47,12 @@ class TableSpec:
 
 _INGEST_COLS = [
     col("source_format", StringType(), "Adapter that read the line: jsonl, lastfm1k.", False),
-    col("source_file", StringType(), "File the row came from.", False),
+    col("source_file", StringType(), "File the row came from, where it was read (an absolute path or URI).", False),
     col("ingested_at", TimestampType(), "When ingest appended the row (UTC).", False),
+    col("source_key", StringType(), "The file's identity with source_sha256: its path under the landing root "
+        "(plays/date=D/name), the same wherever the root is mounted; the file name for other sources. "
+        "Null for rows ingested before release 0.2 (their identity is the tail of source_file)."),
+    col("source_sha256", StringType(), "SHA-256 of the file's bytes as delivered (null before release 0.2)."),
 ]
 
 PLAYS_RAW = TableSpec(
@@ -61,7 +65,7 @@ PLAYS_RAW = TableSpec(
     ("landing_date",),
     "Append-only raw play events as clients sent them, plus ingestion metadata. A file is ingested once.",
     # Row tracking gives every row a stable id (_metadata.row_id), by which clean refers to a row.
-    properties={"delta.dataSkippingStatsColumns": "source_file,ingested_at", "delta.enableRowTracking": "true"},
+    properties={"delta.dataSkippingStatsColumns": "source_file,ingested_at,source_key", "delta.enableRowTracking": "true"},
 )
 
 CATALOG_RAW = TableSpec(
@@ -73,7 +77,7 @@ CATALOG_RAW = TableSpec(
     ]),
     ("landing_date",),
     "Append-only raw catalogue entries (artist, name, tags).",
-    properties={"delta.dataSkippingStatsColumns": "source_file,ingested_at"},
+    properties={"delta.dataSkippingStatsColumns": "source_file,ingested_at,source_key"},
 )
 
 PLAY_COUNTS_RAW = TableSpec(
@@ -89,6 +93,26 @@ PLAY_COUNTS_RAW = TableSpec(
     ]),
     ("snapshot_date",),
     "Aggregated (user, item, play count) rows from sources that have no events, kept as counts.",
+)
+
+REJECTED_FILES = TableSpec(
+    BRONZE_REJECTED_FILES,
+    StructType([
+        col("recorded_at", TimestampType(), "When ingest found the file (UTC).", False),
+        col("table_name", StringType(), "The bronze table the file was delivered for.", False),
+        col("landing_date", DateType(), "Landing partition (date=YYYY-MM-DD) the file was delivered in."),
+        col("source_key", StringType(), "Path under the landing root (plays/date=D/name).", False),
+        col("source_file", StringType(), "Where the file was read.", False),
+        col("size", LongType(), "Bytes.", False),
+        col("sha256", StringType(), "SHA-256 of the file's bytes."),
+        col("status", StringType(), "unreadable (corrupt or truncated gzip, not text, cannot be opened), changed "
+            "(different bytes under a name already ingested) or duplicate (bytes already ingested under another "
+            "name).", False),
+        col("error", StringType(), "What was wrong, and for changed/duplicate the file it collides with.", False),
+    ]),
+    (),
+    "Landing files ingest did not take, with the reason. Nothing is dropped silently: a good copy delivered "
+    "again (new bytes) is ingested on the next run.",
 )
 
 PLAYS = TableSpec(
@@ -313,6 +337,6 @@ INSPIRATION_PACKS = TableSpec(
 )
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in [
-    PLAYS_RAW, CATALOG_RAW, PLAY_COUNTS_RAW, PLAYS, QUARANTINE, PLAY_COUNTS, CATALOG,
+    PLAYS_RAW, CATALOG_RAW, PLAY_COUNTS_RAW, REJECTED_FILES, PLAYS, QUARANTINE, PLAY_COUNTS, CATALOG,
     INTERACTIONS, ITEMS, USER_PROFILES, MUSIC_SEQUENCES, MUSIC_QUARANTINE, RECOMMENDATIONS, INSPIRATION_PACKS,
 ]}

@@ -215,3 +215,32 @@ def test_empty_frame_is_planned_without_python_workers(lake):
     assert empty.count() == 0
     plan = empty._jdf.queryExecution().executedPlan().toString()
     assert "ExistingRDD" not in plan and "Python" not in plan, plan
+
+
+def test_a_range_goes_past_gaps_and_gated_dates_and_names_them(lake_factory, capsys):
+    """A backfill over 4 dates: one has no landing folder, one fails the quarantine gate; the others
+    are ingested and cleaned, and the range ends with one line naming the held-back date and the gap."""
+    import argparse
+    from encore.pipeline import steps
+    lake = lake_factory()
+    landing = Path(lake.config.path("landing"))
+    good = lambda day: [event(f"{day}-{i}", user=f"u{i % 5}", artist=f"a{i}", ts=f"{day}T1{i % 10}:00:0{i % 10}Z")  # noqa: E731
+                        for i in range(20)]
+    write_landing(landing, "2026-11-17", good("2026-11-17"))
+    write_landing(landing, "2026-11-19", good("2026-11-19")[:5] + ['{"event_id": "broken'] * 10)
+    write_landing(landing, "2026-11-20", good("2026-11-20"))
+    span = argparse.Namespace(date=None, start=dt.date(2026, 11, 17), end=dt.date(2026, 11, 20), source="landing",
+                              path=None)
+    steps.ingest_command(lake.config, span)                       # the gap on 11-18 does not stop the range
+    with pytest.raises(EncoreError) as info:
+        steps.clean_command(lake.config, span)
+    assert str(info.value).startswith(
+        "clean: 1 of 4 dates held back: 2026-11-19 (66.7% of events quarantined, above "
+        "clean.max_quarantine_share=25%); skipped (no data): 2026-11-18; 2 done.")
+    printed = capsys.readouterr().out
+    assert "2026-11-18 | -      | -    | -           | skipped: no data for this date" in printed
+    kept = {r["date"]: r["n"] for r in lake.read("silver.plays").groupBy("date").agg(F.count("*").alias("n")).collect()}
+    assert kept == {dt.date(2026, 11, 17): 20, dt.date(2026, 11, 20): 20}
+    # One date stays strict: its failure is the command's.
+    with pytest.raises(EncoreError, match="clean 2026-11-19: 66.7% of events quarantined"):
+        steps.clean_command(lake.config, argparse.Namespace(date=dt.date(2026, 11, 19), start=None, end=None))

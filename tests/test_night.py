@@ -229,3 +229,45 @@ def test_a_date_without_landing_data_fails_first_and_writes_nothing(night):
         run_night(lake, missing)
     assert {name: lake.version(name) for name in versions} == versions
     assert not (Path(config.path("exports")) / f"run_date={missing}").exists()
+
+
+ANALYST_QUERIES = [   # docs/analyst.md's queries, in SQL both engines speak
+    f"SELECT as_of_date, item_id, name, plays, listeners, popularity_rank, top_tags FROM gold.items "
+    f"WHERE as_of_date = DATE'{D2}' ORDER BY popularity_rank LIMIT 10",
+    f"SELECT reason, count(*) AS n FROM silver.plays_quarantine WHERE date = DATE'{D2}' GROUP BY reason ORDER BY reason",
+    f"SELECT rank, item_name, strategy, reason FROM warehouse.recommendations WHERE run_date = DATE'{D2}' "
+    f"AND user_id = (SELECT min(user_id) FROM warehouse.recommendations) ORDER BY rank LIMIT 10",
+    f"SELECT strategy, count(DISTINCT user_id) AS users FROM warehouse.recommendations WHERE run_date = DATE'{D2}' "
+    f"GROUP BY strategy ORDER BY strategy",
+    f"SELECT user_id, styles, size(sketches) AS n FROM warehouse.inspiration_packs WHERE run_date = DATE'{D2}' "
+    f"ORDER BY user_id LIMIT 5",
+]
+
+
+@pytest.mark.parametrize("query", ANALYST_QUERIES)
+def test_encore_sql_gives_spark_s_answers_from_duckdb(night, query):
+    from encore import sql
+    config, lake, _ = night
+    lake.register_all()
+    duck, _ = sql.run_duckdb(config, query, None)
+    spark, _ = sql.run_spark(lake, query, None)
+    assert duck.num_rows > 0
+    assert [tuple(r.values()) for r in duck.to_pylist()] == [tuple(r.values()) for r in spark.to_pylist()]
+
+
+def test_spark_sql_refuses_writes_unless_allowed_and_logs_them(night):
+    from encore import sql
+    config, lake, _ = night
+    lake.register_all()
+    before = lake.read("warehouse.recommendations").count()
+    with pytest.raises(EncoreError, match=r"sql: DeleteFromTable changes data and `encore sql` is read-only"):
+        sql.run_spark(lake, "DELETE FROM warehouse.recommendations WHERE rank > 5", None)
+    with pytest.raises(EncoreError, match=r"sql: the query does not parse"):
+        sql.run_spark(lake, "SELEC 1", None)
+    assert lake.read("warehouse.recommendations").count() == before
+    history, _ = sql.run_spark(lake, "DESCRIBE HISTORY silver.plays", 5)
+    assert history.num_rows > 0 and "operation" in history.column_names
+    sql.run_spark(lake, "ALTER TABLE silver.plays SET TBLPROPERTIES ('encore.note' = 'sql test')", None,
+                  allow_writes=True)
+    audit = (Path(config.home) / "logs" / "sql-writes.log").read_text().splitlines()
+    assert audit[-1].endswith("ALTER TABLE silver.plays SET TBLPROPERTIES ('encore.note' = 'sql test')")

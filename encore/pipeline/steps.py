@@ -123,7 +123,8 @@ def ingest_command(cfg: Config, args) -> None:
     from jobs import ingest
     lake = lakehouse(cfg)
     if args.source == "landing":
-        added = ingest.ingest_landing(lake, dates_of(args))
+        dates = dates_of(args)
+        added = ingest.ingest_landing(lake, dates, missing_ok=dates is not None and len(dates) > 1)
     elif args.path is None:
         raise EncoreError(f"--source {args.source} needs --path")
     elif args.source == "lastfm1k":
@@ -145,9 +146,46 @@ def clean_command(cfg: Config, args) -> None:
     if not dates:
         raise EncoreError("clean needs --date D or --from D1 --to D2")
     lake = lakehouse(cfg)
-    results = [clean_date(lake, d) for d in dates]
+    if len(dates) == 1:   # one date (and the night): strict, its failure is the command's
+        results = [clean_date(lake, dates[0])]
+    else:
+        results = over_range("clean", dates, lambda d: clean_date(lake, d))
     print_table(["date", "events", "kept", "quarantined", "reasons"],
-                [(r.date, r.events, r.kept, r.quarantined, _counts(r.reasons)) for r in results])
+                [(r.date, r.events, r.kept, r.quarantined, _counts(r.reasons)) if hasattr(r, "kept") else
+                 (r[0], "-", "-", "-", r[1]) for r in results])
+    held_back_line("clean", results)
+
+
+def over_range(step: str, dates: list[dt.date], run) -> list:
+    """A backfill: every date in order; a date with no data is skipped, one that fails its gate is held
+    back, and the range goes on. Returns each date's result, or (date, what happened) for the others."""
+    import logging
+    from encore.errors import DateHeldBack, NoDataForDate
+    results = []
+    for day in dates:
+        try:
+            results.append(run(day))
+        except NoDataForDate:
+            logging.getLogger("encore.pipeline").info("%s %s: skipped, no data", step, day)
+            results.append((day, "skipped: no data for this date"))
+        except DateHeldBack as exc:
+            logging.getLogger("encore.pipeline").warning("%s %s: held back: %s", step, day, exc)
+            results.append((day, f"held back: {str(exc).split('; ')[0].split(': ', 1)[-1]}"))
+    return results
+
+
+def held_back_line(step: str, results: list) -> None:
+    """After a range: one line naming every date skipped or held back, and a non-zero exit if any was held back."""
+    skipped = [r[0].isoformat() for r in results if isinstance(r, tuple) and r[1].startswith("skipped")]
+    held = [f"{r[0]} ({r[1][len('held back: '):]})" for r in results if isinstance(r, tuple) and r[1].startswith("held")]
+    done = len(results) - len(skipped) - len(held)
+    if held:
+        raise EncoreError(f"{step}: {len(held)} of {len(results)} dates held back: {'; '.join(held)}"
+                          + (f"; skipped (no data): {', '.join(skipped)}" if skipped else "")
+                          + f"; {done} done. Fix the cause and rerun those dates (see docs/data-engineer.md, "
+                          "'Backfills')")
+    if skipped:
+        print(f"{step}: {done} of {len(results)} dates done; skipped (no data): {', '.join(skipped)}")
 
 
 def features_run(ctx: StepContext) -> str:
