@@ -135,12 +135,13 @@ def summarise_failure(context) -> None:
 
 
 def table_asset(name: str):
-    """The Airflow Asset of one lakehouse table, at its configured location."""
+    """The Airflow Asset of one lakehouse table: ``encore://<layer>/<table>``, the same on every
+    installation and home (Airflow knows an asset by name and URI, and marks one whose URI moved as
+    inactive); where the table lives now is in the asset's ``extra``."""
     from airflow.sdk import Asset
     from encore.lakehouse import table_path
-    path = table_path(_config(), name)
-    uri = path.replace("s3a://", "s3://", 1) if "://" in path else f"file://{path}"
-    return Asset(name=f"encore.{name}", uri=uri)
+    layer, table = name.split(".")
+    return Asset(name=f"encore.{name}", uri=f"encore://{layer}/{table}", extra={"location": table_path(_config(), name)})
 
 
 def step_tasks(dag: str) -> list:

@@ -83,7 +83,9 @@ def build_trained_home(spark, home: Path) -> Path:
     day = dt.date.fromisoformat(SMALL_NIGHT_DAY)
     env = small_night_env(home)
     config = make_config(home, **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
-    lake = Lakehouse(config, spark)
+    # Not registered in the session's catalog: most of these tables are deleted below, and a catalog
+    # entry pointing at a deleted table breaks every later test that registers its own.
+    lake = Lakehouse(config, spark, catalog=False)
     generate_from_config(config)
     ingest_landing(lake, [day])
     clean_date(lake, day)

@@ -28,11 +28,14 @@ def test_second_process_reads_the_catalog_tables(lake):
                   [event(f"e{i}", user=f"u{i % 3}", artist=f"a{i}") for i in range(7)])
     ingest_landing(lake)
     clean_date(lake, dt.date(2026, 11, 20))
-    out = run(Path(lake.config.home), "sql", "SELECT user_id, count(*) AS plays FROM silver.plays GROUP BY user_id ORDER BY user_id")
+    query = "SELECT user_id, count(*) AS plays FROM silver.plays GROUP BY user_id ORDER BY user_id"
+    out = run(Path(lake.config.home), "sql", query)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["user_id", "|", "plays"]
     assert [line.split()[::2] for line in lines[2:]] == [["u0", "3"], ["u1", "2"], ["u2", "2"]]
+    through_spark = run(Path(lake.config.home), "sql", "--engine", "spark", query)
+    assert through_spark.returncode == 0 and through_spark.stdout == out.stdout, through_spark.stderr[-2000:]
     tables = run(Path(lake.config.home), "tables")
     assert tables.returncode == 0 and "silver.plays_quarantine" in tables.stdout
 
@@ -44,7 +47,7 @@ def test_bad_input_is_one_readable_line(tmp_path):
         (["--profile", "prod", "tables"], "unknown profile 'prod'"),
         (["clean", "--date", "2026-11-20"], "bronze is empty: run `encore ingest` first"),
         (["ingest", "--source", "hetrec", "--path", str(tmp_path)], "is not a HetRec Last.fm-2K folder"),
-        (["sql", "SELECT * FROM gold.nope"], "query failed"),
+        (["sql", "SELECT * FROM gold.nope"], "sql: unknown table gold.nope"),
         (["schema", "gold.nope"], "no contract named 'gold.nope'"),
     ]
     for args, message in cases:

@@ -133,7 +133,7 @@ def test_a_date_without_landing_data_fails_the_run_at_ingest_and_writes_nothing(
     output = done.stdout + done.stderr
     finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=encore_nightly" in line]
     assert finished and "state=failed" in finished[-1], output[-3000:]
-    assert "encore: error: no landing data for 2026-11-20" in output
+    assert "encore: error: no landing data for 2026-11-20" in output, output[-6000:]
     assert "ENCORE FAILURE dag=encore_nightly task=ingest" in output
     assert "[DAG TEST] start task task_id=clean" not in output     # nothing after ingest ran
     home = Path(env["ENCORE_HOME"])
