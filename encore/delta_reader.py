@@ -8,35 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from encore.config import Config
 from encore.errors import EncoreError
-from encore.lakehouse import table_path
+from encore.locations import storage_uri, table_path
+
+if TYPE_CHECKING:   # pandas costs a quarter of a second to import: `encore sql` needs only storage_uri
+    import pandas as pd
 from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
                                    SILVER_PLAYS, WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS)
-
-
-def storage_uri(path: str, config: Config | None = None) -> tuple[str, dict[str, str] | None]:
-    """(uri for delta-rs, storage options): Spark's ``s3a://`` is plain ``s3://`` to delta-rs.
-
-    With ``config``, the S3 endpoint and region come from the profile's ``spark.hadoop.fs.s3a.*``
-    settings, so an S3-compatible store (MinIO, a local endpoint) is configured once for both
-    Spark and the Ray jobs. Credentials come from the environment (AWS_ACCESS_KEY_ID, …) on both.
-    """
-    if not path.startswith("s3a://"):
-        return path, None
-    options = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
-    conf = config.spark.conf if config is not None else {}
-    endpoint = conf.get("spark.hadoop.fs.s3a.endpoint")
-    if endpoint:
-        options["AWS_ENDPOINT_URL"] = str(endpoint)
-        if str(endpoint).startswith("http://"):
-            options["AWS_ALLOW_HTTP"] = "true"
-    if conf.get("spark.hadoop.fs.s3a.endpoint.region"):
-        options["AWS_REGION"] = str(conf["spark.hadoop.fs.s3a.endpoint.region"])
-    return "s3://" + path[len("s3a://"):], options
 
 
 # The command that writes each table, for "missing table" errors.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from encore.config import Config
 from encore.errors import EncoreError
+from encore.locations import table_path
 from schemas.tables import TABLES, TableSpec
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,6 @@ def spec(name: str) -> TableSpec:
     except KeyError:
         raise EncoreError(f"unknown table '{name}': registered tables are {', '.join(TABLES)}") from None
 
-
-def table_path(config: Config, name: str) -> str:
-    """Where a registered table lives under the profile's lakehouse: ``<root>/<layer>/<table>``."""
-    table = spec(name)
-    return f"{config.path('lakehouse')}/{table.layer}/{table.short_name}"
 
 
 @dataclass

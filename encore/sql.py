@@ -76,8 +76,7 @@ def _duckdb_connection(config: Config, names: list[str]):
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from encore.delta_reader import storage_uri
-    from encore.lakehouse import table_path
+    from encore.locations import storage_uri, table_path
 
     con = duckdb.connect(":memory:")
     for name in names:

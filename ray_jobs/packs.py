@@ -37,7 +37,8 @@ import pandas as pd
 from encore import music
 from encore.errors import EncoreError
 from encore import tracking
-from encore.delta_reader import read_filtered, read_snapshot, read_table, storage_uri
+from encore.delta_reader import read_filtered, read_snapshot, read_table
+from encore.locations import storage_uri
 from schemas.table_names import (GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES, WAREHOUSE_INSPIRATION_PACKS,
                                    WAREHOUSE_RECOMMENDATIONS)
 

@@ -357,7 +357,7 @@ def score(lake, run_date: dt.date) -> ScoreResult:
                                   batch_size=section.block_users, num_cpus=1,
                                   compute=ray.data.ActorPoolStrategy(size=section.actors))
         with lake.staging(f"score-{run_date}") as staging:
-            from encore.delta_reader import storage_uri
+            from encore.locations import storage_uri
             lists.write_parquet(storage_uri(staging)[0])
             staged = lake.spark.read.parquet(staging)
             frame = (staged.withColumn("run_date", F.lit(run_date))

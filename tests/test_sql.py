@@ -13,7 +13,7 @@ import pytest
 
 from encore import sql
 from encore.errors import EncoreError
-from encore.lakehouse import table_path
+from encore.locations import table_path
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.unit
