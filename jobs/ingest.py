@@ -9,10 +9,10 @@ Sources (``encore ingest --source``):
   * ``hetrec``: HetRec Last.fm-2K as-is: ``user_artists.dat`` play counts -> bronze.play_counts_raw
     (counts stay counts; no fake events), artists + tags -> bronze.catalog_raw.
 Each file is ingested exactly once, wherever the home or the landing root is mounted: a file's
-identity is its path under the landing root (``plays/date=D/name``) and the SHA-256 of its bytes,
+identity is its path under the landing root (``plays/date=D/name``) and the SHA-256 of its content,
 stored with every bronze row it produced (``source_key``, ``source_sha256``), in the same commit.
-A landing file that cannot be read (corrupt or truncated gzip, not text), one whose bytes changed
-under a name already ingested, or one whose bytes were already ingested under another name goes
+A landing file that cannot be read (corrupt or truncated gzip, not text), one whose content changed
+under a name already ingested, or one whose content was already ingested under another name goes
 to ``bronze.rejected_files`` with the reason; the date's other files are ingested, and the
 command ends with one line naming what was not taken. A good copy delivered again is picked up.
 """
@@ -82,36 +82,45 @@ class FileFacts:
     path: str
     key: str                 # identity with sha256: the path under the landing root, or the file name
     size: int
-    sha256: str | None
+    sha256: str | None       # of the content as read (gzip decompressed); of the raw bytes when unreadable
     error: str | None        # why it cannot be read, or None
 
 
+def _raw_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as raw:
+            for block in iter(lambda: raw.read(CHUNK), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def inspect(path: str, key: str) -> FileFacts:
-    """Size, SHA-256 and readability of one file: a gzip file must decompress to its end (a truncated
-    or corrupt one would stop Spark's whole read), and no file may be binary (NUL bytes)."""
+    """Size, content checksum and readability of one file. The checksum is of the content as read
+    (a gzip file decompressed), so a client that compresses the same lines again (a new gzip
+    timestamp) delivers the same file. A gzip file must decompress to its end: a truncated or
+    corrupt one would stop Spark's whole read. No file may be binary (NUL bytes)."""
     p = Path(path)
     try:
         size = p.stat().st_size
-        digest = hashlib.sha256()
-        with open(p, "rb") as raw:
-            for block in iter(lambda: raw.read(CHUNK), b""):
-                digest.update(block)
-        sha = digest.hexdigest()
     except OSError as exc:
         return FileFacts(path, key, 0, None, f"cannot be read ({exc.strerror or exc})")
+    gzipped = p.name.endswith(".gz")
+    digest = hashlib.sha256()
     try:
-        opener = gzip.open if p.name.endswith(".gz") else open
-        with opener(p, "rb") as content:
+        with (gzip.open if gzipped else open)(p, "rb") as content:
             first = content.read(CHUNK)
             if b"\x00" in first:
-                return FileFacts(path, key, size, sha, "not text (NUL bytes in its content)")
-            while content.read(CHUNK):
-                pass
+                return FileFacts(path, key, size, _raw_sha256(p), "not text (NUL bytes in its content)")
+            digest.update(first)
+            for block in iter(lambda: content.read(CHUNK), b""):
+                digest.update(block)
     except (OSError, EOFError, zlib.error) as exc:   # BadGzipFile is an OSError
-        kind = "truncated gzip" if isinstance(exc, EOFError) else "corrupt gzip" if p.name.endswith(".gz") else \
-            "unreadable"
-        return FileFacts(path, key, size, sha, f"{kind} ({str(exc) or exc.__class__.__name__})")
-    return FileFacts(path, key, size, sha, None)
+        kind = "truncated gzip" if isinstance(exc, EOFError) else "corrupt gzip" if gzipped else "unreadable"
+        return FileFacts(path, key, size, _raw_sha256(p), f"{kind} ({str(exc) or exc.__class__.__name__})")
+    return FileFacts(path, key, size, digest.hexdigest(), None)
 
 
 def inspect_all(files: dict[str, str]) -> list[FileFacts]:
@@ -182,12 +191,12 @@ def _sort_files(table: str, facts: list[FileFacts], days: dict[str, dt.date], kn
         elif f.key in known and known[f.key] in (f.sha256, None):
             continue                                   # ingested before (None: by an older release)
         elif f.key in known:
-            refuse.append((f, day, "changed", f"its bytes changed since it was ingested (sha256 {known[f.key][:12]}…, "
+            refuse.append((f, day, "changed", f"its content changed since it was ingested (sha256 {known[f.key][:12]}…, "
                                               f"now {f.sha256[:12]}…): deliver changes under a new name"))
         elif f.sha256 in by_sha:
-            log.warning("%s: %s has the same bytes as %s, already ingested: not taken twice", table, f.key,
+            log.warning("%s: %s has the same content as %s, already ingested: not taken twice", table, f.key,
                         by_sha[f.sha256])
-            refuse.append((f, day, "duplicate", f"same bytes as {by_sha[f.sha256]}, already ingested"))
+            refuse.append((f, day, "duplicate", f"same content as {by_sha[f.sha256]}, already ingested"))
         else:
             by_sha[f.sha256] = f.key
             take.append(f)

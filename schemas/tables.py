@@ -52,7 +52,7 @@ _INGEST_COLS = [
     col("source_key", StringType(), "The file's identity with source_sha256: its path under the landing root "
         "(plays/date=D/name), the same wherever the root is mounted; the file name for other sources. "
         "Null for rows ingested before release 0.2 (their identity is the tail of source_file)."),
-    col("source_sha256", StringType(), "SHA-256 of the file's bytes as delivered (null before release 0.2)."),
+    col("source_sha256", StringType(), "SHA-256 of the file's content (gzip decompressed; null before release 0.2)."),
 ]
 
 PLAYS_RAW = TableSpec(
@@ -104,10 +104,10 @@ REJECTED_FILES = TableSpec(
         col("source_key", StringType(), "Path under the landing root (plays/date=D/name).", False),
         col("source_file", StringType(), "Where the file was read.", False),
         col("size", LongType(), "Bytes.", False),
-        col("sha256", StringType(), "SHA-256 of the file's bytes."),
+        col("sha256", StringType(), "SHA-256 of the file's content (decompressed); of its raw bytes when unreadable."),
         col("status", StringType(), "unreadable (corrupt or truncated gzip, not text, cannot be opened), changed "
-            "(different bytes under a name already ingested) or duplicate (bytes already ingested under another "
-            "name).", False),
+            "(different content under a name already ingested) or duplicate (content already ingested under "
+            "another name).", False),
         col("error", StringType(), "What was wrong, and for changed/duplicate the file it collides with.", False),
     ]),
     (),

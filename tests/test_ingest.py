@@ -1,6 +1,7 @@
 """Ingest on real Spark + Delta, with files as real deliveries go wrong: a truncated gzip or a binary
-file among a date's files, a home copied to another folder, the same bytes under a new name, new
-bytes under an old name, and a bronze table written by the release before file identities."""
+file among a date's files, a home copied to another folder, the same content under a new name or
+compressed again, new content under an old name, and a bronze table written by the release before
+file identities."""
 from __future__ import annotations
 
 import datetime as dt
@@ -76,10 +77,15 @@ def test_a_moved_home_ingests_nothing_twice_and_renamed_or_changed_files_are_cau
     shutil.copy(day_dir / "part-a.jsonl.gz", day_dir / "part-a-resent.jsonl.gz")   # same bytes, new name
     assert ingest_landing(moved)["bronze.plays_raw"] == 0                   # recorded, not an error
     duplicate = moved.read("bronze.rejected_files").where("status = 'duplicate'").collect()
-    assert [r["error"] for r in duplicate] == [f"same bytes as plays/date={DAY}/part-a.jsonl.gz, already ingested"]
+    assert [r["error"] for r in duplicate] == [f"same content as plays/date={DAY}/part-a.jsonl.gz, already ingested"]
 
-    write_landing(moved_landing, DAY, lines("changed"), "part-a.jsonl.gz")   # new bytes under the old name
-    with pytest.raises(EncoreError, match=rf"plays/date={DAY}/part-a.jsonl.gz \(changed: its bytes changed since"):
+    (day_dir / "part-a-resent.jsonl.gz").unlink()
+    recompressed = gzip.compress(gzip.decompress((day_dir / "part-a.jsonl.gz").read_bytes()), compresslevel=9, mtime=1)
+    (day_dir / "part-a.jsonl.gz").write_bytes(recompressed)                # the same lines, compressed again
+    assert ingest_landing(moved)["bronze.plays_raw"] == 0
+
+    write_landing(moved_landing, DAY, lines("changed"), "part-a.jsonl.gz")   # new content under the old name
+    with pytest.raises(EncoreError, match=rf"plays/date={DAY}/part-a.jsonl.gz \(changed: its content changed since"):
         ingest_landing(moved)
     assert len(bronze_ids(moved)) == 10
 
