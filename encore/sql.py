@@ -33,12 +33,19 @@ TABLES = tuple(v for k, v in vars(table_names).items() if k.isupper() and isinst
 
 # DuckDB statement types that only read: a query, EXPLAIN, DESCRIBE/SHOW/SUMMARIZE (parsed as SELECT).
 _DUCKDB_READS = {"SELECT", "EXPLAIN"}
-# Spark logical plans that are commands yet only read: descriptions of tables and their history.
-_SPARK_READ_COMMANDS = {"DescribeRelation", "DescribeColumn", "DescribeTableCommand", "DescribeColumnCommand",
-                        "DescribeDeltaHistory", "DescribeDeltaHistoryCommand", "DescribeDeltaDetailCommand",
-                        "ShowTables", "ShowTablesCommand", "ShowColumns", "ShowColumnsCommand", "ShowNamespaces",
-                        "ShowTableProperties", "ShowTablePropertiesCommand", "ShowCreateTable", "ShowFunctions",
-                        "ShowViews", "ShowPartitions", "DescribeFunction", "DescribeNamespace"}
+# Spark: a statement only reads when its parsed plan's root is a query operator or a description.
+# An allowlist, not "not a Command": INSERT (InsertIntoStatement) and RESTORE (RestoreTableStatement)
+# parse to plans that are not Commands.
+_SPARK_QUERY_ROOTS = {"Project", "Filter", "Aggregate", "Sort", "GlobalLimit", "LocalLimit", "Offset", "Tail",
+                      "Distinct", "Deduplicate", "Union", "Intersect", "Except", "Join", "Window", "Generate",
+                      "Expand", "Sample", "Pivot", "Unpivot", "UnresolvedRelation", "LocalRelation",
+                      "OneRowRelation", "UnresolvedInlineTable", "UnresolvedTableValuedFunction",
+                      "Repartition", "RepartitionByExpression", "UnresolvedSubqueryColumnAliases"}
+_SPARK_WRAPPERS = {"UnresolvedWith", "WithCTE", "UnresolvedHint", "WithWindowDefinition", "SubqueryAlias"}
+_SPARK_DESCRIPTIONS = {"DescribeRelation", "DescribeColumn", "DescribeDeltaHistory", "DescribeDeltaDetailCommand",
+                       "DescribeFunction", "DescribeNamespace", "ShowTables", "ShowColumns", "ShowNamespaces",
+                       "ShowNamespacesCommand", "ShowTableProperties", "ShowCreateTable", "ShowFunctions",
+                       "ShowViews", "ShowPartitions", "ExplainCommand"}
 
 
 def referenced_tables(query: str) -> list[str]:
@@ -138,15 +145,16 @@ def _cut(result, limit: int | None):
 
 def spark_plan_kind(spark, query: str) -> tuple[str, bool]:
     """(the parsed plan's class name, whether it only reads), before anything runs."""
-    jvm = spark.sparkContext._jvm
     try:
         plan = spark._jsparkSession.sessionState().sqlParser().parsePlan(query)
     except Exception as exc:   # py4j wraps Spark's ParseException
         raise EncoreError(f"sql: the query does not parse ({_first_line(exc).split(': ', 1)[-1][:200]}): "
                           "fix the SQL") from None
     name = plan.getClass().getSimpleName()
-    command = jvm.java.lang.Class.forName("org.apache.spark.sql.catalyst.plans.logical.Command").isInstance(plan)
-    return name, (not command) or name in _SPARK_READ_COMMANDS
+    while name in _SPARK_WRAPPERS:   # WITH … INSERT parses to a CTE above the INSERT: judge what it wraps
+        plan = plan.child()
+        name = plan.getClass().getSimpleName()
+    return name, name in _SPARK_QUERY_ROOTS or name in _SPARK_DESCRIPTIONS
 
 
 def audit_write(config: Config, query: str) -> None:

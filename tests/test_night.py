@@ -239,7 +239,7 @@ ANALYST_QUERIES = [   # docs/analyst.md's queries, in SQL both engines speak
     f"AND user_id = (SELECT min(user_id) FROM warehouse.recommendations) ORDER BY rank LIMIT 10",
     f"SELECT strategy, count(DISTINCT user_id) AS users FROM warehouse.recommendations WHERE run_date = DATE'{D2}' "
     f"GROUP BY strategy ORDER BY strategy",
-    f"SELECT user_id, styles, size(sketches) AS n FROM warehouse.inspiration_packs WHERE run_date = DATE'{D2}' "
+    f"SELECT user_id, styles, cardinality(sketches) AS n FROM warehouse.inspiration_packs WHERE run_date = DATE'{D2}' "
     f"ORDER BY user_id LIMIT 5",
 ]
 

@@ -115,3 +115,22 @@ def test_table_names_are_found_in_queries():
         "silver.plays_quarantine"]
     with pytest.raises(EncoreError, match="unknown table silver.play"):
         sql.check_table_names("SELECT * FROM silver.play")
+
+
+SPARK_READS = ["SELECT 1", "WITH a AS (SELECT 1) SELECT * FROM a", "SELECT 1 UNION ALL SELECT 2", "VALUES (1)",
+               "SELECT /*+ BROADCAST(a) */ * FROM a", "DESCRIBE TABLE gold.items", "DESCRIBE HISTORY silver.plays",
+               "SHOW TABLES", "SHOW TBLPROPERTIES silver.plays", "EXPLAIN SELECT 1", "TABLE silver.plays"]
+SPARK_WRITES = ["DELETE FROM warehouse.recommendations WHERE rank > 5", "UPDATE silver.plays SET user_id = 'x'",
+                "INSERT INTO silver.plays SELECT * FROM silver.plays", "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
+                "INSERT OVERWRITE TABLE silver.plays SELECT * FROM silver.plays", "RESTORE TABLE silver.plays TO VERSION AS OF 1",
+                "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE", "VACUUM silver.plays", "OPTIMIZE silver.plays",
+                "CREATE TABLE x AS SELECT 1", "DROP TABLE silver.plays", "TRUNCATE TABLE silver.plays",
+                "ALTER TABLE silver.plays SET TBLPROPERTIES ('a' = 'b')", "CACHE TABLE silver.plays", "SET spark.x = 1"]
+
+
+@pytest.mark.spark
+def test_spark_reads_only_queries_and_descriptions(spark):
+    """The Spark engine's check, on Spark's own parser: INSERT and RESTORE are not Commands in Spark's
+    plans, so only an allowlist of query and description roots is safe."""
+    assert [q for q in SPARK_READS if not sql.spark_plan_kind(spark, q)[1]] == []
+    assert [q for q in SPARK_WRITES if sql.spark_plan_kind(spark, q)[1]] == []
