@@ -149,9 +149,9 @@ def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: node}
 
 
-def _origins(defaults: dict, profile_name: str, profiled: dict, filed: dict, file_name: str | None,
-             env_keys: dict[str, str]) -> dict[str, str]:
-    """Where each leaf came from: the embedded default profile, the chosen profile, the file, the environment."""
+def _origins(defaults: dict, profile_name: str, profiled: dict, filed: dict, file_name: str | None) -> dict[str, str]:
+    """Where each leaf came from: the embedded default profile, the chosen profile or the file (load_config
+    adds the environment's)."""
     base, mine, with_file = leaves(defaults), leaves(profiled), leaves(filed)
     origins = {}
     for key, value in with_file.items():
@@ -161,7 +161,6 @@ def _origins(defaults: dict, profile_name: str, profiled: dict, filed: dict, fil
             origins[key] = "default"
         else:
             origins[key] = f"profile {profile_name}"
-    origins.update(env_keys)
     return origins
 
 
@@ -240,7 +239,7 @@ def load_config(profile: str | None = None, config_file: str | None = None,
         embedded = _deep_merge(embedded, _read_yaml(path.read_text(), str(path)))
     profiles = embedded.get("profiles") or {}
     settings = _resolve_profile(profiles, name)
-    origins = _origins(defaults, name, profiled, settings, config_file, {})
+    origins = _origins(defaults, name, profiled, settings, config_file)
     if environ.get("ENCORE_HOME"):
         settings["home"] = environ["ENCORE_HOME"]
         origins["home"] = "environment ENCORE_HOME"
