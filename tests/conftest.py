@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -75,17 +74,13 @@ def lake(lake_factory):
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory):
     """Airflow configured for the project's DAGs with its own SQLite database (migrated once)."""
-    home = tmp_path_factory.mktemp("airflow")
-    settings = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+    from tests.homes import migrated_airflow
+    settings = migrated_airflow(tmp_path_factory.mktemp("airflow"))
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
-    airflow = str(Path(sys.executable).parent / "airflow")
-    done = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
     if str(REPO / "dags") not in sys.path:
         sys.path.insert(0, str(REPO / "dags"))   # as Airflow does for its DAGs folder
-    yield home
+    yield Path(settings["AIRFLOW_HOME"])
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -104,7 +99,7 @@ def requires_shared_data(path: Path = SHARED_DATA):
 # others get the heaviest tier among the fixtures they use, else `unit`.
 TIERS = ("unit", "spark", "ray", "e2e", "cluster")
 FIXTURE_TIERS = {"spark": "spark", "lake": "spark", "lake_factory": "spark", "corpus_home": "ray",
-                 "gold_home": "ray", "night": "e2e", "s3_endpoint": "e2e"}
+                 "gold_home": "ray", "night": "e2e", "s3_endpoint": "e2e", "dag_night": "e2e"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -121,3 +116,12 @@ def trained_home(spark, tmp_path_factory):
     copy it with ``tests.homes.copy_home`` before use: it is shared."""
     from tests.homes import build_trained_home
     return build_trained_home(spark, tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def dag_night(trained_home, tmp_path_factory):
+    """The small world's date run once per session by ``airflow dags test encore_nightly`` in the local
+    profile, on a copy of ``trained_home`` (tests/homes.py): the DAG test checks the run, the cluster
+    test starts from its tables as the local night to compare with. Copy ``home`` before writing to it."""
+    from tests.homes import run_nightly_dag
+    return run_nightly_dag(trained_home, tmp_path_factory.mktemp("dag-night"))

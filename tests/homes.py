@@ -6,11 +6,15 @@ absolute paths MLflow's SQLite store keeps (experiment and model artifact locati
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import PROCESS_ENV
+from tests.conftest import PROCESS_ENV, REPO, make_config
 
 TINY = {
     "ENCORE__MUSIC__CORPUS__LIMIT_PER_SOURCE": "6",
@@ -78,7 +82,6 @@ def build_trained_home(spark, home: Path) -> Path:
     from jobs.clean import clean_date
     from jobs.features import build_features
     from jobs.ingest import ingest_landing
-    from tests.conftest import make_config
 
     day = dt.date.fromisoformat(SMALL_NIGHT_DAY)
     env = small_night_env(home)
@@ -101,3 +104,43 @@ def build_trained_home(spark, home: Path) -> Path:
             continue
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     return home
+
+
+def migrated_airflow(home: Path) -> dict[str, str]:
+    """Settings for an Airflow that reads the project's DAGs and keeps its SQLite database in
+    ``home``, migrated; returned as environment variables."""
+    settings = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+    done = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                          env={**os.environ, **settings}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return settings
+
+
+@dataclass
+class DagNight:
+    """What ``airflow dags test encore_nightly`` left: the home it ran on, the ENCORE_* settings,
+    the process's exit status and its output (stdout, then stderr)."""
+    home: Path
+    env: dict[str, str]
+    returncode: int
+    output: str
+
+    def config(self):
+        return make_config(self.home, **{k: v for k, v in self.env.items() if k.startswith("ENCORE__")})
+
+
+def run_nightly_dag(trained_home: Path, workdir: Path) -> DagNight:
+    """Copy ``trained_home`` into ``workdir``, land the small world's date and run the nightly DAG for
+    it with ``airflow dags test`` in a process of its own, as an operator would: Airflow's task
+    runner then shares nothing with the test process and its Spark session."""
+    from encore.sources.generate_logs import generate_from_config
+    env = small_night_env(copy_home(trained_home, workdir / "encore"))
+    night = DagNight(Path(env["ENCORE_HOME"]), env, -1, "")
+    generate_from_config(night.config())
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCORE", "AIRFLOW"))}
+    process_env.update(migrated_airflow(workdir / "airflow"), **env)
+    done = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "test", "encore_nightly",
+                           SMALL_NIGHT_DAY], env=process_env, capture_output=True, text=True, timeout=1500)
+    night.returncode, night.output = done.returncode, done.stdout + done.stderr
+    return night

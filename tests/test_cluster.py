@@ -3,9 +3,10 @@
 infra/cluster/local_cluster.py brings up a Spark standalone cluster (master + 2 workers) and a Ray
 cluster (head + 1 node) on this machine; ``airflow dags test encore_nightly`` then runs the date with
 ``ENCORE_PROFILE=cluster``: Spark steps through SparkSubmitOperator to the master, Ray steps as Ray
-jobs to the head. Both runs use the same landing files, the same models (the local night trains
-them, the cluster night finds them as champions) and the same seeds, on the same lakehouse: the
-cluster night replaces the local night's partitions, so this also checks that a rerun on another
+jobs to the head. The local night is the session's ``dag_night`` (``airflow dags test`` in the local
+profile); the cluster night runs on a copy of its home, so both use the same landing files, the same
+champion models and the same seeds on the same lakehouse: the cluster night replaces the local night's
+partitions, so this also checks that a rerun on another
 engine gives the same tables. Recommendation lists and packs must be identical: scores come from
 the same float32 products per user, whatever the number of actors, and every sketch is seeded.
 """
@@ -82,18 +83,18 @@ def _run(argv: list[str], env: dict, timeout: int) -> str:
 
 
 @pytest.mark.cluster
-def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, trained_home, tmp_path):
-    from encore.sources.generate_logs import generate_from_config
-    env = small_night_env(copy_home(trained_home, tmp_path / "encore"))
+def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, dag_night, tmp_path):
+    assert dag_night.returncode == 0, "the local night (airflow dags test) failed: " + dag_night.output[-3000:]
+    env = small_night_env(copy_home(dag_night.home, tmp_path / "encore"))
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
-    generate_from_config(config)
     base = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
-
-    _run([str(BIN / "encore"), "night", "--date", DAY.isoformat()], {**base, **env}, 1500)
     local_recs, local_packs = _outputs(config)
     assert len(local_recs) > 0 and len(local_packs) > 0
 
-    cluster_env = {k: v for k, v in env.items() if not k.startswith("ENCORE__SPARK__")}
+    # The cluster profile's own Spark settings, less the C2 compiler (tests/conftest.py PROCESS_ENV):
+    # each step starts a driver and an executor per worker for seconds of work.
+    cluster_env = {k: v for k, v in env.items()
+                   if not k.startswith("ENCORE__SPARK__") or k == "ENCORE__SPARK__JAVA_OPTIONS"}
     cluster_env.update({"ENCORE_PROFILE": "cluster", "ENCORE__AIRFLOW__RETRIES": "0"})
     with local_clusters(tmp_path / "cluster"):
         output = _run([str(BIN / "airflow"), "dags", "test", "encore_nightly", DAY.isoformat()],

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, make_config
-from tests.homes import copy_home, small_night_env
+from tests.conftest import REPO
+from tests.homes import SMALL_NIGHT_DAY, small_night_env
 
 DAGS = REPO / "dags"
 NIGHTLY_ORDER = ["ingest", "clean", "features", "ensure_models", "score", "generate", "export", "validate"]
@@ -62,26 +62,18 @@ def test_task_order_retries_and_assets(airflow_home):
 
 
 @pytest.mark.e2e
-def test_nightly_dag_runs_end_to_end_with_dag_test(airflow_home, trained_home, tmp_path):
-    """``airflow dags test`` (Dag.test) in its own process, as an operator would run it: Airflow's
-    task runner then shares nothing with this test process and its Spark session."""
-    from encore.sources.generate_logs import generate_from_config
+def test_nightly_dag_runs_end_to_end_with_dag_test(dag_night):
+    """``airflow dags test`` (Dag.test) in its own process, as an operator would run it (the session's
+    ``dag_night`` fixture): every task ran in order and the date has its export and its lists."""
     from encore.delta_reader import read_filtered
-    day = dt.date(2026, 11, 20)
-    env = small_night_env(copy_home(trained_home, tmp_path / "encore"))
-    config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
-    generate_from_config(config)
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
-    full_env.update(env)
-    airflow = str(Path(sys.executable).parent / "airflow")
-    done = subprocess.run([airflow, "dags", "test", "encore_nightly", day.isoformat()], env=full_env,
-                          capture_output=True, text=True, timeout=1500)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0 and "DagRun Finished: dag_id=encore_nightly" in output, output[-3000:]
+    day = dt.date.fromisoformat(SMALL_NIGHT_DAY)
+    output = dag_night.output
+    assert dag_night.returncode == 0 and "DagRun Finished: dag_id=encore_nightly" in output, output[-3000:]
     finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=encore_nightly" in line][-1]
     assert "state=success" in finished, output[-3000:]
-    for task in NIGHTLY_ORDER:
-        assert f"[DAG TEST] end task task_id={task}" in output, task
+    ended = [output.index(f"[DAG TEST] end task task_id={task}") for task in NIGHTLY_ORDER]
+    assert ended == sorted(ended), "tasks ended out of the DAG's order"
+    config = dag_night.config()
     export = Path(config.path("exports")) / f"run_date={day}"
     assert (export / "_SUCCESS").is_file()
     recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", day)], ["user_id", "rank"]).frame
