@@ -19,16 +19,15 @@ command ends with one line naming what was not taken. A good copy delivered agai
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import hashlib
 import logging
 import re
 import urllib.parse
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from isal import igzip, isal_zlib
 from pyspark.sql import functions as F
 
 from encore.sources import hetrec
@@ -101,23 +100,30 @@ def inspect(path: str, key: str) -> FileFacts:
     """Size, content checksum and readability of one file. The checksum is of the content as read
     (a gzip file decompressed), so a client that compresses the same lines again (a new gzip
     timestamp) delivers the same file. A gzip file must decompress to its end: a truncated or
-    corrupt one would stop Spark's whole read. No file may be binary (NUL bytes)."""
+    corrupt one would stop Spark's whole read. No file may be binary (NUL bytes).
+
+    Decompression is ISA-L's (python-isal, a drop-in for the standard gzip module): it reads the
+    same files 2.5x faster than zlib, and this pass reads every byte Spark reads after it."""
     p = Path(path)
     try:
         size = p.stat().st_size
+        with open(p, "rb") as raw:
+            magic = raw.read(2)
     except OSError as exc:
         return FileFacts(path, key, 0, None, f"cannot be read ({exc.strerror or exc})")
     gzipped = p.name.endswith(".gz")
+    if gzipped and size and magic != b"\x1f\x8b":
+        return FileFacts(path, key, size, _raw_sha256(p), "not gzip (named .gz, but its content is not gzip)")
     digest = hashlib.sha256()
     try:
-        with (gzip.open if gzipped else open)(p, "rb") as content:
+        with (igzip.open if gzipped else open)(p, "rb") as content:
             first = content.read(CHUNK)
             if b"\x00" in first:
                 return FileFacts(path, key, size, _raw_sha256(p), "not text (NUL bytes in its content)")
             digest.update(first)
             for block in iter(lambda: content.read(CHUNK), b""):
                 digest.update(block)
-    except (OSError, EOFError, zlib.error) as exc:   # BadGzipFile is an OSError
+    except (OSError, EOFError, isal_zlib.error) as exc:   # BadGzipFile is an OSError
         kind = "truncated gzip" if isinstance(exc, EOFError) else "corrupt gzip" if gzipped else "unreadable"
         return FileFacts(path, key, size, _raw_sha256(p), f"{kind} ({str(exc) or exc.__class__.__name__})")
     return FileFacts(path, key, size, digest.hexdigest(), None)
@@ -152,15 +158,32 @@ def _known(lake: Lakehouse, table: str, dates: list[dt.date] | None) -> dict[str
     return known
 
 
-def _read_lines(lake: Lakehouse, files: list[FileFacts]):
-    """The lines of each file, with its identity: one read per file, so each row carries its own key and sha."""
-    parts = [lake.spark.read.option("lineSep", "\n").text(f.path)
-             .select(F.col("value"), F.col("_metadata.file_path").alias("source_file"),
-                     F.lit(f.key).alias("source_key"), F.lit(f.sha256).alias("source_sha256")) for f in files]
-    df = parts[0]
-    for part in parts[1:]:
-        df = df.unionByName(part)
-    return df
+GLOB_CHARACTERS = re.compile(r"([\\\[\]{}*?])")
+
+
+def _read_lines(lake: Lakehouse, files: list[FileFacts], days: dict[str, dt.date] | None = None):
+    """The lines of ``files`` in one read, each row with its file's identity (``source_key``,
+    ``source_sha256``) and, given ``days`` ({path: date}), its ``landing_date``.
+
+    Spark names each row's file in ``_metadata.file_path`` as a URI (``file:`` + the path with
+    space, %, ?, #, [ and ] escaped); decoded, it is looked up in a small table of the files' facts.
+    A row whose file is not found there fails the read rather than lose its identity. Paths are
+    passed with glob characters escaped: Spark globs every path it is given, and a file named
+    ``export[1].jsonl`` would otherwise not be found."""
+    facts = lake.spark.createDataFrame(
+        [(_uri(f.path), f.key, f.sha256, days[f.path] if days else None) for f in files],
+        "decoded_file string, source_key string, source_sha256 string, landing_date date")
+    decoded = F.url_decode(F.replace(F.col("source_file"), F.lit("+"), F.lit("%2B")))   # '+' is not a space here
+    lines = (lake.spark.read.option("lineSep", "\n").text([GLOB_CHARACTERS.sub(r"\\\1", f.path) for f in files])
+             .select(F.col("value"), F.col("_metadata.file_path").alias("source_file"))
+             .withColumn("decoded_file", decoded))
+    joined = lines.join(F.broadcast(facts), "decoded_file", "left")
+    unknown = F.raise_error(F.concat(F.lit("ingest: a line's file was not among the files inspected: "),
+                                     F.col("source_file")))
+    joined = joined.withColumn("source_key", F.when(F.col("source_key").isNull(), unknown)
+                               .otherwise(F.col("source_key")))
+    return joined.select("value", "source_file", "source_key", "source_sha256",
+                         *(["landing_date"] if days else []))
 
 
 def _reject(lake: Lakehouse, table: str, rejected: list[tuple[FileFacts, dt.date | None, str, str]]) -> None:
@@ -224,12 +247,7 @@ def ingest_landing(lake: Lakehouse, dates: list[dt.date] | None = None, missing_
             problems += [(f, status, error) for f, _, status, error in refuse if status != "duplicate"]
         if not take:
             continue
-        # One union per landing date, its date a literal (no per-row parsing of the file path).
-        parts = [_read_lines(lake, [f for f in take if days[f.path] == day]).withColumn("landing_date", F.lit(day))
-                 for day in sorted({days[f.path] for f in take})]
-        df = parts[0]
-        for part in parts[1:]:
-            df = df.unionByName(part)
+        df = _read_lines(lake, take, days)
         added[table] = lake.append(df.withColumn("source_format", F.lit("jsonl")).withColumn("ingested_at", _now()), table)
     if problems:
         named = "; ".join(f"{f.key} ({status}: {error})" for f, status, error in problems)

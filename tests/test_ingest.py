@@ -126,3 +126,32 @@ def test_a_gzip_member_that_ends_early_is_truncated_not_corrupt(tmp_path):
     assert inspect(str(path), "k").error.startswith("truncated gzip")
     path.write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)
     assert inspect(str(path), "k").error.startswith("corrupt gzip")
+
+
+def test_file_names_as_clients_write_them_keep_their_identity(lake):
+    """Exports named ``plays (1).jsonl.gz``, ``export[2].jsonl.gz``, with ``+``, ``%``, ``#`` or
+    non-ASCII letters, in sub-folders: Spark globs the paths it is given and names each row's file
+    URL-encoded; every file must be read once, by its own name, with its own checksum."""
+    from jobs.ingest import inspect
+    landing = Path(lake.config.path("landing"))
+    names = ["plays (1).jsonl.gz", "export[2].jsonl.gz", "a+b%20c#d.jsonl.gz", "åäö-łódź.jsonl.gz",
+             "sub dir/x{y}*?.jsonl.gz"]
+    for i, name in enumerate(names):
+        (landing / "plays" / f"date={DAY}" / name).parent.mkdir(parents=True, exist_ok=True)
+        write_landing(landing, DAY, lines(f"f{i}", 3), name)
+    assert ingest_landing(lake, [dt.date.fromisoformat(DAY)])["bronze.plays_raw"] == 3 * len(names)
+    rows = (lake.read("bronze.plays_raw")
+            .select(F.get_json_object("value", "$.event_id").alias("id"), "source_key", "source_sha256").collect())
+    for i, name in enumerate(names):
+        key = f"plays/date={DAY}/{name}"
+        mine = [r for r in rows if r["id"].startswith(f"f{i}-")]
+        assert {r["source_key"] for r in mine} == {key}, (name, mine)
+        assert {r["source_sha256"] for r in mine} == {inspect(str(landing / key), key).sha256}
+    assert ingest_landing(lake, [dt.date.fromisoformat(DAY)])["bronze.plays_raw"] == 0
+
+
+def test_a_text_file_named_gz_is_not_gzip(tmp_path):
+    from jobs.ingest import inspect
+    path = tmp_path / "x.jsonl.gz"
+    path.write_text("\n".join(lines("x", 3)))
+    assert inspect(str(path), "k").error.startswith("not gzip")
