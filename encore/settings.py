@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Section(BaseModel):
@@ -84,6 +84,7 @@ class Generate(Section):
 class Clean(Section):
     max_quarantine_share: float
     dedupe_lookback_days: int
+    duplicate_play_window_seconds: int = Field(ge=1)
     max_ms_played: int
     future_tolerance_hours: float
     min_event_time: str

@@ -16,8 +16,15 @@ validates them and gives each rejected row one reason code (first rule that fail
   duplicate_event_id     a second delivery of a user's event id: seen earlier on D, or in silver
                          within clean.dedupe_lookback_days before D (the earliest copy is kept;
                          of copies at the same time, the first ingested)
-  duplicate_play         same user, same item, same second as a kept play under another event id
-                         (the earliest play is kept; of plays at the same instant, the first ingested)
+  duplicate_play         same user, same track, same clean.duplicate_play_window_seconds interval
+                         (default: the same second) as a kept play under another event id: a client
+                         re-sending a play. The track is its track_id, else the item and the track
+                         name (trimmed, lower case), else the item alone when a line names no track.
+                         Different tracks sharing a second (one track's end, the next one's start;
+                         an album played through) are plays. A track logged at its start and again
+                         at its end is two plays: nothing in a line tells it from a replay on
+                         purpose. (The earliest play is kept; of plays at the same instant, the
+                         first ingested.)
   bot_user               the user's kept plays on D exceed clean.bot_max_plays_per_day plays or
                          clean.bot_max_listening_hours_per_day hours of audio (no human does that):
                          all their plays that day are quarantined
@@ -86,7 +93,7 @@ def _first_reason(rules: list[tuple[str, object]]):
 
 
 # The raw fields the rules read; the other fields of a line only pass through to silver.
-RULE_FIELDS = ("event_id", "user_id", "artist_id", "artist_name", "ts", "ms_played")
+RULE_FIELDS = ("event_id", "user_id", "artist_id", "artist_name", "track_id", "track_name", "ts", "ms_played")
 
 
 def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
@@ -113,6 +120,12 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
         artist_name.alias("artist_name"),
         text("track_id").alias("track_id"),
         text("track_name").alias("track_name"),
+        # What duplicate_play compares: the track, however the line names it (see the module docstring).
+        F.coalesce(F.concat(F.lit("id:"), text("track_id")),
+                   F.concat(F.lit("item:"), F.coalesce(text("artist_id"), F.concat(F.lit("name:"), F.lower(artist_name))),
+                            F.lit(" name:"), F.lower(text("track_name"))),
+                   F.concat(F.lit("item:"), F.coalesce(text("artist_id"), F.concat(F.lit("name:"), F.lower(artist_name)))))
+         .alias("play_key"),
         ts_text.alias("ts_text"),
         F.when(ts_text.rlike(r"^-?[0-9]{1,15}$"), F.timestamp_millis(ts_text.try_cast("long")))
          .otherwise(F.try_to_timestamp(ts_text)).alias("event_ts"),
@@ -171,7 +184,7 @@ def _rejects(typed, prior, cfg: dict):
     """
     ok = F.col("reason").isNull()
     rows = (typed
-            .select("_rid", *_key("user_id"), *_key("event_id"), *_key("item_id"), "event_ts", "ms_played", "reason",
+            .select("_rid", *_key("user_id"), *_key("event_id"), *_key("play_key"), "event_ts", "ms_played", "reason",
                     ok.alias("_ok"), F.lit(False).alias("_prior"),
                     # One nullable column rather than five: a passed row pays one null slot in the shuffle.
                     F.when(~ok, F.struct("detail", "event_id", "user_id", "value", "source_file")).alias("_kept"))
@@ -183,10 +196,10 @@ def _rejects(typed, prior, cfg: dict):
         F.col("_prior").desc(), "event_ts", "_rid"))
     rows = (rows.withColumn("reason", F.when(ok & (id_rank > 1), F.lit("duplicate_event_id")).otherwise(F.col("reason")))
             .where(~F.col("_prior")))
-    # Same user, item and second under another id: a client retry. Of plays at the same
+    # Same user, track and interval under another id: a client retry. Of plays at the same
     # instant, again the first ingested is kept.
-    second = F.date_trunc("second", F.col("event_ts"))
-    play_rank = F.row_number().over(Window.partitionBy(*user, "_ok", "_item_id_k1", "_item_id_k2", second).orderBy(
+    interval = F.floor(F.unix_micros(F.col("event_ts")) / (cfg.duplicate_play_window_seconds * 1_000_000))
+    play_rank = F.row_number().over(Window.partitionBy(*user, "_ok", "_play_key_k1", "_play_key_k2", interval).orderBy(
         F.col("reason").isNotNull(), "event_ts", "_rid"))
     rows = rows.withColumn("reason", F.when(F.col("reason").isNull() & (play_rank > 1), F.lit("duplicate_play"))
                            .otherwise(F.col("reason")))
@@ -202,7 +215,10 @@ def _rejects(typed, prior, cfg: dict):
     is_bot = kept & ((F.col("_plays") > cfg.bot_max_plays_per_day)
                      | (F.col("_hours") > cfg.bot_max_listening_hours_per_day))
     detail = (F.when(is_bot, F.format_string("%d plays, %.1f h of audio in the day", F.col("_plays"), F.col("_hours")))
-              .when(F.col("reason") == "duplicate_play", F.lit("same user, item and second as a kept play"))
+              .when(F.col("reason") == "duplicate_play", F.lit("same user, track and second as a kept play"
+                                                                if cfg.duplicate_play_window_seconds == 1 else
+                                                                "same user, track and "
+                                                                f"{cfg.duplicate_play_window_seconds} s interval as a kept play"))
               .otherwise(F.col("_kept.detail")))
     return (rows.withColumn("reason", F.when(is_bot, F.lit("bot_user")).otherwise(F.col("reason")))
             .where(F.col("reason").isNotNull())

@@ -109,6 +109,62 @@ def test_every_fault_gets_its_reason(lake_factory):
     assert set(result.reasons) <= set(EVENT_REASONS)
 
 
+def scrobble(event_id: str, ts: str, track: str | None = None, track_id: str | None = None, artist: str = "a9",
+             user: str = "listener") -> str:
+    """A play as scrobblers log it: second-resolution timestamps, the track named, an id when known."""
+    return event(event_id, user=user, artist=artist, ts=ts, ms=180_000,
+                 **({"track_name": track} if track is not None else {}),
+                 **({"track_id": track_id} if track_id is not None else {}))
+
+
+# event id -> reason (None: kept). One listener's afternoon, shaped like a Last.fm scrobble log.
+SCROBBLES = {
+    # An album played through: each track starts in the second the previous one ended.
+    scrobble("album-1", "2026-11-20T15:00:00Z", "Intro"): None,
+    scrobble("album-2", "2026-11-20T15:00:00Z", "Hoppípolla"): None,
+    scrobble("album-3", "2026-11-20T15:03:00Z", "Með blóðnasir"): None,
+    scrobble("album-4", "2026-11-20T15:03:00Z", "Sæglópur"): None,
+    # Two tracks with MusicBrainz ids sharing a second are two plays; the same id re-sent is not.
+    scrobble("mbid-1", "2026-11-20T16:00:00Z", "Track", track_id="mb-1"): None,
+    scrobble("mbid-2", "2026-11-20T16:00:00Z", "Track", track_id="mb-2"): None,
+    scrobble("mbid-resent", "2026-11-20T16:00:00Z", "Track", track_id="mb-1"): "duplicate_play",
+    # The same title re-sent, written differently by the client: a retry.
+    scrobble("title-1", "2026-11-20T17:00:00Z", "Glósóli"): None,
+    scrobble("title-resent", "2026-11-20T17:00:00Z", "  glósóli "): "duplicate_play",
+    # Logged at its start and again at its end (or played twice on purpose): two plays.
+    scrobble("twice-start", "2026-11-20T18:00:00Z", "Starálfur"): None,
+    scrobble("twice-end", "2026-11-20T18:04:47Z", "Starálfur"): None,
+    # No track named: the artist is all there is, so the same second is a retry.
+    scrobble("artist-only-1", "2026-11-20T19:00:00Z"): None,
+    scrobble("artist-only-2", "2026-11-20T19:00:00Z"): "duplicate_play",
+}
+
+
+@pytest.mark.parametrize("window", ["1", "30"])
+def test_scrobbles_of_different_tracks_in_one_second_are_plays(lake_factory, window):
+    lake = lake_factory(ENCORE__CLEAN__DUPLICATE_PLAY_WINDOW_SECONDS=window, ENCORE__CLEAN__MAX_QUARANTINE_SHARE="1.0")
+    lines = list(SCROBBLES)
+    expected = {line: reason for line, reason in SCROBBLES.items()}
+    if window == "30":   # a re-send 12 s later is caught within a 30 s interval, not within one second
+        resent = scrobble("late-resend", "2026-11-20T17:00:12Z", "Glósóli")
+        lines.append(resent)
+        expected[resent] = "duplicate_play"
+    write_landing(Path(lake.config.path("landing")), DAY.isoformat(), lines)
+    ingest_landing(lake)
+    result = clean_date(lake, DAY)
+    kept = {r["event_id"] for r in lake.read("silver.plays").collect()}
+    rejected = {r["event_id"]: r for r in lake.read("silver.plays_quarantine").collect()}
+    for line, reason in expected.items():
+        event_id = line.split('"event_id": "')[1].split('"')[0]
+        if reason is None:
+            assert event_id in kept, f"{event_id} should be kept"
+        else:
+            assert rejected[event_id]["reason"] == reason, event_id
+    assert result.events == len(lines) == len(kept) + len(rejected)
+    detail = "same user, track and second" if window == "1" else "same user, track and 30 s interval"
+    assert all(r["detail"].startswith(detail) for r in rejected.values()), [r["detail"] for r in rejected.values()]
+
+
 def test_rerun_of_a_date_changes_nothing(lake_factory, monkeypatch):
     lake = lake_factory(**PERMISSIVE)
     _prepare(lake)
