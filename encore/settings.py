@@ -79,6 +79,7 @@ class Generate(Section):
     hetrec_dir: Optional[str] = None
     scale: float = 0.01
     workers: Optional[int] = None
+    double_scrobbles: float = 0.01
 
 
 class Clean(Section):

@@ -18,22 +18,31 @@ LASTFM1K = [
     "user_000002\t2009-05-04T13:42:52Z\t\tThe Artist Without Mbid\t\tUntitled",
     "user_000003\t2009-05-05T01:00:00Z\t0a3f1e2b-0000-4000-8000-000000000001\tБорис Гребенщиков\t3b0e2c1a-0000-4000-8000-000000000002\tГород",
     "this line lost its tabs",
+    # An album played through: tracks of one artist sharing a second, with and without track MBIDs.
+    "user_000004\t2009-05-04T20:00:00Z\tf6bf6e3b-0000-4000-8000-000000000003\tSigur Rós\t"
+    "5f1a1e6c-0000-4000-8000-000000000004\tSvefn-g-englar",
+    "user_000004\t2009-05-04T20:00:00Z\tf6bf6e3b-0000-4000-8000-000000000003\tSigur Rós\t"
+    "5f1a1e6c-0000-4000-8000-000000000005\tStarálfur",
+    "user_000004\t2009-05-04T20:10:00Z\tf6bf6e3b-0000-4000-8000-000000000003\tSigur Rós\t\tFlugufrelsarinn",
+    "user_000004\t2009-05-04T20:10:00Z\tf6bf6e3b-0000-4000-8000-000000000003\tSigur Rós\t\tOlsen Olsen",
 ]
 
 
 def test_lastfm1k_tsv_to_silver(lake_factory, tmp_path):
-    lake = lake_factory(ENCORE__CLEAN__MAX_QUARANTINE_SHARE="0.5")  # 2 of 6 rows are bad on purpose
+    lake = lake_factory(ENCORE__CLEAN__MAX_QUARANTINE_SHARE="0.5")  # 2 of 10 rows are bad on purpose
     path = tmp_path / "userid-timestamp-artid-artname-traid-traname.tsv"
     path.write_text("\n".join(LASTFM1K) + "\n", encoding="utf-8")
     assert ingest_lastfm1k(lake, str(path), dt.date(2009, 5, 4)) == len(LASTFM1K)
     assert ingest_lastfm1k(lake, str(path)) == 0                       # same file again: nothing added
     first = clean_date(lake, dt.date(2009, 5, 4))
     second = clean_date(lake, dt.date(2009, 5, 5))
-    assert (first.kept, first.reasons) == (4, {"duplicate_event_id": 1, "malformed_record": 1})
+    assert (first.kept, first.reasons) == (8, {"duplicate_event_id": 1, "malformed_record": 1})
     assert second.kept == 1
     silver = {r["track_name"]: r for r in lake.read("silver.plays").collect()}
     assert silver["Город"]["artist_name"] == "Борис Гребенщиков" and silver["Город"]["track_id"].startswith("3b0e2c1a")
     assert silver["Untitled"]["item_id"] == "name:the artist without mbid"
+    # Four tracks of one artist, two by two in the same second: four plays.
+    assert {"Svefn-g-englar", "Starálfur", "Flugufrelsarinn", "Olsen Olsen"} <= set(silver)
     assert silver["Mc2 (Live_2009_4_15)"]["item_id"] == "a7f7df4a-77d8-4f12-8acd-5c60c93f4de8"
     assert silver["Mc2 (Live_2009_4_15)"]["ms_played"] is None
     assert silver["Mc2 (Live_2009_4_15)"]["event_ts"] == dt.datetime(2009, 5, 4, 13, 52, 4)

@@ -165,6 +165,22 @@ def test_scrobbles_of_different_tracks_in_one_second_are_plays(lake_factory, win
     assert all(r["detail"].startswith(detail) for r in rejected.values()), [r["detail"] for r in rejected.values()]
 
 
+def test_generated_scrobble_habits_are_all_kept(lake_factory):
+    """Album runs, shared seconds and double scrobbles (encore/sources/generate_logs.py) are how real
+    listeners' logs look, not faults: with no faults injected, clean keeps every line."""
+    lake = lake_factory()
+    written = generate(lake.config.path("landing"), "synthetic", DAY, days=1, seed=5, events_per_day=4000,
+                       users=60, items=80, fault_rate=0.0, bots=0, workers=1, double_scrobbles=0.02)
+    assert written[DAY.isoformat()] > 4000                          # the double scrobbles
+    ingest_landing(lake)
+    result = clean_date(lake, DAY)
+    assert (result.kept, result.reasons) == (result.events, {})
+    silver = lake.read("silver.plays").where(F.col("date") == F.lit(DAY))
+    same_second = (silver.groupBy("user_id", "item_id", F.date_trunc("second", "event_ts"))
+                   .agg(F.countDistinct("track_id").alias("tracks")).where("tracks > 1").count())
+    assert same_second > 0, "the generator laid out no album tracks sharing a second"
+
+
 def test_rerun_of_a_date_changes_nothing(lake_factory, monkeypatch):
     lake = lake_factory(**PERMISSIVE)
     _prepare(lake)

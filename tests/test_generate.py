@@ -82,7 +82,7 @@ def test_hetrec_reader_handles_latin1_and_impossible_dates(tmp_path):
 def test_hetrec_replay_is_proportional_to_weights(tmp_path):
     src = write_hetrec_sample(tmp_path / "hetrec")
     written = generate(str(tmp_path / "landing"), "hetrec", DAY, days=3, seed=1, hetrec_dir=str(src),
-                       scale=0.5, fault_rate=0.0, bots=0, workers=1)
+                       scale=0.5, fault_rate=0.0, bots=0, workers=1, double_scrobbles=0)
     assert sum(written.values()) == 1000                      # 0.5 x 2000 plays
     counts = {}
     for day in (DAY - dt.timedelta(days=i) for i in range(3)):
@@ -96,7 +96,7 @@ def test_replayed_plays_stay_inside_their_day_even_for_heavy_listeners(tmp_path)
     src = write_hetrec_sample(tmp_path / "hetrec")
     (src / "user_artists.dat").write_text("userID\tartistID\tweight\n2\t51\t30000\n3\t52\t40\n")
     generate(str(tmp_path / "landing"), "hetrec", DAY, days=1, seed=2, hetrec_dir=str(src), scale=1.0,
-             fault_rate=0.0, bots=0, workers=1)
+             fault_rate=0.0, bots=0, workers=1, double_scrobbles=0)
     start = np.datetime64(DAY.isoformat(), "ms").astype(np.int64)
     times = []
     for line in _lines(tmp_path / "landing", DAY):

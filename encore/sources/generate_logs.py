@@ -8,7 +8,16 @@ Sources:
     proportional to its play count (``scale`` x weight, stochastically rounded), spread over
     ``days`` days as per-user listening sessions; artist tags come from its tag files.
 
-Both inject a share ``fault_rate`` of faults (see ``FAULTS``) plus ``bots`` bot-like users.
+Both inject a share ``fault_rate`` of faults (see ``FAULTS``) plus ``bots`` bot-like users, and
+both follow the habits of real scrobble logs, which are not faults and which clean must keep:
+  * album runs: a play continues the previous one's album (same artist, the next track); in the
+    HetRec replay, where each (user, artist)'s count is fixed, a user's plays of one artist in a
+    day are played in one run instead;
+  * shared seconds: a play of another track is stamped with the second of the play before it
+    (offline scrobbles submitted in a batch, one track ending in the second the next one starts);
+  * double scrobbles (``double_scrobbles``, a share of plays): a track logged at its start and again
+    at its end, under two event ids.
+HetRec names artists, not tracks: its replayed plays get the tracks of a generated discography.
 The output depends only on the seed and the arguments; a rerun of a date replaces its files.
 """
 from __future__ import annotations
@@ -127,6 +136,55 @@ def _lay_out_sessions(rng, user: np.ndarray, ms_played: np.ndarray, day_start_ms
     first = (rng.random(len(room)) * room).astype(np.int64)
     ts[:] = day_start_ms + first[user_of_row] + offset
     return ts
+
+
+# Shares of the scrobble habits (see the module docstring).
+ALBUM_RUN_SHARE = 0.3
+SHARED_SECOND_SHARE = 0.03
+
+
+def _album_runs(rng, user: np.ndarray, artist: np.ndarray, track: np.ndarray, tracks_per_artist: int):
+    """Plays sorted by user, where a share continue the previous play's album: (artist, track)."""
+    n = len(user)
+    if n == 0:
+        return artist, track
+    continues = np.r_[False, user[1:] == user[:-1]] & (rng.random(n) < ALBUM_RUN_SHARE)
+    start = np.maximum.accumulate(np.where(continues, 0, np.arange(n)))
+    return artist[start], (track[start] + np.arange(n) - start) % tracks_per_artist
+
+
+def _artist_runs(rng, user: np.ndarray, artist: np.ndarray, tracks_per_artist: int):
+    """Plays sorted by user, reordered so each user's plays of one artist are consecutive (counts
+    unchanged), with consecutive tracks from a random first one: (order, track)."""
+    n = len(user)
+    order = np.lexsort((rng.random(n), rng.permutation(int(artist.max()) + 1 if n else 1)[artist], user))
+    user, artist = user[order], artist[order]
+    first = np.r_[True, (user[1:] != user[:-1]) | (artist[1:] != artist[:-1])] if n else np.empty(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    offset = rng.integers(0, tracks_per_artist, n)
+    return order, (offset[start] + np.arange(n) - start) % tracks_per_artist
+
+
+def _shared_seconds(rng, user: np.ndarray, artist: np.ndarray, track: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Laid-out times where a share of plays take the second of the play before them, when that is
+    another track (the same track twice in one second is a re-sent play, which clean rejects)."""
+    n = len(user)
+    if n == 0:
+        return ts
+    other = (user[1:] == user[:-1]) & ((artist[1:] != artist[:-1]) | (track[1:] != track[:-1]))
+    shares = np.r_[False, other] & (rng.random(n) < SHARED_SECOND_SHARE)
+    shares &= ~np.r_[False, shares[:-1]]          # pairs, not chains
+    stamped = shares | np.r_[shares[1:], False]
+    second = np.where(shares, ts[np.maximum(np.arange(n) - 1, 0)], ts) // 1000 * 1000
+    return np.where(stamped, second, ts)
+
+
+def _double_scrobbles(rng, plays: "Plays", share: float, day_start_ms: int) -> "Plays":
+    """A share of plays logged again at their end (inside the day), as another play."""
+    again = (rng.random(len(plays.user)) < share) & (plays.ts_ms + plays.ms_played < day_start_ms + DAY_MS)
+    end = Plays(plays.user[again], plays.artist[again], plays.track[again],
+                plays.ts_ms[again] + plays.ms_played[again], plays.ms_played[again])
+    return _concat(plays, end)
 
 
 def _ms_played(rng, world: World, artist: np.ndarray, track: np.ndarray) -> np.ndarray:
@@ -290,8 +348,9 @@ class SyntheticSampler:
             else:
                 artist[rows] = self.tag_artists[t][np.searchsorted(cdf, rng.random(len(rows)))]
         track = rng.integers(0, world.track_ids.shape[1], n)
+        artist, track = _album_runs(rng, user, artist, track, world.track_ids.shape[1])
         ms = _ms_played(rng, world, artist, track)
-        ts = _lay_out_sessions(rng, user, ms, day_start_ms)
+        ts = _shared_seconds(rng, user, artist, track, _lay_out_sessions(rng, user, ms, day_start_ms))
         return Plays(user, artist, track, ts, ms)
 
 
@@ -364,10 +423,13 @@ def _write_day(landing: Path, day: dt.date, world: World, plays: Plays, fault_ra
 def generate(landing_root: str, source: str, end_date: dt.date, days: int, seed: int,
              events_per_day: int = 20_000, users: int = 500, items: int = 2_000,
              fault_rate: float = 0.02, bots: int = 2, events_per_file: int = 250_000,
-             hetrec_dir: str | None = None, scale: float = 0.01, workers: int | None = None) -> dict:
+             hetrec_dir: str | None = None, scale: float = 0.01, workers: int | None = None,
+             double_scrobbles: float = 0.01) -> dict:
     """Write ``days`` landing dates ending at ``end_date``; returns {date: lines written}."""
     if days < 1:
         raise EncoreError("--days must be at least 1")
+    if not 0 <= double_scrobbles < 1:
+        raise EncoreError("generate.double_scrobbles must be in [0, 1)")
     if not 0 <= fault_rate < 1:
         raise EncoreError("--fault-rate must be in [0, 1)")
     landing = Path(landing_root)
@@ -380,8 +442,9 @@ def generate(landing_root: str, source: str, end_date: dt.date, days: int, seed:
             sampler = SyntheticSampler(world, seed)
             for day in dates:
                 rng = np.random.default_rng([seed, 4, day.toordinal()])
-                plays = _concat(sampler.sample(rng, events_per_day, _day_start_ms(day), bots),
-                                _bot_plays(rng, world, bots, _day_start_ms(day)))
+                plays = _double_scrobbles(rng, sampler.sample(rng, events_per_day, _day_start_ms(day), bots),
+                                          double_scrobbles, _day_start_ms(day))
+                plays = _concat(plays, _bot_plays(rng, world, bots, _day_start_ms(day)))
                 _write_catalog(landing, day, world)
                 written[day.isoformat()] = _write_day(landing, day, world, plays, fault_rate, seed,
                                                       events_per_file, pool)
@@ -407,10 +470,13 @@ def generate(landing_root: str, source: str, end_date: dt.date, days: int, seed:
                 user = pair_user[idx]
                 by_user = np.argsort(user, kind="stable")
                 user, artist = user[by_user], pair_artist[idx][by_user]
-                track = np.full(len(user), -1)
+                runs, track = _artist_runs(day_rng, user, artist, world.track_ids.shape[1])
+                user, artist = user[runs], artist[runs]
                 ms = _ms_played(day_rng, world, artist, track)
-                ts = _lay_out_sessions(day_rng, user, ms, _day_start_ms(day))
-                plays = _concat(Plays(user, artist, track, ts, ms), _bot_plays(day_rng, world, bots, _day_start_ms(day)))
+                ts = _shared_seconds(day_rng, user, artist, track, _lay_out_sessions(day_rng, user, ms, _day_start_ms(day)))
+                plays = _double_scrobbles(day_rng, Plays(user, artist, track, ts, ms), double_scrobbles,
+                                          _day_start_ms(day))
+                plays = _concat(plays, _bot_plays(day_rng, world, bots, _day_start_ms(day)))
                 _write_catalog(landing, day, world)
                 written[day.isoformat()] = _write_day(landing, day, world, plays, fault_rate, seed,
                                                       events_per_file, pool)
@@ -434,4 +500,5 @@ def generate_from_config(cfg, **overrides) -> dict[str, int]:
     g = section.model_validate({**section.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
     return generate(cfg.path("landing"), g.source, g.end_date, g.days, g.seed, events_per_day=g.events_per_day,
                     users=g.users, items=g.items, fault_rate=g.fault_rate, bots=g.bots,
-                    events_per_file=g.events_per_file, hetrec_dir=g.hetrec_dir, scale=g.scale, workers=g.workers)
+                    events_per_file=g.events_per_file, hetrec_dir=g.hetrec_dir, scale=g.scale, workers=g.workers,
+                    double_scrobbles=g.double_scrobbles)
