@@ -1,5 +1,6 @@
-"""The one exception type the CLI turns into a single readable line (and exit code 2), and the two
-kinds of it that a backfill over a date range reports and steps past instead of stopping at."""
+"""Errors as the CLI reports them: ``EncoreError`` (a problem the user can fix; one line, exit 2),
+the two kinds of it that a backfill over a date range reports and steps past instead of stopping
+at, and ``describe``, the one line for any other exception (Spark, Delta, MLflow, Ray; exit 1)."""
 
 
 class EncoreError(Exception):
@@ -12,3 +13,54 @@ class NoDataForDate(EncoreError):
 
 class DateHeldBack(EncoreError):
     """A date that failed its quality gate: nothing of it was published; a range reports it and goes on."""
+
+
+# --- failures that are not EncoreErrors --------------------------------------------------------
+# Spark, Delta, MLflow and Ray raise their own exceptions, with multi-line messages and JVM stack
+# traces. The CLI turns each into one line saying what failed and what to do; the traceback goes
+# to the log file (and to the terminal with --debug). Matched by class name, so this module
+# imports none of those libraries.
+
+DELTA_CONFLICTS = {"ConcurrentAppendException", "ConcurrentWriteException", "MetadataChangedException",
+                   "ProtocolChangedException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+                   "ConcurrentTransactionException", "DeltaConcurrentModificationException"}
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of the exception's message, without JVM prefixes, shortened."""
+    text = str(exc).strip()
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "") or type(exc).__name__
+    for prefix in ("An error occurred while calling", "py4j.protocol.Py4JJavaError:"):
+        if line.startswith(prefix):
+            line = next((x.strip() for x in text.splitlines()[1:] if x.strip()), line).lstrip(": ")
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """One line: what went wrong and what to do, for an exception that is not an EncoreError."""
+    names, line = _names(exc), first_line(exc)
+    kind = type(exc).__name__
+    if names & DELTA_CONFLICTS:
+        return (f"another run wrote the same Delta table at the same time ({kind}), and the retries lost "
+                "too: run this step again once the other run has finished")
+    if "_delta_log" in line or "DELTA_" in line or "is not a Delta table" in line:
+        return (f"a Delta table's log is missing or unreadable ({line}): restore the table's folder "
+                "(with its _delta_log) from a backup, or rebuild the table with the step that writes it")
+    if "Py4JNetworkError" in names or "Answer from Java side is empty" in line or "Java gateway" in line:
+        return (f"the Spark JVM stopped ({line}): see the log for why; if it ran out of memory, raise "
+                "spark.driver_memory")
+    if "MlflowException" in names or type(exc).__module__.startswith("mlflow"):
+        return (f"the MLflow store failed ({kind}: {line}): check tracking.uri and that the store is "
+                "reachable and writable")
+    if type(exc).__module__.startswith("ray") or names & {"RayError", "RayTaskError", "RaySystemError"}:
+        return f"a Ray job or task failed ({kind}: {line}): the task's own error is in the log"
+    if isinstance(exc, MemoryError):
+        return "out of memory in the Python process: give the step more memory or a smaller date"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}: check the path, its permissions and free space"
+    return f"unexpected {kind}: {line}. This is a bug or a condition Encore does not know yet"

@@ -18,11 +18,33 @@ from datetime import date
 from pathlib import Path
 
 from encore.config import Config
-from encore.errors import EncoreError
+from encore.errors import DELTA_CONFLICTS, EncoreError
 from encore.locations import table_path
 from schemas.tables import TABLES, TableSpec
 
 log = logging.getLogger(__name__)
+
+# A commit that loses to another run's commit on the same table (two runs of a date at once, a
+# retried Airflow task beside a straggler) is tried again, from a fresh snapshot, this many times in
+# all, waiting 1, 2, 4... s (with jitter) between tries; then the step fails with one line.
+COMMIT_ATTEMPTS = 4
+
+
+def _delta_conflicts() -> tuple[type[BaseException], ...]:
+    import delta.exceptions as conflicts   # also maps the JVM's exceptions to these classes
+    return tuple(getattr(conflicts, name) for name in DELTA_CONFLICTS)
+
+
+def retry_conflicts(action):
+    """Run ``action()`` and return its result, again after a Delta commit conflict (tenacity)."""
+    from tenacity import (before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential,
+                          wait_random, Retrying)
+    for attempt in Retrying(retry=retry_if_exception_type(_delta_conflicts()), reraise=True,
+                            stop=stop_after_attempt(COMMIT_ATTEMPTS),
+                            wait=wait_exponential(multiplier=1, max=30) + wait_random(0, 1),
+                            before_sleep=before_sleep_log(log, logging.WARNING)):
+        with attempt:
+            return action()
 
 
 def spec(name: str) -> TableSpec:
@@ -75,7 +97,7 @@ class Lakehouse:
             # constraint (~3 s less for silver.plays).
             for cname, expr in table.constraints.items():
                 builder = builder.property(f"delta.constraints.{cname.lower()}", expr)
-            builder.execute()
+            retry_conflicts(builder.execute)   # another run may be creating it too
             log.info("created %s at %s", name, self.path(name))
         elif name not in self._synced:
             self._sync_properties(name)
@@ -200,7 +222,7 @@ class Lakehouse:
             writer = writer.option(key, value)
         if run_info:
             writer = writer.option("userMetadata", json.dumps(run_info, sort_keys=True))
-        writer.save(self.path(name))
+        retry_conflicts(lambda: writer.save(self.path(name)))
 
     def append(self, df, name: str, run_info: dict | None = None) -> int:
         """Append and return the number of rows written (from the Delta commit's metrics)."""

@@ -46,7 +46,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from encore.errors import DateHeldBack, EncoreError, NoDataForDate
-from encore.lakehouse import Lakehouse
+from encore.lakehouse import Lakehouse, retry_conflicts
 from encore.udfs import parse_text_fields
 from schemas.events import CORRUPT_COLUMN, parse_schema, record_schema
 from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW,
@@ -312,11 +312,11 @@ def _clean_catalog(lake: Lakehouse, day: dt.date):
 def _merge_catalog(lake: Lakehouse, entries) -> None:
     from delta.tables import DeltaTable
     lake.ensure(SILVER_CATALOG)
-    (DeltaTable.forPath(lake.spark, lake.path(SILVER_CATALOG)).alias("t")
-     .merge(entries.alias("s"), "t.item_id = s.item_id")
-     .whenMatchedUpdateAll(condition="s.updated_date >= t.updated_date")
-     .whenNotMatchedInsertAll()
-     .execute())
+    retry_conflicts(lambda: (DeltaTable.forPath(lake.spark, lake.path(SILVER_CATALOG)).alias("t")
+                             .merge(entries.alias("s"), "t.item_id = s.item_id")
+                             .whenMatchedUpdateAll(condition="s.updated_date >= t.updated_date")
+                             .whenNotMatchedInsertAll()
+                             .execute()))
 
 
 def _write_together(lake: Lakehouse, writes: list, day: dt.date, run_info: dict) -> None:

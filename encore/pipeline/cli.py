@@ -12,11 +12,13 @@ import datetime as dt
 import logging
 import sys
 import time
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from encore.config import Config, load_config
-from encore.errors import EncoreError
+from encore.errors import EncoreError, describe
 from encore.pipeline import steps
 from encore.pipeline.report import NightReport, print_table
 from encore.pipeline.steps import StepContext, parse_date
@@ -176,7 +178,6 @@ def cmd_sample(cfg: Config, args) -> None:
                                 temperature=args.temperature, top_p=args.top_p)[0]
     if sketch.midi is None:
         raise EncoreError(f"the sample did not decode to MIDI ({sketch.checks.get('error')}): try another --seed")
-    from pathlib import Path
     Path(args.output).write_bytes(sketch.midi)
     print(f"wrote {args.output}: {args.style}, {key}, {args.tempo} tempo, {args.bars} bars, seed {args.seed}, "
           f"{len(sketch.tokens)} tokens")
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", help="config profile (default: local, or ENCORE_PROFILE)")
     parser.add_argument("--config", help="a YAML file overriding the embedded defaults (or ENCORE_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback of a failure (it always goes to <home>/logs/errors.log)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
     for command in BEFORE_STEPS:
         p = sub.add_parser(command.name, help=command.help)
@@ -302,13 +305,52 @@ def main(argv: list[str] | None = None) -> int:
     # py4j logs a reset socket at INFO on the root logger and then retries on a new connection.
     for handler in logging.getLogger().handlers:
         handler.addFilter(lambda record: record.getMessage() != "Exception while sending command.")
+    cfg = None
     try:
         cfg = load_config(args.profile, args.config)
         args.func(cfg, args)
     except EncoreError as exc:
         print(f"encore: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"encore: error: {_what(args)}: interrupted; a rerun replaces whatever it had written", file=sys.stderr)
+        return 130
+    except Exception as exc:   # Spark, Delta, MLflow, Ray...: one line here, the traceback to the log
+        saved = _save_traceback(cfg, sys.argv[1:] if argv is None else argv)
+        if args.debug:
+            traceback.print_exc()
+        where = f"; traceback in {saved}" if saved else ""
+        print(f"encore: error: {_what(args)}: {describe(exc)}{where} (or rerun with --debug)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _what(args) -> str:
+    """The step and its date (or range), as the error line names them."""
+    date = getattr(args, "date", None)
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if date:
+        return f"{args.command} {date}"
+    if start or end:
+        return f"{args.command} {start or '…'}..{end or '…'}"
+    return args.command
+
+
+def _save_traceback(cfg, words: list[str]) -> Path | None:
+    """Append the running exception's traceback to <home>/logs/errors.log; None if it cannot be written."""
+    if cfg is None:
+        return None
+    try:
+        folder = Path(cfg.home) / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "errors.log"
+        stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        with open(path, "a", encoding="utf-8") as log_file:
+            log_file.write(f"--- {stamp} encore {' '.join(words)}\n")
+            log_file.write(traceback.format_exc())
+        return path
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":
