@@ -86,6 +86,7 @@ class Clean(Section):
     max_quarantine_share: float
     dedupe_lookback_days: int
     duplicate_play_window_seconds: int = Field(ge=1)
+    max_line_bytes: int = Field(ge=1)
     max_ms_played: int
     future_tolerance_hours: float
     min_event_time: str

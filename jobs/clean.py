@@ -3,7 +3,13 @@
 For a date D the job reads the bronze rows that landed on D and, in one pass, types and
 validates them and gives each rejected row one reason code (first rule that fails, in order):
 
+  line_too_long          a line longer than clean.max_line_bytes (1 MiB)
+  invalid_utf8           bytes that are not UTF-8 (a client writing Latin-1, a cut multi-byte
+                         character); the quarantined copy has them replaced by U+FFFD, the exact
+                         bytes stay in bronze
   malformed_record       not a JSON object (truncated line, wrong TSV field count, blank line)
+  wrong_type             an id (event_id, user_id, artist_id, track_id) that is a JSON array,
+                         object or boolean; numbers are ids as written ("user_id": 42 is "42")
   missing_event_id       event_id absent or blank
   missing_user_id        user_id absent or blank
   missing_item           neither artist_id nor artist_name
@@ -31,7 +37,8 @@ validates them and gives each rejected row one reason code (first rule that fail
 
 Aggregated play counts (bronze.play_counts_raw) and catalogue entries (bronze.catalog_raw) of D
 are validated the same way (``invalid_play_count``, ``duplicate_count``, ``malformed_record``,
-``missing_item``). A rerun of D replaces exactly D's rows in silver and quarantine. If the
+``missing_item``). A line may start with a byte-order mark and end with CR (files from Windows tools): both are read
+past, as RFC 8259 allows, and the line is judged on its content. A rerun of D replaces exactly D's rows in silver and quarantine. If the
 quarantined share of D's play events exceeds clean.max_quarantine_share, the job writes the
 quarantine (so it can be inspected), leaves silver.plays untouched and fails with counts per reason.
 """
@@ -58,7 +65,7 @@ log = logging.getLogger(__name__)
 # out of silver) up to this many rows (a few MB); past it, shuffle joins: slower, no memory ceiling.
 BROADCAST_MAX_ROWS = 2_000_000
 
-EVENT_REASONS = ["malformed_record", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
+EVENT_REASONS = ["line_too_long", "invalid_utf8", "malformed_record", "wrong_type", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
                  "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
                  "absurd_ms_played", "duplicate_event_id", "duplicate_play", "bot_user"]
 
@@ -105,15 +112,25 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
     schema = record_schema("play_event")
     if rules_only:
         schema = StructType([f for f in schema.fields if f.name in RULE_FIELDS])
+    value = F.col("value")
+    # A byte-order mark is read past (only lines that have one pay for the substring).
+    unmarked = F.when(value.startswith("\ufeff"), F.substring(value, 2, 1 << 30)).otherwise(value)
     parsed = raw.select("_rid", "value", "source_format", "source_file",
-                        parse_text_fields(raw.sparkSession, "value", schema).alias("e"))
+                        F.octet_length(value).alias("_bytes"), F.is_valid_utf8(value).alias("_utf8"),
+                        parse_text_fields(raw.sparkSession, unmarked, schema).alias("e"))
 
     def text(name: str):
         return _blank_to_null(e[name]) if name in schema.fieldNames() else F.lit(None).cast("string")
     ts_text, ms_text, artist_name = text("ts"), text("ms_played"), text("artist_name")
+    ids = [text(name) for name in ("event_id", "user_id", "artist_id", "track_id")]
     typed = parsed.select(
-        "_rid", "value", "source_format", "source_file",
+        "_rid", F.when(F.col("_utf8"), value).otherwise(F.make_valid_utf8(value)).alias("value"),
+        "source_format", "source_file", "_bytes", "_utf8",
         e.isNull().alias("_malformed"),
+        # The parser gives any value as text; an array, object or boolean id is never an id.
+        F.coalesce(*[F.when(F.substring(i, 1, 1).isin("[", "{") | i.isin("true", "false"),
+                            F.concat(F.lit(name + "="), i)) for name, i in
+                     zip(("event_id", "user_id", "artist_id", "track_id"), ids)]).alias("_wrong_type"),
         text("event_id").alias("event_id"),
         text("user_id").alias("user_id"),
         F.coalesce(text("artist_id"), F.concat(F.lit("name:"), F.lower(artist_name))).alias("item_id"),
@@ -138,7 +155,10 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
         hours=cfg.future_tolerance_hours)
     oldest = F.to_timestamp(F.lit(cfg.min_event_time))
     reason = _first_reason([
+        ("line_too_long", F.col("_bytes") > cfg.max_line_bytes),
+        ("invalid_utf8", ~F.col("_utf8")),
         ("malformed_record", F.col("_malformed")),
+        ("wrong_type", F.col("_wrong_type").isNotNull()),
         ("missing_event_id", F.col("event_id").isNull()),
         ("missing_user_id", F.col("user_id").isNull()),
         ("missing_item", F.col("item_id").isNull()),
@@ -152,9 +172,13 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
     detail = (F.when(reason.isin("bad_timestamp", "timestamp_too_old", "timestamp_in_future"),
                      F.concat(F.lit("ts="), F.col("ts_text")))
                .when(reason.isin("bad_ms_played", "negative_ms_played", "absurd_ms_played"),
-                     F.concat(F.lit("ms_played="), F.col("ms_text"))))
+                     F.concat(F.lit("ms_played="), F.col("ms_text")))
+               .when(reason == "line_too_long", F.format_string("%d bytes", F.col("_bytes")))
+               .when(reason == "invalid_utf8", F.lit("bytes that are not UTF-8 shown as U+FFFD; the exact line is in "
+                                                     "bronze.plays_raw"))
+               .when(reason == "wrong_type", F.col("_wrong_type")))
     return (typed.withColumn("reason", reason).withColumn("detail", detail)
-            .drop("_malformed", "ts_text", "ms_text"))
+            .drop("_malformed", "ts_text", "ms_text", "_bytes", "_utf8", "_wrong_type"))
 
 
 def _key(column: str) -> list:
