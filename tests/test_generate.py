@@ -17,8 +17,8 @@ DAY = dt.date(2026, 11, 20)
 def _lines(landing: Path, day: dt.date) -> list[str]:
     out = []
     for part in sorted((landing / "plays" / f"date={day}").glob("*.jsonl.gz")):
-        with gzip.open(part, "rt", encoding="utf-8") as handle:
-            out += handle.read().splitlines()
+        with gzip.open(part, "rt", encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            out += handle.read().removeprefix("\ufeff").replace("\r\n", "\n").splitlines()
     return out
 
 
@@ -47,6 +47,11 @@ def test_synthetic_logs_look_like_clients(tmp_path):
     assert len(ids) > len(set(ids))                          # duplicate deliveries
     assert any(isinstance(p.get("ts"), int) for p in parsed) and any(isinstance(p.get("ts"), str) for p in parsed)
     assert any("client_version" in p for p in parsed)        # unknown extra fields
+    assert any("\udce9" in line for line in lines)            # a Latin-1 byte: not UTF-8
+    assert any(isinstance(p.get("artist_id"), list) for p in parsed)   # an id of the wrong type
+    assert any(len(line) > 2000 for line in lines)           # oversized lines
+    raw = gzip.open(tmp_path / "plays" / f"date={DAY}" / "part-00000.jsonl.gz").read()
+    assert raw.startswith(b"\xef\xbb\xbf{") and b"\r\n" in raw      # written as a Windows client writes
     users = {}
     for p in parsed:
         users[p.get("user_id")] = users.get(p.get("user_id"), 0) + 1

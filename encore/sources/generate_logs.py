@@ -16,7 +16,9 @@ both follow the habits of real scrobble logs, which are not faults and which cle
   * shared seconds: a play of another track is stamped with the second of the play before it
     (offline scrobbles submitted in a batch, one track ending in the second the next one starts);
   * double scrobbles (``double_scrobbles``, a share of plays): a track logged at its start and again
-    at its end, under two event ids.
+    at its end, under two event ids;
+  * Windows files: every third file of a date (the first among them) starts with a byte-order
+    mark and ends its lines with CRLF.
 HetRec names artists, not tracks: its replayed plays get the tracks of a generated discography.
 The output depends only on the seed and the arguments; a rerun of a date replaces its files.
 """
@@ -65,6 +67,10 @@ FAULTS = {
     "ancient_timestamp": 1,     # before 2000 (epoch 0 and friends)
     "unparseable_timestamp": 1,
     "extra_fields": 2,          # unknown fields: valid, must be kept
+    "invalid_utf8": 1,          # the artist's name written in Latin-1 by an old client
+    "wrong_type_id": 1,         # artist_id sent as a JSON array
+    "oversized_line": 1,        # a 2 KB payload field: over clean.max_line_bytes only where that is set
+                                # below it (tests); kept at the default 1 MiB
 }
 
 
@@ -138,8 +144,13 @@ def _lay_out_sessions(rng, user: np.ndarray, ms_played: np.ndarray, day_start_ms
     return ts
 
 
+NOT_UTF8_FAULTS = {"invalid_utf8"}
+
 # Shares of the scrobble habits (see the module docstring).
 ALBUM_RUN_SHARE = 0.3
+# Files of a date written as a Windows client writes them (a byte-order mark, CRLF): every third,
+# from the first (so a small date's only file is one).
+WINDOWS_EVERY = 3
 SHARED_SECOND_SHARE = 0.03
 
 
@@ -214,14 +225,15 @@ def _iso(ts_ms: np.ndarray) -> np.ndarray:
     return np.char.add(np.datetime_as_string(ts_ms.astype("datetime64[ms]"), unit="ms"), "Z")
 
 
-def _render(rng, world: World, plays: Plays, day_start_ms: int, fault_rate: float) -> list[str]:
-    """JSON lines for the plays, in delivery order, with faults injected."""
+def _render(rng, world: World, plays: Plays, day_start_ms: int, fault_rate: float, utf8_only: bool) -> list[str]:
+    """JSON lines for the plays, in delivery order, with faults injected (``utf8_only``: none of
+    the kinds whose line is not UTF-8)."""
     n = len(plays.user)
     event_ids = _uuid_strings(rng, n)
     iso = _iso(plays.ts_ms)
     ts_kind = rng.random(n)  # 75% ISO in UTC, 15% epoch millis, 10% ISO with an offset
     platforms = rng.choice(PLATFORMS, size=n, p=PLATFORM_P)
-    kinds = list(FAULTS)
+    kinds = [k for k in FAULTS if not (utf8_only and k in NOT_UTF8_FAULTS)]
     weights = np.array([FAULTS[k] for k in kinds], dtype=float)
     fault = np.where(rng.random(n) < fault_rate, rng.choice(len(kinds), size=n, p=weights / weights.sum()), -1)
     lines: list[str] = []
@@ -262,6 +274,12 @@ def _render(rng, world: World, plays: Plays, day_start_ms: int, fault_rate: floa
             ts = '"20/11/2026 25:61"'
         elif kind == "extra_fields":
             extra = f',"client_version":"{int(rng.integers(1, 9))}.{int(rng.integers(0, 20))}","ab_bucket":"b{int(rng.integers(0, 4))}"'
+        elif kind == "invalid_utf8":   # \udce9 is written as the lone byte 0xE9 (Latin-1 'é'): surrogateescape
+            artist = f'"artist_id":"{world.artist_ids[a]}","artist_name":"Beyonc\udce9"'
+        elif kind == "wrong_type_id":
+            artist = f'"artist_id":["{world.artist_ids[a]}"],"artist_name":{world.artist_name_json[a]}'
+        elif kind == "oversized_line":
+            extra = f',"payload":"{"x" * 2000}"'
         track = ""
         if t >= 0:
             track = f',"track_id":"{world.track_ids[a, t]}","track_name":{world.track_name_json[a][t]}'
@@ -279,10 +297,13 @@ def _render(rng, world: World, plays: Plays, day_start_ms: int, fault_rate: floa
     return [lines[j] for j in order]
 
 
-def _write_gz(path: Path, lines: list[str]) -> None:
-    with gzip.open(path, "wt", encoding="utf-8", compresslevel=3) as handle:
-        handle.write("\n".join(lines))
-        handle.write("\n")
+def _write_gz(path: Path, lines: list[str], windows: bool = False) -> None:
+    """A gzip JSON-lines file; ``windows``: as a Windows tool writes it, a byte-order mark first and
+    CRLF line ends (both read past by clean). Lone surrogates are written as the bytes they stand for."""
+    end = "\r\n" if windows else "\n"
+    with gzip.open(path, "wt", encoding="utf-8", errors="surrogateescape", compresslevel=3, newline="") as handle:
+        handle.write(("\ufeff" if windows else "") + end.join(lines))
+        handle.write(end)
 
 
 def _replace_dir(target: Path, staging: Path) -> None:
@@ -390,10 +411,10 @@ def _write_catalog(landing: Path, day: dt.date, world: World) -> None:
 
 
 def _render_file(args) -> tuple[str, int]:
-    world, plays, day_start_ms, fault_rate, seed_key, path = args
+    world, plays, day_start_ms, fault_rate, seed_key, path, windows, plain = args
     rng = np.random.default_rng(seed_key)
-    lines = _render(rng, world, plays, day_start_ms, fault_rate)
-    _write_gz(Path(path), lines)
+    lines = _render(rng, world, plays, day_start_ms, fault_rate, utf8_only=plain)
+    _write_gz(Path(path), lines, windows and not plain)
     return path, len(lines)
 
 
@@ -407,14 +428,15 @@ def _concat(a: Plays, b: Plays) -> Plays:
 
 
 def _write_day(landing: Path, day: dt.date, world: World, plays: Plays, fault_rate: float, seed: int,
-               events_per_file: int, pool) -> int:
+               events_per_file: int, pool, plain: bool = False) -> int:
     target = landing / "plays" / f"date={day.isoformat()}"
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     parts = max(1, -(-len(plays.user) // events_per_file))
     jobs = [(world, chunk, _day_start_ms(day), fault_rate, [seed, 3, day.toordinal(), k],
-             str(staging / f"part-{k:05d}.jsonl.gz")) for k, chunk in enumerate(_split(plays, parts))]
+             str(staging / f"part-{k:05d}.jsonl.gz"), k % WINDOWS_EVERY == 0, plain)
+            for k, chunk in enumerate(_split(plays, parts))]
     results = list(pool.map(_render_file, jobs)) if pool else [_render_file(j) for j in jobs]
     _replace_dir(target, staging)
     return sum(n for _, n in results)
@@ -424,8 +446,11 @@ def generate(landing_root: str, source: str, end_date: dt.date, days: int, seed:
              events_per_day: int = 20_000, users: int = 500, items: int = 2_000,
              fault_rate: float = 0.02, bots: int = 2, events_per_file: int = 250_000,
              hetrec_dir: str | None = None, scale: float = 0.01, workers: int | None = None,
-             double_scrobbles: float = 0.01) -> dict:
-    """Write ``days`` landing dates ending at ``end_date``; returns {date: lines written}."""
+             double_scrobbles: float = 0.01, plain: bool = False) -> dict:
+    """Write ``days`` landing dates ending at ``end_date``; returns {date: lines written}.
+
+    ``plain``: UTF-8 lines and LF endings only (no Windows files, no Latin-1 lines), for readers
+    that refuse the rest, such as DuckDB's CSV reader in tests/benchmarks/bench_clean.py."""
     if days < 1:
         raise EncoreError("--days must be at least 1")
     if not 0 <= double_scrobbles < 1:
@@ -447,7 +472,7 @@ def generate(landing_root: str, source: str, end_date: dt.date, days: int, seed:
                 plays = _concat(plays, _bot_plays(rng, world, bots, _day_start_ms(day)))
                 _write_catalog(landing, day, world)
                 written[day.isoformat()] = _write_day(landing, day, world, plays, fault_rate, seed,
-                                                      events_per_file, pool)
+                                                      events_per_file, pool, plain)
                 log.info("generated %s: %d lines", day, written[day.isoformat()])
         elif source == "hetrec":
             if not hetrec_dir:
@@ -479,7 +504,7 @@ def generate(landing_root: str, source: str, end_date: dt.date, days: int, seed:
                 plays = _concat(plays, _bot_plays(day_rng, world, bots, _day_start_ms(day)))
                 _write_catalog(landing, day, world)
                 written[day.isoformat()] = _write_day(landing, day, world, plays, fault_rate, seed,
-                                                      events_per_file, pool)
+                                                      events_per_file, pool, plain)
                 log.info("generated %s: %d lines", day, written[day.isoformat()])
         else:
             raise EncoreError(f"unknown --source '{source}': use synthetic or hetrec")
