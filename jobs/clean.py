@@ -8,8 +8,6 @@ validates them and gives each rejected row one reason code (first rule that fail
                          character); the quarantined copy has them replaced by U+FFFD, the exact
                          bytes stay in bronze
   malformed_record       not a JSON object (truncated line, wrong TSV field count, blank line)
-  wrong_type             an id (event_id, user_id, artist_id, track_id) that is a JSON array,
-                         object or boolean; numbers are ids as written ("user_id": 42 is "42")
   missing_event_id       event_id absent or blank
   missing_user_id        user_id absent or blank
   missing_item           neither artist_id nor artist_name
@@ -65,7 +63,7 @@ log = logging.getLogger(__name__)
 # out of silver) up to this many rows (a few MB); past it, shuffle joins: slower, no memory ceiling.
 BROADCAST_MAX_ROWS = 2_000_000
 
-EVENT_REASONS = ["line_too_long", "invalid_utf8", "malformed_record", "wrong_type", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
+EVENT_REASONS = ["line_too_long", "invalid_utf8", "malformed_record", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
                  "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
                  "absurd_ms_played", "duplicate_event_id", "duplicate_play", "bot_user"]
 
@@ -103,11 +101,12 @@ def _first_reason(rules: list[tuple[str, object]]):
 RULE_FIELDS = ("event_id", "user_id", "artist_id", "artist_name", "track_id", "track_name", "ts", "ms_played")
 
 
-def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
+def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False, judge: bool = True):
     """Parse and type raw lines; ``reason`` is the first field-level rule that fails (or null).
 
     ``rules_only`` reads only ``RULE_FIELDS`` off each line (the others come out null): enough to
-    decide every rejection, and the parser then copies a third fewer bytes per line."""
+    decide every rejection, and the parser then copies a third fewer bytes per line. Without
+    ``judge`` the rules are not evaluated (no ``reason``, ``detail``): for rows already judged."""
     e = F.col("e")
     schema = record_schema("play_event")
     if rules_only:
@@ -116,40 +115,41 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
     # A byte-order mark is read past (only lines that have one pay for the substring).
     unmarked = F.when(value.startswith("\ufeff"), F.substring(value, 2, 1 << 30)).otherwise(value)
     parsed = raw.select("_rid", "value", "source_format", "source_file",
-                        F.octet_length(value).alias("_bytes"), F.is_valid_utf8(value).alias("_utf8"),
                         parse_text_fields(raw.sparkSession, unmarked, schema).alias("e"))
 
     def text(name: str):
         return _blank_to_null(e[name]) if name in schema.fieldNames() else F.lit(None).cast("string")
     ts_text, ms_text, artist_name = text("ts"), text("ms_played"), text("artist_name")
-    ids = [text(name) for name in ("event_id", "user_id", "artist_id", "track_id")]
-    typed = parsed.select(
-        "_rid", F.when(F.col("_utf8"), value).otherwise(F.make_valid_utf8(value)).alias("value"),
-        "source_format", "source_file", "_bytes", "_utf8",
-        e.isNull().alias("_malformed"),
-        # The parser gives any value as text; an array, object or boolean id is never an id.
-        F.coalesce(*[F.when(F.substring(i, 1, 1).isin("[", "{") | i.isin("true", "false"),
-                            F.concat(F.lit(name + "="), i)) for name, i in
-                     zip(("event_id", "user_id", "artist_id", "track_id"), ids)]).alias("_wrong_type"),
+    item = F.coalesce(text("artist_id"), F.concat(F.lit("name:"), F.lower(artist_name)))
+    typed_columns = [
         text("event_id").alias("event_id"),
         text("user_id").alias("user_id"),
-        F.coalesce(text("artist_id"), F.concat(F.lit("name:"), F.lower(artist_name))).alias("item_id"),
+        item.alias("item_id"),
         artist_name.alias("artist_name"),
         text("track_id").alias("track_id"),
         text("track_name").alias("track_name"),
-        # What duplicate_play compares: the track, however the line names it (see the module docstring).
-        F.coalesce(F.concat(F.lit("id:"), text("track_id")),
-                   F.concat(F.lit("item:"), F.coalesce(text("artist_id"), F.concat(F.lit("name:"), F.lower(artist_name))),
-                            F.lit(" name:"), F.lower(text("track_name"))),
-                   F.concat(F.lit("item:"), F.coalesce(text("artist_id"), F.concat(F.lit("name:"), F.lower(artist_name)))))
-         .alias("play_key"),
-        ts_text.alias("ts_text"),
         F.when(ts_text.rlike(r"^-?[0-9]{1,15}$"), F.timestamp_millis(ts_text.try_cast("long")))
          .otherwise(F.try_to_timestamp(ts_text)).alias("event_ts"),
-        ms_text.alias("ms_text"),
         ms_text.try_cast("long").alias("ms_played"),
         F.lower(text("platform")).alias("platform"),
         F.upper(text("country")).alias("country"),
+    ]
+    if not judge:
+        return parsed.select("_rid", "value", "source_format", "source_file", *typed_columns)
+
+    utf8 = F.is_valid_utf8(value)
+    typed = parsed.select(
+        "_rid", F.when(utf8, value).otherwise(F.make_valid_utf8(value)).alias("value"),
+        "source_format", "source_file", F.octet_length(value).alias("_bytes"), utf8.alias("_utf8"),
+        e.isNull().alias("_malformed"),
+        *typed_columns,
+        # What duplicate_play compares: the track, however the line names it (see the module docstring).
+        F.coalesce(F.concat(F.lit("id:"), text("track_id")),
+                   F.concat(F.lit("item:"), item, F.lit(" name:"), F.lower(text("track_name"))),
+                   F.concat(F.lit("item:"), item))
+         .alias("play_key"),
+        ts_text.alias("ts_text"),
+        ms_text.alias("ms_text"),
     )
     latest = dt.datetime.combine(day + dt.timedelta(days=1), dt.time()) + dt.timedelta(
         hours=cfg.future_tolerance_hours)
@@ -158,7 +158,6 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
         ("line_too_long", F.col("_bytes") > cfg.max_line_bytes),
         ("invalid_utf8", ~F.col("_utf8")),
         ("malformed_record", F.col("_malformed")),
-        ("wrong_type", F.col("_wrong_type").isNotNull()),
         ("missing_event_id", F.col("event_id").isNull()),
         ("missing_user_id", F.col("user_id").isNull()),
         ("missing_item", F.col("item_id").isNull()),
@@ -175,10 +174,9 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False):
                      F.concat(F.lit("ms_played="), F.col("ms_text")))
                .when(reason == "line_too_long", F.format_string("%d bytes", F.col("_bytes")))
                .when(reason == "invalid_utf8", F.lit("bytes that are not UTF-8 shown as U+FFFD; the exact line is in "
-                                                     "bronze.plays_raw"))
-               .when(reason == "wrong_type", F.col("_wrong_type")))
+                                                     "bronze.plays_raw")))
     return (typed.withColumn("reason", reason).withColumn("detail", detail)
-            .drop("_malformed", "ts_text", "ms_text", "_bytes", "_utf8", "_wrong_type"))
+            .drop("_malformed", "ts_text", "ms_text", "_bytes", "_utf8"))
 
 
 def _key(column: str) -> list:
@@ -416,8 +414,12 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
             lake.replace_partition(quarantine, SILVER_PLAYS_QUARANTINE, "date", day, run_info)
             raise DateHeldBack(f"clean {day}: {share:.1%} of events quarantined, above clean.max_quarantine_share="
                               f"{limit:.0%}; silver.plays left unchanged. {result.summary()}")
-        plays = (_typed_events(raw, day, cfg).where(F.col("reason").isNull())
-                 .join(late.select("_rid"), "_rid", "left_anti").withColumn("date", F.lit(day)))
+        # Silver is every row the first pass did not reject: the rules are not evaluated again.
+        rejected = rejects.select("_rid")
+        if result.quarantined <= BROADCAST_MAX_ROWS:
+            rejected = F.broadcast(rejected)
+        plays = (_typed_events(raw, day, cfg, judge=False)
+                 .join(rejected, "_rid", "left_anti").withColumn("date", F.lit(day)))
         _write_together(lake, [(plays, SILVER_PLAYS), (quarantine, SILVER_PLAYS_QUARANTINE)], day, run_info)
     if counts is not None:
         lake.replace_partition(counts[0], SILVER_PLAY_COUNTS, "snapshot_date", day, run_info)

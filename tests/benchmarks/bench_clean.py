@@ -56,11 +56,6 @@ WITH raw AS (
   FROM raw
 ), typed AS (
   SELECT value, source_file, e IS NULL AS malformed, strlen(value) AS line_bytes,
-         CASE WHEN left(nullif(trim(e.event_id), ''), 1) IN ('[', '{{') OR nullif(trim(e.event_id), '') IN ('true', 'false')
-                OR left(nullif(trim(e.user_id), ''), 1) IN ('[', '{{') OR nullif(trim(e.user_id), '') IN ('true', 'false')
-                OR left(nullif(trim(e.artist_id), ''), 1) IN ('[', '{{') OR nullif(trim(e.artist_id), '') IN ('true', 'false')
-                OR left(nullif(trim(e.track_id), ''), 1) IN ('[', '{{') OR nullif(trim(e.track_id), '') IN ('true', 'false')
-              THEN true ELSE false END AS wrong_type,
          coalesce('id:' || nullif(trim(e.track_id), ''),
                   'item:' || coalesce(nullif(trim(e.artist_id), ''), 'name:' || lower(nullif(trim(e.artist_name), '')))
                     || ' name:' || lower(nullif(trim(e.track_name), '')),
@@ -83,7 +78,6 @@ WITH raw AS (
   SELECT *, CASE
       WHEN line_bytes > {max_line_bytes} THEN 'line_too_long'
       WHEN malformed THEN 'malformed_record'
-      WHEN wrong_type THEN 'wrong_type'
       WHEN event_id IS NULL THEN 'missing_event_id'
       WHEN user_id IS NULL THEN 'missing_user_id'
       WHEN item_id IS NULL THEN 'missing_item'
