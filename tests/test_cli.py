@@ -69,6 +69,7 @@ def test_schema_prints_the_contracts(tmp_path):
 def test_demo_runs_the_whole_night_and_a_rerun_changes_nothing(tmp_path):
     from tests.homes import TINY
     small = {**TINY, "ENCORE__GENERATE__DAYS": "2", "ENCORE__GENERATE__EVENTS_PER_DAY": "3000",
+             "ENCORE__GENERATE__USERS": "60", "ENCORE__GENERATE__ITEMS": "300",
              "ENCORE__GENERATE__BOTS": "0", "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0",
              "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10", "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1",
              "ENCORE__PACKS__POOL_PER_CONDITION": "2", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",

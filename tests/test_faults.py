@@ -47,12 +47,12 @@ def _race(spark, path: str) -> BaseException | None:
 
     def slow_writer():
         try:
-            lakehouse.retry_conflicts(_overwrite(_slow(_partition(spark, 5, "slow"), 6), path))
+            lakehouse.retry_conflicts(_overwrite(_slow(_partition(spark, 5, "slow"), 4), path))
         except BaseException as exc:   # noqa: BLE001 - handed to the test thread
             outcome[0] = exc
     thread = threading.Thread(target=slow_writer)
     thread.start()
-    time.sleep(2)                      # the slow write has its snapshot and is computing
+    time.sleep(1.5)                    # the slow write has its snapshot and is computing
     _overwrite(_partition(spark, 3, "fast"), path)()
     thread.join(timeout=300)
     return outcome[0]
