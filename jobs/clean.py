@@ -35,10 +35,11 @@ validates them and gives each rejected row one reason code (first rule that fail
 
 Aggregated play counts (bronze.play_counts_raw) and catalogue entries (bronze.catalog_raw) of D
 are validated the same way (``invalid_play_count``, ``duplicate_count``, ``malformed_record``,
-``missing_item``). A line may start with a byte-order mark and end with CR (files from Windows tools): both are read
-past, as RFC 8259 allows, and the line is judged on its content. A rerun of D replaces exactly D's rows in silver and quarantine. If the
-quarantined share of D's play events exceeds clean.max_quarantine_share, the job writes the
-quarantine (so it can be inspected), leaves silver.plays untouched and fails with counts per reason.
+``missing_item``). A line may start with a byte-order mark and end with CR (files from Windows
+tools): both are read past, as RFC 8259 allows, and the line is judged on its content. A rerun of
+D replaces exactly D's rows in silver and quarantine. If the quarantined share of D's play events
+exceeds clean.max_quarantine_share, the job writes the quarantine (so it can be inspected), leaves
+silver.plays untouched and fails with counts per reason.
 """
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ log = logging.getLogger(__name__)
 # out of silver) up to this many rows (a few MB); past it, shuffle joins: slower, no memory ceiling.
 BROADCAST_MAX_ROWS = 2_000_000
 
-EVENT_REASONS = ["line_too_long", "invalid_utf8", "malformed_record", "missing_event_id", "missing_user_id", "missing_item", "bad_timestamp",
-                 "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
+EVENT_REASONS = ["line_too_long", "invalid_utf8", "malformed_record", "missing_event_id", "missing_user_id",
+                 "missing_item", "bad_timestamp", "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
                  "absurd_ms_played", "duplicate_event_id", "duplicate_play", "bot_user"]
 
 

@@ -115,6 +115,12 @@ class Plays:
     ms_played: np.ndarray
 
 
+def _run_start(first: np.ndarray) -> np.ndarray:
+    """For each row, the index of the first row of its run (runs begin where ``first`` is true; row 0
+    always begins one)."""
+    return np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
+
+
 def _lay_out_sessions(rng, user: np.ndarray, ms_played: np.ndarray, day_start_ms: int) -> np.ndarray:
     """Timestamps for plays sorted by user: each user listens in sessions of consecutive plays."""
     n = len(user)
@@ -127,7 +133,7 @@ def _lay_out_sessions(rng, user: np.ndarray, ms_played: np.ndarray, day_start_ms
     step = np.r_[0, ms_played[:-1]] + gap
     step[new_user] = 0
     cum = np.cumsum(step)
-    start_idx = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+    start_idx = _run_start(new_user)
     offset = cum - cum[start_idx]
     # Spread each user's first session over the day, keeping the whole day's listening inside it.
     # A user with more than a day of plays (HetRec's heaviest listeners replayed into a few days)
@@ -159,7 +165,7 @@ def _album_runs(rng, user: np.ndarray, artist: np.ndarray, track: np.ndarray, tr
     if n == 0:
         return artist, track
     continues = np.r_[False, user[1:] == user[:-1]] & (rng.random(n) < ALBUM_RUN_SHARE)
-    start = np.maximum.accumulate(np.where(continues, 0, np.arange(n)))
+    start = _run_start(~continues)
     return artist[start], (track[start] + np.arange(n) - start) % tracks_per_artist
 
 
@@ -170,7 +176,7 @@ def _artist_runs(rng, user: np.ndarray, artist: np.ndarray, tracks_per_artist: i
     order = np.lexsort((rng.random(n), rng.permutation(int(artist.max()) + 1 if n else 1)[artist], user))
     user, artist = user[order], artist[order]
     first = np.r_[True, (user[1:] != user[:-1]) | (artist[1:] != artist[:-1])] if n else np.empty(0, bool)
-    start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    start = _run_start(first)
     offset = rng.integers(0, tracks_per_artist, n)
     return order, (offset[start] + np.arange(n) - start) % tracks_per_artist
 
