@@ -1,8 +1,11 @@
 """Where each lakehouse table lives, and how delta-rs reaches it: the layout
 ``<paths.lakehouse>/<layer>/<table>`` and the storage options of an object store. Free of Spark
-and pandas, so that `encore sql` and the Ray jobs' readers start quickly.
+and pandas, so that `encore sql` and the Ray jobs' readers start quickly. Also where the CLI's own
+log files go (``<home>/logs/``).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from encore.config import Config
 from encore.errors import EncoreError
@@ -38,3 +41,12 @@ def storage_uri(path: str, config: Config | None = None) -> tuple[str, dict[str,
     if conf.get("spark.hadoop.fs.s3a.endpoint.region"):
         options["AWS_REGION"] = str(conf["spark.hadoop.fs.s3a.endpoint.region"])
     return "s3://" + path[len("s3a://"):], options
+
+
+def log_file(config: Config, name: str) -> Path | None:
+    """``<home>/logs/<name>``, its folder created; None when the home is not a local folder."""
+    if "://" in config.home:
+        return None
+    folder = Path(config.home) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from encore.config import Config
 from encore.errors import EncoreError
+from encore.locations import log_file
 from schemas import table_names
 
 log = logging.getLogger(__name__)
@@ -161,10 +162,9 @@ def audit_write(config: Config, query: str) -> None:
     """Every statement run with --allow-writes: a warning in the log and a line in <home>/logs/sql-writes.log."""
     user = getpass.getuser()
     log.warning("sql --allow-writes by %s: %s", user, query)
-    folder = Path(config.home) / "logs"
-    if "://" not in config.home:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "sql-writes.log", "a") as out:
+    path = log_file(config, "sql-writes.log")
+    if path is not None:
+        with open(path, "a") as out:
             out.write(f"{dt.datetime.now(dt.timezone.utc).isoformat()}\t{user}\t{config.profile}\t"
                       f"{' '.join(query.split())}\n")
 

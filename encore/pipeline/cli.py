@@ -19,6 +19,7 @@ from typing import Callable
 
 from encore.config import Config, load_config
 from encore.errors import EncoreError, describe
+from encore.locations import log_file
 from encore.pipeline import steps
 from encore.pipeline.report import NightReport, print_table
 from encore.pipeline.steps import StepContext, parse_date
@@ -341,13 +342,13 @@ def _save_traceback(cfg, words: list[str]) -> Path | None:
     if cfg is None:
         return None
     try:
-        folder = Path(cfg.home) / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "errors.log"
+        path = log_file(cfg, "errors.log")
+        if path is None:
+            return None
         stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        with open(path, "a", encoding="utf-8") as log_file:
-            log_file.write(f"--- {stamp} encore {' '.join(words)}\n")
-            log_file.write(traceback.format_exc())
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"--- {stamp} encore {' '.join(words)}\n")
+            out.write(traceback.format_exc())
         return path
     except OSError:
         return None
