@@ -70,13 +70,10 @@ def longest_shared_run(melody: list[int], corpus_intervals: list[np.ndarray]) ->
     return best
 
 
-class MusicGenerator:
-    def __init__(self, state_path: str | Path, tokenizer_path: str | Path, device: str | None = None):
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = MusicTransformer(ModelConfig(**state["model_config"]))
-        self.model.load_state_dict(state["model"])
-        self.model.to(self.device).eval()
+class SketchDecoder:
+    """The tokenizer's side of sampling: which tokens end a bar, and token rows -> decoded sketches."""
+
+    def __init__(self, tokenizer_path: str | Path):
         self.tokenizer = music.load_tokenizer(tokenizer_path)
         self.vocab = music.Vocabulary.of(self.tokenizer)
         self.bar_ids = self._bar_ids()
@@ -92,10 +89,37 @@ class MusicGenerator:
                 ids.append(int(idx))
         return ids or ([self.vocab.bar_id] if self.vocab.bar_id >= 0 else [])
 
+    def banned(self) -> list[int]:
+        """Tokens a sampler must never produce: padding, BOS and the conditioning tokens."""
+        return [self.vocab.pad_id, self.vocab.bos_id] + list(range(self.vocab.base_size, self.vocab.size))
+
     def score(self, tokens: list[int]):
         body = [t for t in tokens if t < self.vocab.base_size and t not in (self.vocab.pad_id, self.vocab.bos_id,
                                                                           self.vocab.eos_id)]
         return music.decode(self.tokenizer, body)
+
+    def sketches(self, conditions: list[tuple[str, str, str]], seeds: list[int], rows: list[list[int]],
+                 prompt_length: int) -> list[Sketch]:
+        """One Sketch per sampled row (prompt first); an undecodable row fails its check, never the batch."""
+        out = [Sketch(*cond, seed, [t for t in row[prompt_length:] if t != self.vocab.eos_id], None)
+               for cond, seed, row in zip(conditions, seeds, rows)]
+        for sketch in out:
+            try:
+                sketch.midi = bytes(self.score(sketch.tokens).dumps_midi())
+            except Exception as exc:
+                sketch.checks = {"passed": False, "decodes": False, "error": str(exc)[:200]}
+        return out
+
+
+class MusicGenerator:
+    def __init__(self, state_path: str | Path, tokenizer_path: str | Path, device: str | None = None):
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = MusicTransformer(ModelConfig(**state["model_config"]))
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device).eval()
+        self.decoder = SketchDecoder(tokenizer_path)
+        self.tokenizer, self.vocab = self.decoder.tokenizer, self.decoder.vocab
 
     def generate(self, conditions: list[tuple[str, str, str]], seeds: list[int], *, bars: int = 8,
                  temperature: float = 1.0, top_p: float = 0.95, max_tokens: int | None = None,
@@ -103,19 +127,10 @@ class MusicGenerator:
         """One sketch per (condition, seed), all sampled as one batch with the KV cache."""
         prompts = torch.tensor([self.vocab.prefix(*c) for c in conditions], dtype=torch.long, device=self.device)
         limit = max_tokens or (self.model.cfg.context - prompts.shape[1])
-        banned = [self.vocab.pad_id, self.vocab.bos_id] + list(range(self.vocab.base_size, self.vocab.size))
         rows = sample(self.model, prompts, limit, temperature=temperature, top_p=top_p, seed=list(seeds),
-                      use_cache=use_cache, eos_id=self.vocab.eos_id, banned=banned, stop_ids=self.bar_ids,
-                      stop_count=bars + 1).tolist()
-        out = [Sketch(*cond, seed, [t for t in row[prompts.shape[1]:] if t != self.vocab.eos_id], None)
-               for cond, seed, row in zip(conditions, seeds, rows)]
-        for sketch in out:
-            try:
-                score = self.score(sketch.tokens)
-                sketch.midi = bytes(score.dumps_midi())
-            except Exception as exc:  # undecodable: fails the check, never crashes the batch
-                sketch.checks = {"passed": False, "decodes": False, "error": str(exc)[:200]}
-        return out
+                      use_cache=use_cache, eos_id=self.vocab.eos_id, banned=self.decoder.banned(),
+                      stop_ids=self.decoder.bar_ids, stop_count=bars + 1).tolist()
+        return self.decoder.sketches(conditions, seeds, rows, prompts.shape[1])
 
 
 def check(generator: "MusicGenerator", sketch: Sketch, bars: int, corpus_intervals: list[np.ndarray],

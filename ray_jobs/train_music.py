@@ -28,7 +28,7 @@ from encore.config import Config
 from encore.errors import EncoreError
 from encore import tracking
 from encore.delta_reader import read_table
-from ray_jobs.music_model import ModelConfig, MusicTransformer, autocast_for
+from ray_jobs.music_model import ModelConfig, MusicTransformer, nll_totals, train_epoch
 from schemas.table_names import GOLD_MUSIC_SEQUENCES
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,6 @@ def device_and_gpu(config: Config) -> bool:
 
 
 # --- the per-worker loop ----------------------------------------------------------------------
-
-def _lr(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
 
 def train_loop(cfg: dict) -> None:
     """Runs on every Ray Train worker."""
@@ -106,19 +99,8 @@ def train_loop(cfg: dict) -> None:
 
     def report(epoch: int, step: int, seconds: float, tokens_seen: int, train_loss: float) -> None:
         """Validation NLL over every worker's shard, then one report with rank 0's checkpoint."""
-        model.eval()
-        nll, count = torch.zeros(2, dtype=torch.float64, device=device)
-        with torch.no_grad():
-            for i in range(0, len(valid), batch):
-                x = valid[i:i + batch].to(device)
-                with autocast_for(device):
-                    logits, _ = raw(x[:, :-1])
-                target = x[:, 1:]
-                losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                           target.reshape(-1), ignore_index=pad, reduction="sum")
-                nll += float(losses)
-                count += int((target != pad).sum())
-        totals = torch.stack([nll, count, torch.tensor(float(tokens_seen), dtype=torch.float64, device=device)])
+        nll, count = nll_totals(raw, valid, pad, device, batch)
+        totals = torch.tensor([nll, float(count), float(tokens_seen)], dtype=torch.float64, device=device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(totals)
         metrics = {"epoch": epoch, "step": step, "train_loss": train_loss,
@@ -139,29 +121,11 @@ def train_loop(cfg: dict) -> None:
         if cfg.get("fail_at_epoch") == epoch and not Path(cfg["fail_marker"]).exists():
             Path(cfg["fail_marker"]).write_text("failed once")
             raise RuntimeError(f"injected worker failure at epoch {epoch}")
-        model.train()
-        # Seeded per epoch, so a resumed run visits the data in the same order as an uninterrupted one.
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch))
-        started, tokens_seen, loss_sum = time.perf_counter(), 0, 0.0
-        for i in range(steps_per_epoch):
-            idx = order[i * batch:(i + 1) * batch]
-            if len(idx) == 0:
-                idx = order[:batch]
-            x = train[idx].to(device, non_blocking=True)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(step, total, cfg["lr"], cfg["warmup_steps"])
-            with autocast_for(device):
-                logits, _ = model(x[:, :-1])
-                loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                         x[:, 1:].reshape(-1), ignore_index=pad)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            tokens_seen += int((x[:, 1:] != pad).sum())
-            loss_sum += float(loss.detach())
-        report(epoch, step, time.perf_counter() - started, tokens_seen, loss_sum / steps_per_epoch)
+        started = time.perf_counter()
+        step, tokens_seen, mean_loss = train_epoch(
+            model, optimizer, train, epoch=epoch, step=step, total_steps=total, batch=batch, lr=cfg["lr"],
+            warmup_steps=cfg["warmup_steps"], seed=cfg["seed"], pad_id=pad, device=device)
+        report(epoch, step, time.perf_counter() - started, tokens_seen, mean_loss)
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -176,14 +140,7 @@ def _load_state_model(path: Path) -> MusicTransformer:
 @torch.no_grad()
 def validation_nll(model: MusicTransformer, windows_: np.ndarray, pad_id: int, batch: int = 32) -> float:
     """Mean NLL per (non-pad) token over validation windows, on the CPU: the gate's one yardstick."""
-    model = model.to("cpu").eval()
-    total, count = 0.0, 0
-    for i in range(0, len(windows_), batch):
-        x = torch.from_numpy(windows_[i:i + batch])
-        logits, _ = model(x[:, :-1])
-        total += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                         x[:, 1:].reshape(-1), ignore_index=pad_id, reduction="sum"))
-        count += int((x[:, 1:] != pad_id).sum())
+    total, count = nll_totals(model.to("cpu"), torch.from_numpy(windows_), pad_id, torch.device("cpu"), batch)
     return total / max(1, count)
 
 
@@ -211,12 +168,21 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def train_music(config: Config, *, fail_at_epoch: int | None = None, version: int | None = None) -> MusicTrainResult:
-    import mlflow
-    import ray.train
-    from ray.train.torch import TorchTrainer
-    from encore.ray_runtime import connect
+@dataclass
+class Prepared:
+    """What a training needs from gold.music_sequences and the tokenizer, for Ray Train or a torch-only runner."""
+    frame: "object"  # pandas DataFrame of gold.music_sequences
+    read: "object"   # the Delta read (name, path, version)
+    tokenizer_path: Path
+    tokenizer_sha256: str
+    vocab: music.Vocabulary
+    train_windows: np.ndarray
+    valid_windows: np.ndarray
+    valid_notes: int
+    model_cfg: ModelConfig
 
+
+def prepare(config: Config, version: int | None = None) -> Prepared:
     settings = _settings(config)
     read = read_table(config, GOLD_MUSIC_SEQUENCES, version)
     frame = read.frame
@@ -230,8 +196,7 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     if stale:
         raise EncoreError(f"gold.music_sequences was tokenized with another tokenizer than {tokenizer_path}: "
                           "rerun `encore corpus` so both match")
-    tokenizer = music.load_tokenizer(tokenizer_path)
-    vocab = music.Vocabulary.of(tokenizer)
+    vocab = music.Vocabulary.of(music.load_tokenizer(tokenizer_path))
     context = settings.context
     train_frame, valid_frame = frame[frame["split"] == "train"], frame[frame["split"] == "validation"]
     if valid_frame.empty:
@@ -239,14 +204,36 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     train_windows, valid_windows = windows(train_frame, vocab, context), windows(valid_frame, vocab, context)
     if len(train_windows) == 0:
         raise EncoreError("no training windows: the corpus has no training pieces with tokens")
-    use_gpu = device_and_gpu(config)
     model_cfg = ModelConfig(vocab_size=vocab.size, context=context, d_model=settings.d_model,
-                            n_layers=settings.n_layers, n_heads=settings.n_heads,
-                            dropout=settings.dropout)
-    epochs = settings.epochs
-    identity = json.dumps({"model": model_cfg.to_dict(), "data": f"{read.version}:{sha}", "epochs": epochs,
-                           "lr": settings.lr, "batch": settings.batch_size, "seed": settings.seed,
-                           "workers": settings.num_workers}, sort_keys=True)
+                            n_layers=settings.n_layers, n_heads=settings.n_heads, dropout=settings.dropout)
+    return Prepared(frame, read, tokenizer_path, sha, vocab, train_windows, valid_windows,
+                    int(valid_frame["n_notes"].sum()), model_cfg)
+
+
+def export_windows(config: Config, out: Path) -> Prepared:
+    """Write the training's inputs to one .npz for ``ray_jobs/train_music_standalone.py`` (torch alone)."""
+    prep = prepare(config)
+    settings = _settings(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, train=prep.train_windows.astype(np.int16), valid=prep.valid_windows.astype(np.int16),
+                        meta=np.array(json.dumps({
+                            "pad_id": prep.vocab.pad_id, "valid_notes": prep.valid_notes,
+                            "tokenizer_sha256": prep.tokenizer_sha256, "model": prep.model_cfg.to_dict(),
+                            "train": {k: getattr(settings, k) for k in
+                                      ("epochs", "batch_size", "lr", "warmup_steps", "seed")}})))
+    return prep
+
+
+def _ray_fit(config: Config, prep: Prepared, fail_at_epoch: int | None):
+    """Ray Train over the prepared windows; yields (checkpoint dir, history, final metrics, resumed-from epoch)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from encore.ray_runtime import connect
+    settings = _settings(config)
+    use_gpu = device_and_gpu(config)
+    identity = json.dumps({"model": prep.model_cfg.to_dict(), "data": f"{prep.read.version}:{prep.tokenizer_sha256}",
+                           "epochs": settings.epochs, "lr": settings.lr, "batch": settings.batch_size,
+                           "seed": settings.seed, "workers": settings.num_workers}, sort_keys=True)
     run_name = "music-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
     storage = config.path("ray_storage")
     resume = _latest_checkpoint(Path(storage) / run_name) if "://" not in storage else None
@@ -254,15 +241,15 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     if resume is not None:
         resumed_from = int(torch.load(resume / "state.pt", map_location="cpu", weights_only=False)["epoch"])
         log.info("train-music: resuming %s from %s (after epoch %d)", run_name, resume, resumed_from)
-    loop_cfg = {"model": model_cfg.to_dict(), "train": train_windows, "valid": valid_windows,
-                "valid_notes": int(valid_frame["n_notes"].sum()), "pad_id": vocab.pad_id, "epochs": epochs,
+    loop_cfg = {"model": prep.model_cfg.to_dict(), "train": prep.train_windows, "valid": prep.valid_windows,
+                "valid_notes": prep.valid_notes, "pad_id": prep.vocab.pad_id, "epochs": settings.epochs,
                 "batch_size": settings.batch_size, "lr": settings.lr,
                 "warmup_steps": settings.warmup_steps, "seed": settings.seed,
                 "compile": settings.compile, "resume_path": str(resume) if resume else None,
                 "fail_at_epoch": fail_at_epoch, "fail_marker": str(Path(storage) / f"{run_name}.failed-once")}
     log.info("train-music: %d train / %d validation windows of %d tokens, vocab %d, %s, %d worker(s)",
-             len(train_windows), len(valid_windows), context, vocab.size, "GPU" if use_gpu else "CPU",
-             settings.num_workers)
+             len(prep.train_windows), len(prep.valid_windows), prep.model_cfg.context, prep.vocab.size,
+             "GPU" if use_gpu else "CPU", settings.num_workers)
     connect(config)
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_cfg,
@@ -275,23 +262,55 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     if result.error:
         raise EncoreError(f"music training failed: {result.error}")
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-    metrics = dict(result.metrics)
+    tags = {"ray_run": run_name, "device": "cuda" if use_gpu else "cpu"}
+    return result.checkpoint, history, dict(result.metrics), resumed_from, tags, settings.model_dump()
 
+
+def _imported_fit(config: Config, prep: Prepared, run_dir: Path):
+    """A run of ``train_music_standalone.py``: its state.pt and history.json, checked against these inputs."""
+    history_path, state_path = run_dir / "history.json", run_dir / "state.pt"
+    why = "train-music --import-run"
+    if not (history_path.is_file() and state_path.is_file()):
+        raise EncoreError(f"{why}: {run_dir} holds no standalone training run (state.pt and history.json): "
+                          "give the folder train_music_standalone.py wrote to")
+    record = json.loads(history_path.read_text())
+    if record["tokenizer_sha256"] != prep.tokenizer_sha256:
+        raise EncoreError(f"{why}: {run_dir} was trained on windows of another tokenizer than "
+                          f"{prep.tokenizer_path}: export the windows again (--export-windows) and retrain")
+    if record["model"] != prep.model_cfg.to_dict():
+        raise EncoreError(f"{why}: {run_dir} holds a model of another shape ({record['model']}) than music.train "
+                          f"sets ({prep.model_cfg.to_dict()}): import it with the settings it was trained with")
+    import ray.train
+    settings = _settings(config)
+    tags = {"device": record["device"], "trained_by": "train_music_standalone", "stopped": record["stopped"]}
+    params = {**settings.model_dump(), **record["train"]}  # what the run used, where it overrode the config
+    return (ray.train.Checkpoint.from_directory(str(run_dir)), record["history"], record["history"][-1], None, tags,
+            params)
+
+
+def train_music(config: Config, *, fail_at_epoch: int | None = None, version: int | None = None,
+                import_run: Path | None = None) -> MusicTrainResult:
+    """Train with Ray Train (or import a torch-only run from ``import_run``), then log, register and gate it."""
+    import mlflow
+    prep = prepare(config, version)
+    checkpoint, history, metrics, resumed_from, tags, train_params = (
+        _imported_fit(config, prep, Path(import_run)) if import_run else _ray_fit(config, prep, fail_at_epoch))
     tracking.experiment(config, config.music.experiment)
     model_name = config.music.model_name
+    sha, vocab, valid_windows = prep.tokenizer_sha256, prep.vocab, prep.valid_windows
     # The final checkpoint is read where Ray stored it; from remote storage, through a temporary
     # copy removed at the end of the block (to_directory() left a copy in /tmp on every run).
-    with result.checkpoint.as_directory() as checkpoint_dir, \
-            mlflow.start_run(run_name=f"train-music {run_name}") as run:
-        mlflow.set_tags({"job": "train-music", "ray_run": run_name, "device": "cuda" if use_gpu else "cpu"})
-        tracking.log_delta_input(frame, read.name, read.path, read.version)
-        mlflow.log_params({**{f"model.{k}": v for k, v in model_cfg.to_dict().items()},
-                           **{f"train.{k}": v for k, v in settings.model_dump().items()}, "tokenizer_sha256": sha,
-                           "train_windows": len(train_windows), "valid_windows": len(valid_windows)})
+    with checkpoint.as_directory() as checkpoint_dir, \
+            mlflow.start_run(run_name=f"train-music {tags.get('ray_run', Path(str(import_run)).name)}") as run:
+        mlflow.set_tags({"job": "train-music", **tags})
+        tracking.log_delta_input(prep.frame, prep.read.name, prep.read.path, prep.read.version)
+        mlflow.log_params({**{f"model.{k}": v for k, v in prep.model_cfg.to_dict().items()},
+                           **{f"train.{k}": v for k, v in train_params.items()}, "tokenizer_sha256": sha,
+                           "train_windows": len(prep.train_windows), "valid_windows": len(valid_windows)})
         for row in history:
             mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "valid_nll_per_token", "valid_nll_per_note",
                                                            "tokens_per_second") if k in row}, step=int(row["epoch"]))
-        mlflow.log_artifact(str(tokenizer_path), "tokenizer")
+        mlflow.log_artifact(str(prep.tokenizer_path), "tokenizer")
         candidate_nll = validation_nll(_load_state_model(Path(checkpoint_dir) / "state.pt"), valid_windows, vocab.pad_id)
         champion = tracking.champion(config, model_name)
         champion_score = None
@@ -304,15 +323,15 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
             else:  # NLL over another vocabulary is not comparable: the new tokenizer's model wins
                 log.info("train-music: the champion used another tokenizer; promoting the new model")
         from ray_jobs.music_bundle import log_music_model
-        info = log_music_model(checkpoint_dir, tokenizer_path, model_name)
+        info = log_music_model(checkpoint_dir, prep.tokenizer_path, model_name)
         version_number = int(info.registered_model_version)
         decision = tracking.decide(candidate_nll, champion_score,
                                    champion.version if champion else None, "valid_nll_per_token", higher_is_better=False)
         mlflow.log_metrics({"valid_nll_per_token": float(metrics["valid_nll_per_token"]),
                             "valid_nll_per_note": float(metrics["valid_nll_per_note"])})
         tracking.apply_gate(config, model_name, version_number, decision)
-        quality = _quality_report(config, checkpoint_dir, tokenizer_path, frame)
-    return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, result.checkpoint.path,
+        quality = _quality_report(config, checkpoint_dir, prep.tokenizer_path, prep.frame)
+    return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, checkpoint.path,
                             resumed_from, quality)
 
 

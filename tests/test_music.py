@@ -181,3 +181,49 @@ def test_sample_command_writes_midi_and_names_a_missing_champion(corpus_home, tm
                            text=True, timeout=300)
     assert empty.returncode == 2
     assert empty.stderr.strip().splitlines()[-1].startswith("encore: error: no 'champion' version of MLflow model")
+
+
+def test_a_run_trained_where_only_torch_is_installed_is_imported_and_gated(corpus_home, tmp_path):
+    """The path of a lent GPU machine: windows exported here, the same epoch loop run there by a
+    script that needs torch and numpy alone, then logged, registered and gated here in MLflow."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from encore import tracking
+    from tests.conftest import REPO, TEST_ENV
+    from ray_jobs.train_music import export_windows, train_music
+    home, env, _, _ = corpus_home
+    config = make_config(home, **env)
+    windows = tmp_path / "windows.npz"
+    prep = export_windows(config, windows)
+    probe = ("import sys; sys.path.insert(0, '.'); import ray_jobs.train_music_standalone; "
+             "print(sorted({n.split('.')[0] for n in sys.modules} & {'ray', 'mlflow', 'encore', 'miditok', 'pandas'}))")
+    imported = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert imported.stdout.strip() == "[]", imported.stdout + imported.stderr[-2000:]
+    run = tmp_path / "run"
+    trained = subprocess.run([sys.executable, "ray_jobs/train_music_standalone.py", str(windows), str(run),
+                              "--epochs", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    record = json.loads((run / "history.json").read_text())
+    assert record["tokenizer_sha256"] == prep.tokenizer_sha256 and record["stopped"] == "finished"
+    assert [h["epoch"] for h in record["history"]] == [0]
+    assert record["history"][0]["valid_nll_per_token"] < np.log(prep.vocab.size)
+
+    result = train_music(config, import_run=run)
+    logged = tracking.client(config).get_run(result.run_id).data
+    assert logged.tags["trained_by"] == "train_music_standalone" and logged.tags["device"] == "cpu"
+    assert logged.params["train.epochs"] == "1" and logged.params["tokenizer_sha256"] == prep.tokenizer_sha256
+    assert logged.metrics["valid_nll_per_token"] == pytest.approx(record["history"][0]["valid_nll_per_token"])
+    assert result.model_version >= 2 and result.quality is not None and len(result.quality)
+
+    # A run of another shape than the config's cannot be imported by mistake: one line says why.
+    wider = {**env, "ENCORE__MUSIC__TRAIN__D_MODEL": "64"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    refused = subprocess.run([str(Path(sys.executable).parent / "encore"), "train-music", "--import-run", str(run)],
+                             env={**base, **TEST_ENV, **wider, "ENCORE_HOME": str(home)}, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("encore: error: train-music --import-run: ") and \
+        "another shape" in refused.stderr

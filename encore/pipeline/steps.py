@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
@@ -271,9 +272,25 @@ def train_music_run(ctx: StepContext) -> str:
     return f"v{result.model_version}: {result.decision.reason}"
 
 
+def train_music_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--export-windows", metavar="FILE.npz", type=Path,
+                   help="write the training's inputs to one file for ray_jobs/train_music_standalone.py "
+                        "(a machine with PyTorch alone, e.g. a GPU machine) and stop")
+    g.add_argument("--import-run", metavar="DIR", type=Path,
+                   help="log, register and gate a run that train_music_standalone.py wrote to DIR, "
+                        "instead of training with Ray")
+
+
 def train_music_command(cfg: Config, args) -> None:
-    from ray_jobs.train_music import train_music
-    result = train_music(cfg)
+    from ray_jobs.train_music import export_windows, train_music
+    if args.export_windows:
+        prep = export_windows(cfg, args.export_windows)
+        print_table(["file", "train windows", "validation windows", "context", "vocab", "tokenizer sha256"],
+                    [(str(args.export_windows), len(prep.train_windows), len(prep.valid_windows),
+                      prep.model_cfg.context, prep.vocab.size, prep.tokenizer_sha256[:12])])
+        return
+    result = train_music(cfg, import_run=args.import_run)
     rows = [(int(r["epoch"]), f"{r['train_loss']:.3f}", f"{r['valid_nll_per_token']:.3f}", f"{r['valid_nll_per_note']:.3f}",
              f"{r['tokens_per_second']:.0f}") for r in result.history]
     print_table(["epoch", "train loss", "valid NLL/token", "valid NLL/note", "tokens/s"], rows)
@@ -386,7 +403,7 @@ STEPS: tuple[Step, ...] = (
          train_recommender_run, train_recommender_command, train_recommender_arguments),
     Step("train-music", "ray", TRAINING, (GOLD_MUSIC_SEQUENCES,), (),
          "train the music Transformer with Ray Train, log and gate it in MLflow", train_music_run,
-         train_music_command, _no_arguments),
+         train_music_command, train_music_arguments),
 )
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/benchmarks/bench_music.py                 # the configured model, CPU or GPU
     .venv/bin/python tests/benchmarks/bench_music.py --gpt2-small     # GPT-2 124M shape (12 x 768, 1024 ctx)
+    python3 tests/benchmarks/bench_music.py --shape 12,768,1024,1100 --compile   # torch alone suffices
 
 Training: forward + backward + AdamW steps on random token windows of the model's context
 (throughput does not depend on which tokens they are), bf16 autocast and fused attention on a
@@ -23,7 +24,6 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from encore.config import load_config  # noqa: E402
 from ray_jobs.music_model import ModelConfig, MusicTransformer, autocast_for, sample  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -82,16 +82,23 @@ def generation(cfg: ModelConfig, device: torch.device, rows: int, new_tokens: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpt2-small", action="store_true", help="GPT-2 124M shape instead of the configured model")
+    parser.add_argument("--shape", metavar="LAYERS,D_MODEL,CONTEXT,VOCAB",
+                        help="any other shape, e.g. 12,768,1024,1100 (the gpu profile's); needs no Encore config")
     parser.add_argument("--batch", type=int, help="training batch (default 16 on GPU, 4 on CPU)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="torch.compile (GPU)")
-    parser.add_argument("--rows", type=int, default=4, help="generation batch")
+    parser.add_argument("--rows", type=int, default=4, help="generation batch (0: training only)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train = load_config().section("music")["train"]
     if args.gpt2_small:
         cfg = ModelConfig(vocab_size=50304, context=1024, d_model=768, n_layers=12, n_heads=12, dropout=0.0)
+    elif args.shape:
+        layers, d_model, context, vocab = (int(v) for v in args.shape.split(","))
+        cfg = ModelConfig(vocab_size=vocab, context=context, d_model=d_model, n_layers=layers,
+                          n_heads=max(1, d_model // 64), dropout=0.0)
     else:
+        from encore.config import load_config  # only here: a GPU machine with torch alone can run the others
+        train = load_config().section("music")["train"]
         cfg = ModelConfig(vocab_size=1100, context=512, d_model=int(train["d_model"]), n_layers=int(train["n_layers"]),
                           n_heads=int(train["n_heads"]), dropout=0.0)
     batch = args.batch or (16 if device.type == "cuda" else 4)
@@ -99,7 +106,7 @@ def main() -> None:
     peak = peak_flops(device)
     mfu = cfg.flops_per_token() * tps / peak if peak else None
     gen_cfg = ModelConfig(**{**cfg.to_dict(), "context": max(cfg.context, 520)})
-    cached, uncached, same = generation(gen_cfg, device, args.rows, 512)
+    cached, uncached, same = generation(gen_cfg, device, args.rows, 512) if args.rows else (float("nan"),) * 2 + (None,)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\ndevice: {name}; model: {cfg.n_layers} layers x {cfg.d_model}, context {cfg.context}, "
           f"vocab {cfg.vocab_size}, {sum(p.numel() for p in MusicTransformer(cfg).parameters()) / 1e6:.1f}M parameters")
