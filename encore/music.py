@@ -197,29 +197,47 @@ def melody(score) -> list[int]:
 TRIADS = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6)}
 
 
-def chord_progression(score, bars: int) -> str:
-    """One chord per bar, e.g. 'D | G | A | D', from the notes sounding in it ('N.C.' for an empty bar).
+def bar_chords(score, bars: int | None = None) -> list[tuple[int, str] | None]:
+    """One triad per bar as (root pitch class, quality in TRIADS), None for a bar without notes.
 
     Each bar's duration-weighted pitch classes are matched to the 36 major, minor and diminished
-    triads; the chord covering the most weight wins (ties: the chord whose root sounds most).
+    triads; the chord covering the most weight wins (ties: the chord whose root sounds most). Bars
+    are 4/4 (the tokenizer's assumption); ``bars`` None means up to the bar of the last onset.
     """
     notes = score.tracks[0].notes.numpy() if len(score.tracks) else {"pitch": np.zeros(0, int)}
     bar_ticks = score.ticks_per_quarter * 4
-    names = []
+    if bars is None:
+        bars = int(notes["time"].max() // bar_ticks) + 1 if len(notes["pitch"]) else 0
+    chords: list[tuple[int, str] | None] = []
     for bar in range(bars):
         start, end = bar * bar_ticks, (bar + 1) * bar_ticks
         if len(notes["pitch"]) == 0:
-            names.append("N.C.")
+            chords.append(None)
             continue
         overlap = np.clip(np.minimum(notes["time"] + notes["duration"], end) - np.maximum(notes["time"], start), 0, None)
         weights = np.bincount(notes["pitch"] % 12, weights=overlap.astype(float), minlength=12)
         if weights.sum() <= 0:
-            names.append("N.C.")
+            chords.append(None)
             continue
         best = max(((weights[[(root + i) % 12 for i in shape]].sum(), weights[root], root, quality)
                     for root in range(12) for quality, shape in TRIADS.items()), key=lambda c: (c[0], c[1]))
-        names.append(PITCH_NAMES[best[2]] + best[3])
-    return " | ".join(names)
+        chords.append((best[2], best[3]))
+    return chords
+
+
+def chord_progression(score, bars: int) -> str:
+    """One chord per bar, e.g. 'D | G | A | D' ('N.C.' for an empty bar): ``bar_chords`` by name."""
+    return " | ".join("N.C." if c is None else PITCH_NAMES[c[0]] + c[1] for c in bar_chords(score, bars))
+
+
+def is_diatonic(chord: tuple[int, str], key: str) -> bool:
+    """Every tone of the triad is in the key's scale; in minor, the harmonic minor's raised 7th counts
+    too (its V and vii° chords are the usual ones)."""
+    tonic, mode = key.split()
+    allowed = scale_pitch_classes(key) | ({(PITCH_NAMES.index(tonic) + 11) % 12} if mode == "minor" else set())
+    root, quality = chord
+    return all((root + i) % 12 in allowed for i in TRIADS[quality])
+
 
 def split_of(piece_id: str, validation: float = 0.05, test: float = 0.05) -> str:
     h = int.from_bytes(hashlib.sha256(piece_id.encode()).digest()[:8], "big") / 2 ** 64

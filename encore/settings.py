@@ -170,8 +170,12 @@ class MusicGenerate(Section):
     bars: int
     temperature: float
     top_p: float
+    in_key: bool
+    tonic_frame: bool
     min_bar_fill: float
     min_in_scale: float
+    min_diatonic_share: float
+    require_key: bool
     max_shared_intervals: int
     retries: int
 

@@ -2,9 +2,10 @@
 built on it (conditioning, batched KV-cache sampling to a bar budget, MIDI decoding, checks).
 
 Quality checks on every sketch: it decodes to MIDI; most bars have notes
-(``min_bar_fill``); enough notes are in the key's scale (``min_in_scale``); and originality: the
-longest run of melodic pitch intervals it shares with any training piece stays under
-``max_shared_intervals``. Failing sketches are regenerated with a new seed up to ``retries``
+(``min_bar_fill``); enough notes are in the key's scale (``min_in_scale``); enough bars carry a
+chord of the key (``min_diatonic_share``, ``music.bar_chords``); the key detected on its notes is
+the requested one (``require_key``); and originality: the longest run of melodic pitch intervals
+it shares with any training piece stays under ``max_shared_intervals``. Failing sketches are regenerated with a new seed up to ``retries``
 times, then dropped; both are counted.
 """
 from __future__ import annotations
@@ -80,14 +81,35 @@ class SketchDecoder:
 
     def _bar_ids(self) -> list[int]:
         """BPE ids whose merged base tokens contain Bar_None (a bar may hide inside a merged token)."""
-        ids = []
+        ids = [idx for idx, base in self._base_tokens().items() if "Bar_None" in base]
+        return ids or ([self.vocab.bar_id] if self.vocab.bar_id >= 0 else [])
+
+    def _base_tokens(self) -> dict[int, list[str]]:
         learned = getattr(self.tokenizer, "_vocab_learned_bytes_to_tokens", None) or {}
         vocab_model = self.tokenizer.vocab_model if self.tokenizer.is_trained else {}
         items = vocab_model.items() if isinstance(vocab_model, dict) else vocab_model.get_vocab().items()
-        for token, idx in items:
-            if "Bar_None" in learned.get(token, []):
-                ids.append(int(idx))
-        return ids or ([self.vocab.bar_id] if self.vocab.bar_id >= 0 else [])
+        return {int(idx): learned.get(token, []) for token, idx in items}
+
+    def _outside(self, allowed: set[int]) -> list[int]:
+        """Tokens holding a pitched note whose pitch class is not in ``allowed``."""
+        if not hasattr(self, "_pitches"):
+            self._pitches = {idx: {int(t.split("_")[1]) % 12 for t in base if t.startswith("Pitch_")}
+                             for idx, base in self._base_tokens().items()}
+        return sorted(idx for idx, pcs in self._pitches.items() if pcs - allowed)
+
+    def out_of_key(self, key: str) -> list[int]:
+        """Tokens with a note outside the key's scale (in minor, the raised 7th is in): banning them
+        keeps a sketch in its key (``music.generate.in_key``)."""
+        tonic, mode = key.split()
+        return self._outside(music.scale_pitch_classes(key) | (
+            {(music.PITCH_NAMES.index(tonic) + 11) % 12} if mode == "minor" else set()))
+
+    def off_tonic(self, key: str) -> list[int]:
+        """Tokens with a note outside the tonic triad: banned in a sketch's first and last bar, they
+        open and close it on the tonic (``music.generate.tonic_frame``)."""
+        tonic, mode = key.split()
+        root = music.PITCH_NAMES.index(tonic)
+        return self._outside({(root + i) % 12 for i in music.TRIADS["" if mode == "major" else "m"]})
 
     def banned(self) -> list[int]:
         """Tokens a sampler must never produce: padding, BOS and the conditioning tokens."""
@@ -123,12 +145,16 @@ class MusicGenerator:
 
     def generate(self, conditions: list[tuple[str, str, str]], seeds: list[int], *, bars: int = 8,
                  temperature: float = 1.0, top_p: float = 0.95, max_tokens: int | None = None,
-                 use_cache: bool = True) -> list[Sketch]:
-        """One sketch per (condition, seed), all sampled as one batch with the KV cache."""
+                 use_cache: bool = True, in_key: bool = False, tonic_frame: bool = False) -> list[Sketch]:
+        """One sketch per (condition, seed), all sampled as one batch with the KV cache; ``in_key``
+        never samples a note outside the condition's key; ``tonic_frame`` keeps the first and last
+        bar on the tonic triad."""
         prompts = torch.tensor([self.vocab.prefix(*c) for c in conditions], dtype=torch.long, device=self.device)
         limit = max_tokens or (self.model.cfg.context - prompts.shape[1])
         rows = sample(self.model, prompts, limit, temperature=temperature, top_p=top_p, seed=list(seeds),
                       use_cache=use_cache, eos_id=self.vocab.eos_id, banned=self.decoder.banned(),
+                      banned_per_row=[self.decoder.out_of_key(c[1]) for c in conditions] if in_key else None,
+                      frame_banned_per_row=[self.decoder.off_tonic(c[1]) for c in conditions] if tonic_frame else None,
                       stop_ids=self.decoder.bar_ids, stop_count=bars + 1).tolist()
         return self.decoder.sketches(conditions, seeds, rows, prompts.shape[1])
 
@@ -146,17 +172,23 @@ def check(generator: "MusicGenerator", sketch: Sketch, bars: int, corpus_interva
     bar_ticks = score.ticks_per_quarter * 4
     filled = len(set((notes["time"] // bar_ticks).tolist()) & set(range(bars))) / bars
     in_scale = float(np.isin(notes["pitch"] % 12, sorted(music.scale_pitch_classes(sketch.key))).mean())
+    chords = [c for c in music.bar_chords(score, bars) if c is not None]
+    diatonic = float(np.mean([music.is_diatonic(c, sketch.key) for c in chords])) if chords else 0.0
+    detected = music.estimate_key(notes["pitch"], notes["duration"])
     shared = longest_shared_run(music.melody(score), corpus_intervals)
     result = {"decodes": True, "notes": int(len(notes["pitch"])), "bar_fill": filled, "in_scale": in_scale,
-              "longest_shared_intervals": shared}
+              "diatonic_share": diatonic, "detected_key": detected, "longest_shared_intervals": shared}
     result["passed"] = (filled >= float(rules["min_bar_fill"]) and in_scale >= float(rules["min_in_scale"])
+                        and diatonic >= float(rules["min_diatonic_share"])
+                        and (detected == sketch.key or not rules["require_key"])
                         and shared < int(rules["max_shared_intervals"]))
     return result
 
 
 def generate_checked(generator: "MusicGenerator", conditions: list[tuple[str, str, str]], seeds: list[int], *,
                      bars: int, corpus_intervals: list[np.ndarray], rules: dict, temperature: float = 1.0,
-                     top_p: float = 0.95) -> tuple[list[Sketch | None], dict]:
+                     top_p: float = 0.95, in_key: bool = False,
+                     tonic_frame: bool = False) -> tuple[list[Sketch | None], dict]:
     """Sketches that pass the checks (None where every retry failed) and counts of what happened."""
     final: list[Sketch | None] = [None] * len(conditions)
     pending = list(range(len(conditions)))
@@ -166,7 +198,8 @@ def generate_checked(generator: "MusicGenerator", conditions: list[tuple[str, st
             break
         batch = generator.generate([conditions[i] for i in pending],
                                    [seeds[i] + 7919 * attempt for i in pending], bars=bars,
-                                   temperature=temperature, top_p=top_p)
+                                   temperature=temperature, top_p=top_p, in_key=in_key,
+                                   tonic_frame=tonic_frame)
         counts["generated"] += len(batch)
         still = []
         for i, sketch in zip(pending, batch):

@@ -98,6 +98,7 @@ class SketchGenerator:
         self.generator = MusicGenerator(state, tokenizer)
         self.corpus = payload["corpus_intervals"]
         self.rules = payload["rules"]
+        self.sampling = payload["sampling"]
         self.bars = payload["bars"]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -106,7 +107,7 @@ class SketchGenerator:
         conditions = list(zip(batch["style"], batch["key"], batch["tempo_bucket"]))
         seeds = [int(s) for s in batch["seed"]]
         sketches, _ = generate_checked(self.generator, conditions, seeds, bars=self.bars, corpus_intervals=self.corpus,
-                                       rules=self.rules)
+                                       rules=self.rules, **self.sampling)
         rows = []
         retries = int(self.rules["retries"])
         for base, sketch in zip(seeds, sketches):
@@ -218,8 +219,10 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
         state, tokenizer = _model_files(name, champion.version)
         payload = ray.put({"state": state, "tokenizer": tokenizer, "bars": bars,
                            "corpus_intervals": [np.diff(np.asarray(m, dtype=np.int32)) for m in train["melody"]],
-                           "rules": {k: getattr(generate_rules, k) for k in ("min_bar_fill", "min_in_scale",
-                                                                     "max_shared_intervals", "retries")}})
+                           "sampling": {k: getattr(generate_rules, k) for k in ("temperature", "top_p", "in_key", "tonic_frame")},
+                           "rules": {k: getattr(generate_rules, k) for k in (
+                               "min_bar_fill", "min_in_scale", "min_diatonic_share", "require_key",
+                               "max_shared_intervals", "retries")}})
         gpu = _use_gpu(section)
         actors = section.actors
         if gpu:   # one GPU per actor: never ask for more actors than the cluster has GPUs

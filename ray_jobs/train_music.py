@@ -341,13 +341,11 @@ def _quality_report(config: Config, checkpoint_dir: str, tokenizer_path: Path, f
     from ray_jobs.music_bundle import MusicGenerator
     from ray_jobs.music_quality import report
     section = config.music.report
-    held_out = frame[frame["split"] == "test"]
-    if held_out.empty:
-        held_out = frame[frame["split"] == "validation"]
     generator = MusicGenerator(Path(checkpoint_dir) / "state.pt", tokenizer_path)
-    table = report(generator, held_out, section.sketches_per_style, section.bars)
+    table = report(generator, frame, section.sketches_per_style, section.bars,
+                   in_key=config.music.generate.in_key, tonic_frame=config.music.generate.tonic_frame)
     for row in table.to_dict("records"):
-        for kind in ("generated", "real", "distance"):
+        for kind in ("generated", "real", "real_std", "distance"):
             if row[kind] == row[kind]:
                 mlflow.log_metric(f"quality.{row['style']}.{row['metric']}.{kind}", row[kind])
     mlflow.log_table(table, artifact_file="quality_report.json")

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     model = MusicTransformer(model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.1, betas=(0.9, 0.95),
                                   fused=device.type == "cuda")
-    runner = torch.compile(model) if args.compile and device.type == "cuda" else model
+    compiled = bool(args.compile and device.type == "cuda")
+    settings["compile"] = compiled
+    runner = torch.compile(model) if compiled else model
     train = torch.from_numpy(data["train"].astype(np.int64))
     valid = torch.from_numpy(data["valid"].astype(np.int64))
     if device.type == "cuda":

@@ -74,6 +74,7 @@ def test_demo_runs_the_whole_night_and_a_rerun_changes_nothing(tmp_path):
              "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10", "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1",
              "ENCORE__PACKS__POOL_PER_CONDITION": "2", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",
              "ENCORE__PACKS__BARS": "2", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
+             "ENCORE__MUSIC__GENERATE__MIN_DIATONIC_SHARE": "0", "ENCORE__MUSIC__GENERATE__REQUIRE_KEY": "false",
              "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
     runs = [run(tmp_path / "home", "--profile", "demo", "demo", env=small) for _ in range(2)]
     for out in runs:

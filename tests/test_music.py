@@ -87,8 +87,8 @@ def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
     assert history[-1]["valid_nll_per_token"] < np.log(vocab_size) - 0.5   # learned: an untrained model is ~ln V
     assert result.decision.promoted
     quality = result.quality
-    assert set(quality["style"]) <= {"chorale", "folk"} and set(quality["metric"]) == {
-        "pitch_class_entropy", "scale_consistency", "groove_consistency"}
+    from ray_jobs.music_quality import METRICS, SHARES
+    assert set(quality["style"]) <= {"chorale", "folk"} and set(quality["metric"]) == set(METRICS + SHARES)
     real = quality.set_index(["style", "metric"])["real"]
     assert real.xs("scale_consistency", level="metric").between(0.5, 1.0).all()
     assert real.xs("pitch_class_entropy", level="metric").between(0.0, np.log2(12)).all()
@@ -133,7 +133,8 @@ def test_sampling_with_and_without_cache_is_identical_and_decodes(corpus_home):
 
     rows = lake.read("gold.music_sequences").toPandas()
     corpus = [np.diff(np.asarray(m)) for m in rows["melody"]]
-    rules = {"min_bar_fill": 0.0, "min_in_scale": 0.0, "max_shared_intervals": 10_000, "retries": 1}
+    rules = {"min_bar_fill": 0.0, "min_in_scale": 0.0, "min_diatonic_share": 0.0, "require_key": False,
+             "max_shared_intervals": 10_000, "retries": 1}
     sketches, counts = generate_checked(generator, conditions, [1, 2], bars=2, corpus_intervals=corpus, rules=rules)
     assert counts["generated"] >= 2 and counts["dropped"] + sum(s is not None for s in sketches) == 2
     strict = {**rules, "min_in_scale": 1.01}                    # impossible: every sketch is retried, then dropped

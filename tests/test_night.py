@@ -30,6 +30,7 @@ NIGHT = {
     # A model trained for seconds rarely stays in scale; here the checks only have to reject what
     # does not decode or has no notes (test_music covers the strict rules).
     "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
+    "ENCORE__MUSIC__GENERATE__MIN_DIATONIC_SHARE": "0", "ENCORE__MUSIC__GENERATE__REQUIRE_KEY": "false",
     "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000", "ENCORE__MUSIC__GENERATE__RETRIES": "1",
 }
 

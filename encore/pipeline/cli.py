@@ -176,7 +176,8 @@ def cmd_sample(cfg: Config, args) -> None:
         raise EncoreError(f"--style {args.style} is not one of {', '.join(music.STYLES)}")
     generator = load_generator(f"models:/{name}@{CHAMPION}")
     sketch = generator.generate([(args.style, key, args.tempo)], [args.seed], bars=args.bars,
-                                temperature=args.temperature, top_p=args.top_p)[0]
+                                temperature=args.temperature, top_p=args.top_p,
+                                in_key=cfg.music.generate.in_key, tonic_frame=cfg.music.generate.tonic_frame)[0]
     if sketch.midi is None:
         raise EncoreError(f"the sample did not decode to MIDI ({sketch.checks.get('error')}): try another --seed")
     Path(args.output).write_bytes(sketch.midi)
