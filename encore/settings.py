@@ -185,6 +185,10 @@ class MusicReport(Section):
     bars: int
 
 
+class MusicAudio(Section):
+    soundfont: Optional[str] = None       # a General MIDI .sf2 (default: a system one, encore/audio.py)
+
+
 class Music(Section):
     corpus: Corpus
     experiment: str
@@ -192,6 +196,7 @@ class Music(Section):
     train: MusicTrain
     generate: MusicGenerate
     report: MusicReport
+    audio: MusicAudio
 
 
 class Nightly(Section):

@@ -177,6 +177,15 @@ def test_sample_command_writes_midi_and_names_a_missing_champion(corpus_home, tm
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert symusic.Score.from_midi(out.read_bytes()).ticks_per_quarter > 0
+
+    # Audio: without a SoundFont the MIDI is still written and one line says how to get one.
+    no_font = subprocess.run([encore, "sample", "--bars", "2", "-o", str(tmp_path / "b.mid"), "--audio",
+                              str(tmp_path / "b.wav")], capture_output=True, text=True, timeout=300,
+                             env={**base, **TEST_ENV, **env, "ENCORE_HOME": str(home),
+                                  "ENCORE__MUSIC__AUDIO__SOUNDFONT": str(tmp_path / "missing.sf2")})
+    assert no_font.returncode == 2 and (tmp_path / "b.mid").is_file() and not (tmp_path / "b.wav").exists()
+    assert "apt-get install libfluidsynth3" in no_font.stderr.strip().splitlines()[-1]
+    _renders_audio(encore, {**base, **TEST_ENV, **env, "ENCORE_HOME": str(home)}, tmp_path)
     empty = subprocess.run([encore, "sample", "-o", str(tmp_path / "x.mid")],
                            env={**base, **TEST_ENV, "ENCORE_HOME": str(tmp_path / "nothing")}, capture_output=True,
                            text=True, timeout=300)
@@ -228,3 +237,30 @@ def test_a_run_trained_where_only_torch_is_installed_is_imported_and_gated(corpu
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].startswith("encore: error: train-music --import-run: ") and \
         "another shape" in refused.stderr
+
+
+def _renders_audio(encore: str, env: dict, tmp_path: Path) -> None:
+    """With FluidSynth and a system SoundFont (CI installs libfluidsynth3 in .ci/run), a sketch
+    becomes a WAV file that is not silence."""
+    import importlib
+    import os
+    import subprocess
+    import wave
+    from encore import audio
+    try:
+        audio.soundfont(None)
+        importlib.import_module("fluidsynth")
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI installs FluidSynth and a SoundFont in .ci/run, yet: {exc}")
+        pytest.skip(f"audio rendering needs FluidSynth and a General MIDI SoundFont here: {exc}")
+    wav_path = tmp_path / "sketch.wav"
+    done = subprocess.run([encore, "sample", "--style", "folk", "--key", "G", "--bars", "2", "-o",
+                           str(tmp_path / "c.mid"), "--audio", str(wav_path)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with wave.open(str(wav_path)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 44100)
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(float)
+    assert len(samples) / 2 / 44100 > 1.0                       # the notes plus a second of release
+    assert np.sqrt((samples ** 2).mean()) > 50, "the rendered audio is silent"
