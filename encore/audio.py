@@ -1,14 +1,15 @@
-"""Audio previews: a sketch's MIDI rendered to a WAV file with a General MIDI SoundFont.
+"""Audio previews: a sketch's MIDI rendered with a General MIDI SoundFont to .wav, .flac or .ogg.
 
 The synthesizer is FluidSynth: the system library (Debian: ``apt-get install libfluidsynth3``,
 which also brings the small TimGM6mb SoundFont) through its Python binding ``pyfluidsynth``.
+Files are written by ``soundfile`` (libsndfile, bundled in its wheel); Ogg Vorbis is about a
+sixteenth of the WAV's size, which is why exports use it.
 The SoundFont is ``music.audio.soundfont`` when set, else the first of the usual system paths.
 Without either, ``soundfont`` raises one line that says how to get them; nothing else in
 Encore needs audio.
 """
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,15 @@ def _synth(sample_rate: int):
     return fluidsynth.Synth(gain=0.6, samplerate=float(sample_rate))
 
 
-def render_wav(midi: bytes, font: Path, out: Path, sample_rate: int = 44100, tail_seconds: float = 1.0) -> float:
-    """Render MIDI bytes to a 16-bit stereo WAV file at ``out``; returns its length in seconds."""
+FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
+def render_audio(midi: bytes, font: Path, out: Path, sample_rate: int = 44100, tail_seconds: float = 1.0) -> float:
+    """Render MIDI bytes to stereo audio at ``out`` (format by suffix); returns its length in seconds."""
+    import soundfile
     import symusic
-    if out.suffix.lower() != ".wav":
-        raise EncoreError(f"{out}: audio is written as .wav (16-bit stereo PCM); name the file *.wav")
+    if out.suffix.lower() not in FORMATS:
+        raise EncoreError(f"{out}: audio is written as {', '.join(FORMATS)}; name the file with one of them")
     score = symusic.Score.from_midi(midi).to("second")
     events = []  # (second, order, channel, pitch, velocity): note-offs (0) sort before note-ons (1)
     programs = []
@@ -77,11 +82,8 @@ def render_wav(midi: bytes, font: Path, out: Path, sample_rate: int = 44100, tai
         chunks.append(synth.get_samples(int(tail_seconds * sample_rate)))
     finally:
         synth.delete()
-    samples = np.concatenate(chunks).astype(np.int16)
+    samples = np.concatenate(chunks).astype(np.int16).reshape(-1, 2)   # FluidSynth interleaves left, right
     out.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(out), "wb") as wav:
-        wav.setnchannels(2)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(samples.tobytes())
-    return len(samples) / 2 / sample_rate
+    kind, subtype = FORMATS[out.suffix.lower()]
+    soundfile.write(str(out), samples, sample_rate, format=kind, subtype=subtype)
+    return len(samples) / sample_rate

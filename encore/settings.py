@@ -187,6 +187,7 @@ class MusicReport(Section):
 
 class MusicAudio(Section):
     soundfont: Optional[str] = None       # a General MIDI .sf2 (default: a system one, encore/audio.py)
+    format: Literal["ogg", "flac", "wav"] = "ogg"   # of the export's previews
 
 
 class Music(Section):

@@ -130,6 +130,13 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
                         F.col("seed_items.name").alias("seed_item_names"), "model_version")
                 .withColumn("midi_path", F.concat(F.lit("midi/"), F.col("sketch_id"), F.lit(".mid")))
                 .withColumn("midi_sha256", F.sha2(F.col("midi"), 256)))
+    audio = config.music.audio
+    font = None
+    if audio.soundfont:  # previews only when a SoundFont is configured: a system one may differ per host
+        from encore.audio import soundfont
+        font = soundfont(audio.soundfont)
+    sketches = sketches.withColumn("audio_path", F.concat(F.lit("audio/"), F.col("sketch_id"), F.lit(f".{audio.format}"))
+                                   if font else F.lit(None).cast("string"))
 
     staging = root / f".staging-{folder}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -145,6 +152,7 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
             for row in sketches.select("midi_path", "midi").dropDuplicates(["midi_path"]).toLocalIterator():
                 (staging / row["midi_path"]).write_bytes(bytes(row["midi"]))
                 midi_count += 1
+            audio_seconds = _render_previews(staging, font, audio.format) if font else None
             manifest = _manifest(staging, run_date, run.info.run_id, recs, packs, versions, midi_count)
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
             _publish(staging, root / folder)
@@ -158,12 +166,26 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
         mlflow.log_metrics({"rows.recommendations": manifest["datasets"]["recommendations"]["rows"],
                             "rows.packs": manifest["datasets"]["packs"]["rows"], "files.midi": midi_count,
                             "bytes": total_bytes, "seconds": seconds, "removed_runs": len(removed)})
+        if audio_seconds is not None:
+            mlflow.log_metrics({"files.audio": manifest["datasets"]["audio"]["rows"], "seconds.audio": audio_seconds})
         mlflow.log_dict(manifest, "manifest.json")
     log.info("export %s: %s (%d files, %.1f MB)%s", run_date, root / folder, len(manifest["files"]), total_bytes / 1e6,
              f"; removed old runs {removed}" if removed else "")
     return ExportResult(run_date, root / folder, run.info.run_id,
                         {k: v["rows"] for k, v in manifest["datasets"].items()}, len(manifest["files"]),
                         total_bytes, removed, seconds)
+
+
+def _render_previews(staging: Path, font: Path, suffix: str) -> float:
+    """audio/<sketch_id>.<suffix> for every MIDI file of the export; returns the seconds it took."""
+    from encore.audio import render_audio
+    started = time.perf_counter()
+    midi = sorted((staging / "midi").glob("*.mid"))
+    for done, path in enumerate(midi, 1):
+        render_audio(path.read_bytes(), font, staging / "audio" / f"{path.stem}.{suffix}")
+        if done % 100 == 0 or done == len(midi):
+            log.info("export: %d/%d audio previews rendered (%.0f s)", done, len(midi), time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versions: dict, midi_count: int) -> dict:
@@ -181,6 +203,11 @@ def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versio
     midi = sorted((staging / "midi").glob("*.mid"))
     files += [{"path": m.relative_to(staging).as_posix(), "bytes": m.stat().st_size, "sha256": _sha256(m)} for m in midi]
     datasets["midi"] = {"rows": midi_count, "files": [m.relative_to(staging).as_posix() for m in midi]}
+    previews = sorted((staging / "audio").glob("*")) if (staging / "audio").is_dir() else []
+    if previews:
+        files += [{"path": a.relative_to(staging).as_posix(), "bytes": a.stat().st_size, "sha256": _sha256(a)}
+                  for a in previews]
+        datasets["audio"] = {"rows": len(previews), "files": [a.relative_to(staging).as_posix() for a in previews]}
 
     def model(df, label: str) -> dict:
         found = df.select("model_name", "model_version", "mlflow_run_id").distinct().collect()
@@ -211,7 +238,8 @@ def validate_export(lake, run_date: dt.date) -> dict[str, int]:
 
     Raises ``EncoreError`` listing every problem: no ``_SUCCESS``, a manifest that breaks the
     contract, a file missing, changed (sha256, size) or not listed, Parquet row counts that differ
-    from the manifest, or from the warehouse tables at the Delta versions the manifest records.
+    from the manifest, or from the warehouse tables at the Delta versions the manifest records, and
+    audio previews that do not match the MIDI files one to one.
     """
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
@@ -244,7 +272,15 @@ def validate_export(lake, run_date: dt.date) -> dict[str, int]:
             (frame.select(F.sum(F.size("sketches"))).first()[0] or 0)
         if rows[dataset] != expected:
             problems.append(f"{dataset}: {rows[dataset]} rows exported, {expected} in {table} for {run_date}")
+    datasets = manifest.get("datasets", {})
+    if "audio" in datasets:  # since 1.1: one preview per MIDI file, same sketch ids
+        stems = {kind: {Path(f).stem for f in datasets[kind]["files"]} for kind in ("midi", "audio")}
+        if stems["midi"] != stems["audio"]:
+            problems.append(f"audio previews and MIDI files differ: {len(stems['midi'] - stems['audio'])} sketches "
+                            f"without a preview, {len(stems['audio'] - stems['midi'])} previews without a sketch")
     if problems:
         raise EncoreError(f"export {folder} failed validation: " + "; ".join(problems))
-    rows["midi"] = len(manifest["datasets"]["midi"]["files"])
+    rows["midi"] = len(datasets["midi"]["files"])
+    if "audio" in datasets:
+        rows["audio"] = len(datasets["audio"]["files"])
     return rows

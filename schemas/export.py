@@ -5,6 +5,8 @@ columns, and the manifest (``export_manifest.schema.json``). Versioned by ``SCHE
       recommendations/part-*.parquet   RECOMMENDATIONS columns, one row per (user, rank)
       packs/part-*.parquet             PACK_SKETCHES columns, one row per sketch of a user's pack
       midi/<sketch_id>.mid             one Standard MIDI File per distinct sketch
+      audio/<sketch_id>.ogg            since 1.1: one audio preview per distinct sketch, only when
+                                       music.audio.soundfont is set (format: music.audio.format)
       manifest.json                    counts, sha256 per file, model and data versions, run ids
       _SUCCESS                         written last; only a folder with it is a published export
 
@@ -20,7 +22,7 @@ from pyspark.sql.types import ArrayType, DateType, DoubleType, IntegerType, Long
 
 from schemas.tables import col
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"   # 1.1: audio previews (audio/, packs.audio_path)
 
 RECOMMENDATIONS = StructType([
     col("run_date", DateType(), "Logical date of the run.", False),
@@ -51,6 +53,8 @@ PACK_SKETCHES = StructType([
     col("n_notes", IntegerType(), "Notes in the sketch.", False),
     col("midi_path", StringType(), "Relative path of the MIDI file, midi/<sketch_id>.mid.", False),
     col("midi_sha256", StringType(), "sha256 of that file.", False),
+    col("audio_path", StringType(), "Relative path of the sketch's audio preview, audio/<sketch_id>.<ext>; null "
+        "when the export renders no previews (since 1.1)."),
     col("seed_item_ids", ArrayType(StringType()), "The user's top recommendations behind the pack.", False),
     col("seed_item_names", ArrayType(StringType()), "Their names, same order.", False),
     col("model_version", IntegerType(), "Music model version (manifest models.music).", False),

@@ -93,6 +93,21 @@ def requires_shared_data(path: Path = SHARED_DATA):
                               "clone in CI and on developer machines, not on a user's machine")
 
 
+def require_audio() -> Path:
+    """The system SoundFont, with FluidSynth importable; else skip, or fail in CI, whose .ci/run installs
+    libfluidsynth3 (it brings the TimGM6mb SoundFont)."""
+    import importlib
+    from encore import audio
+    try:
+        font = audio.soundfont(None)
+        importlib.import_module("fluidsynth")
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI installs FluidSynth and a SoundFont in .ci/run, yet: {exc}")
+        pytest.skip(f"audio rendering needs FluidSynth and a General MIDI SoundFont here: {exc}")
+    return font
+
+
 # --- test tiers --------------------------------------------------------------------------------------
 # Every test belongs to one tier (pyproject.toml lists them). `./dev.sh test fast` runs `-m unit`:
 # nothing that starts a JVM, Ray or a whole night. A test marked explicitly keeps its mark; the

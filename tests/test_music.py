@@ -160,7 +160,7 @@ def test_kv_cache_logits_match_the_full_forward():
     torch.testing.assert_close(torch.cat([first, rest], dim=1), full, atol=1e-5, rtol=1e-4)
 
 
-def test_sample_command_writes_midi_and_names_a_missing_champion(corpus_home, tmp_path):
+def test_sample_command_writes_midi_and_names_a_missing_champion(corpus_home, tmp_path, monkeypatch, capsys):
     import os
     import subprocess
     import sys
@@ -178,14 +178,18 @@ def test_sample_command_writes_midi_and_names_a_missing_champion(corpus_home, tm
     assert done.returncode == 0, done.stderr[-2000:]
     assert symusic.Score.from_midi(out.read_bytes()).ticks_per_quarter > 0
 
-    # Audio: without a SoundFont the MIDI is still written and one line says how to get one.
-    no_font = subprocess.run([encore, "sample", "--bars", "2", "-o", str(tmp_path / "b.mid"), "--audio",
-                              str(tmp_path / "b.wav")], capture_output=True, text=True, timeout=300,
-                             env={**base, **TEST_ENV, **env, "ENCORE_HOME": str(home),
-                                  "ENCORE__MUSIC__AUDIO__SOUNDFONT": str(tmp_path / "missing.sf2")})
-    assert no_font.returncode == 2 and (tmp_path / "b.mid").is_file() and not (tmp_path / "b.wav").exists()
-    assert "apt-get install libfluidsynth3" in no_font.stderr.strip().splitlines()[-1]
-    _renders_audio(encore, {**base, **TEST_ENV, **env, "ENCORE_HOME": str(home)}, tmp_path)
+    # Audio: the same command renders it (FluidSynth); without a SoundFont the MIDI is still written
+    # and one line says how to get one (in-process: the CLI's error handling is the same).
+    _renders_audio(encore, {**base, **TEST_ENV, **env, "ENCORE_HOME": str(home)}, tmp_path, out)
+    from encore.pipeline.cli import main
+    for name in [k for k in os.environ if k.startswith("ENCORE")]:
+        monkeypatch.delenv(name)
+    for name, value in {**TEST_ENV, **env, "ENCORE_HOME": str(home),
+                        "ENCORE__MUSIC__AUDIO__SOUNDFONT": str(tmp_path / "missing.sf2")}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["sample", "--bars", "2", "-o", str(tmp_path / "b.mid"), "--audio", str(tmp_path / "b.ogg")]) == 2
+    assert "apt-get install libfluidsynth3" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (tmp_path / "b.mid").is_file() and not (tmp_path / "b.ogg").exists()
     empty = subprocess.run([encore, "sample", "-o", str(tmp_path / "x.mid")],
                            env={**base, **TEST_ENV, "ENCORE_HOME": str(tmp_path / "nothing")}, capture_output=True,
                            text=True, timeout=300)
@@ -197,12 +201,11 @@ def test_a_run_trained_where_only_torch_is_installed_is_imported_and_gated(corpu
     """The path of a lent GPU machine: windows exported here, the same epoch loop run there by a
     script that needs torch and numpy alone, then logged, registered and gated here in MLflow."""
     import json
-    import os
     import subprocess
     import sys
 
     from encore import tracking
-    from tests.conftest import REPO, TEST_ENV
+    from tests.conftest import REPO
     from ray_jobs.train_music import export_windows, train_music
     home, env, _, _ = corpus_home
     config = make_config(home, **env)
@@ -228,39 +231,28 @@ def test_a_run_trained_where_only_torch_is_installed_is_imported_and_gated(corpu
     assert logged.metrics["valid_nll_per_token"] == pytest.approx(record["history"][0]["valid_nll_per_token"])
     assert result.model_version >= 2 and result.quality is not None and len(result.quality)
 
-    # A run of another shape than the config's cannot be imported by mistake: one line says why.
-    wider = {**env, "ENCORE__MUSIC__TRAIN__D_MODEL": "64"}
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
-    refused = subprocess.run([str(Path(sys.executable).parent / "encore"), "train-music", "--import-run", str(run)],
-                             env={**base, **TEST_ENV, **wider, "ENCORE_HOME": str(home)}, capture_output=True,
-                             text=True, timeout=300)
-    assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines()[-1].startswith("encore: error: train-music --import-run: ") and \
-        "another shape" in refused.stderr
+    # A run of another shape than the config's cannot be imported by mistake; the error says why.
+    from encore.errors import EncoreError
+    with pytest.raises(EncoreError, match=r"^train-music --import-run: .* holds a model of another shape"):
+        train_music(make_config(home, **{**env, "ENCORE__MUSIC__TRAIN__D_MODEL": "64"}), import_run=run)
 
 
-def _renders_audio(encore: str, env: dict, tmp_path: Path) -> None:
-    """With FluidSynth and a system SoundFont (CI installs libfluidsynth3 in .ci/run), a sketch
-    becomes a WAV file that is not silence."""
-    import importlib
-    import os
+def _renders_audio(encore: str, env: dict, tmp_path: Path, midi: Path) -> None:
+    """With FluidSynth and a system SoundFont, a sketch becomes stereo audio that is not silence:
+    through the CLI as Ogg Vorbis, and directly as WAV."""
     import subprocess
-    import wave
-    from encore import audio
-    try:
-        audio.soundfont(None)
-        importlib.import_module("fluidsynth")
-    except Exception as exc:
-        if os.environ.get("CI"):
-            raise AssertionError(f"CI installs FluidSynth and a SoundFont in .ci/run, yet: {exc}")
-        pytest.skip(f"audio rendering needs FluidSynth and a General MIDI SoundFont here: {exc}")
-    wav_path = tmp_path / "sketch.wav"
+    import soundfile
+    from encore.audio import render_audio
+    from tests.conftest import require_audio
+    font = require_audio()
+    ogg = tmp_path / "sketch.ogg"
     done = subprocess.run([encore, "sample", "--style", "folk", "--key", "G", "--bars", "2", "-o",
-                           str(tmp_path / "c.mid"), "--audio", str(wav_path)], env=env, capture_output=True,
+                           str(tmp_path / "c.mid"), "--audio", str(ogg)], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    with wave.open(str(wav_path)) as wav:
-        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 44100)
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(float)
-    assert len(samples) / 2 / 44100 > 1.0                       # the notes plus a second of release
-    assert np.sqrt((samples ** 2).mean()) > 50, "the rendered audio is silent"
+    wav = tmp_path / "sketch.wav"
+    assert render_audio(midi.read_bytes(), font, wav) > 1.0        # the notes plus a second of release
+    for path in (ogg, wav):
+        samples, rate = soundfile.read(str(path))
+        assert rate == 44100 and samples.shape[1] == 2 and len(samples) / rate > 1.0
+        assert np.sqrt((samples ** 2).mean()) > 1e-3, f"the rendered {path.name} is silent"

@@ -210,6 +210,35 @@ def test_export_manifest_matches_files_and_a_crash_keeps_the_previous_export(nig
     assert "unlisted.txt is not in the manifest" in str(failure.value)
 
 
+def test_with_a_soundfont_the_export_carries_audio_previews(night, spark):
+    """Contract 1.1: audio/<sketch_id>.ogg beside every MIDI file, listed and checked like the rest."""
+    import pyarrow.parquet as pq
+    import soundfile
+    from encore.lakehouse import Lakehouse
+    from jobs import export
+    from tests.conftest import require_audio
+    font = require_audio()
+    config, _, _ = night
+    lake = Lakehouse(make_config(Path(config.home), **NIGHT, ENCORE__MUSIC__AUDIO__SOUNDFONT=str(font)), spark)
+    folder = Path(config.path("exports")) / f"run_date={D2}"
+    export.export_run(lake, D2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["schema_version"] == "1.1.0"
+    audio, midi = manifest["datasets"]["audio"], manifest["datasets"]["midi"]
+    assert audio["rows"] == midi["rows"] > 0
+    assert {Path(f).stem for f in audio["files"]} == {Path(f).stem for f in midi["files"]}
+    frame = pq.read_table(folder / "packs").to_pandas()
+    assert set(frame["audio_path"]) == set(audio["files"])
+    samples, rate = soundfile.read(str(folder / audio["files"][0]))
+    assert rate == 44100 and len(samples) > rate and abs(samples).max() > 0
+    assert export.validate_export(lake, D2)["audio"] == audio["rows"]
+
+    (folder / audio["files"][0]).unlink()
+    with pytest.raises(EncoreError, match="failed validation") as failure:
+        export.validate_export(lake, D2)
+    assert f"{audio['files'][0]} is missing" in str(failure.value)
+
+
 def test_retention_keeps_the_newest_runs_and_the_current_one(tmp_path):
     from jobs.export import _apply_retention
     for day in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-10-01"):

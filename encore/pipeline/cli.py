@@ -184,9 +184,9 @@ def cmd_sample(cfg: Config, args) -> None:
     print(f"wrote {args.output}: {args.style}, {key}, {args.tempo} tempo, {args.bars} bars, seed {args.seed}, "
           f"{len(sketch.tokens)} tokens")
     if args.audio:
-        from encore.audio import render_wav, soundfont
+        from encore.audio import render_audio, soundfont
         font = soundfont(cfg.music.audio.soundfont)
-        seconds = render_wav(sketch.midi, font, Path(args.audio))
+        seconds = render_audio(sketch.midi, font, Path(args.audio))
         print(f"wrote {args.audio}: {seconds:.1f} s of audio rendered with {font}")
 
 
@@ -219,8 +219,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("-o", "--output", default="sketch.mid")
-    p.add_argument("--audio", metavar="FILE.wav", help="also render the sketch to audio with a General MIDI "
-                   "SoundFont (music.audio.soundfont, else a system one; FluidSynth)")
+    p.add_argument("--audio", metavar="FILE", help="also render the sketch to FILE (.wav, .flac or .ogg) with a "
+                   "General MIDI SoundFont (music.audio.soundfont, else a system one; FluidSynth)")
 
 
 def recommender_eval_arguments(p: argparse.ArgumentParser) -> None:

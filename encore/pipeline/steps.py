@@ -350,14 +350,15 @@ def export_command(cfg: Config, args) -> None:
 def validate_run(ctx: StepContext) -> str:
     from jobs.export import validate_export
     rows = validate_export(ctx.lake, ctx.day)
-    return f"export matches its manifest and the warehouse ({rows['midi']} MIDI files)"
+    previews = f", {rows['audio']} audio previews" if "audio" in rows else ""
+    return f"export matches its manifest and the warehouse ({rows['midi']} MIDI files{previews})"
 
 
 def validate_command(cfg: Config, args) -> None:
     from jobs.export import validate_export
     rows = validate_export(lakehouse(cfg), args.date)
-    print_table(["run_date", "recommendations", "sketches", "MIDI files", "checks"],
-                [(args.date, rows["recommendations"], rows["packs"], rows["midi"],
+    print_table(["run_date", "recommendations", "sketches", "MIDI files", "audio previews", "checks"],
+                [(args.date, rows["recommendations"], rows["packs"], rows["midi"], rows.get("audio", "-"),
                   "_SUCCESS, manifest contract, sha256 and size of every file, row counts vs manifest and warehouse")],
                 max_width=120)
 
