@@ -230,13 +230,24 @@ def chord_progression(score, bars: int) -> str:
     return " | ".join("N.C." if c is None else PITCH_NAMES[c[0]] + c[1] for c in bar_chords(score, bars))
 
 
-def is_diatonic(chord: tuple[int, str], key: str) -> bool:
-    """Every tone of the triad is in the key's scale; in minor, the harmonic minor's raised 7th counts
-    too (its V and vii° chords are the usual ones)."""
+def key_pitch_classes(key: str) -> set[int]:
+    """The key's scale; in minor with the harmonic minor's raised 7th too (its V and vii° chords are
+    the usual ones)."""
     tonic, mode = key.split()
-    allowed = scale_pitch_classes(key) | ({(PITCH_NAMES.index(tonic) + 11) % 12} if mode == "minor" else set())
+    return scale_pitch_classes(key) | ({(PITCH_NAMES.index(tonic) + 11) % 12} if mode == "minor" else set())
+
+
+def is_diatonic(chord: tuple[int, str], key: str) -> bool:
+    """Every tone of the triad is among the key's pitch classes (``key_pitch_classes``)."""
+    allowed = key_pitch_classes(key)
     root, quality = chord
     return all((root + i) % 12 in allowed for i in TRIADS[quality])
+
+
+def diatonic_share(chords: list[tuple[int, str] | None], key: str) -> float | None:
+    """Share of the bars with a chord whose chord is diatonic in ``key``; None when no bar has one."""
+    found = [c for c in chords if c is not None]
+    return float(np.mean([is_diatonic(c, key) for c in found])) if found else None
 
 
 def split_of(piece_id: str, validation: float = 0.05, test: float = 0.05) -> str:

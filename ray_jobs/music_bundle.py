@@ -78,6 +78,8 @@ class SketchDecoder:
         self.tokenizer = music.load_tokenizer(tokenizer_path)
         self.vocab = music.Vocabulary.of(self.tokenizer)
         self.bar_ids = self._bar_ids()
+        self._pitches = {idx: {int(t.split("_")[1]) % 12 for t in base if t.startswith("Pitch_")}
+                         for idx, base in self._base_tokens().items()}
 
     def _bar_ids(self) -> list[int]:
         """BPE ids whose merged base tokens contain Bar_None (a bar may hide inside a merged token)."""
@@ -92,17 +94,12 @@ class SketchDecoder:
 
     def _outside(self, allowed: set[int]) -> list[int]:
         """Tokens holding a pitched note whose pitch class is not in ``allowed``."""
-        if not hasattr(self, "_pitches"):
-            self._pitches = {idx: {int(t.split("_")[1]) % 12 for t in base if t.startswith("Pitch_")}
-                             for idx, base in self._base_tokens().items()}
         return sorted(idx for idx, pcs in self._pitches.items() if pcs - allowed)
 
     def out_of_key(self, key: str) -> list[int]:
         """Tokens with a note outside the key's scale (in minor, the raised 7th is in): banning them
         keeps a sketch in its key (``music.generate.in_key``)."""
-        tonic, mode = key.split()
-        return self._outside(music.scale_pitch_classes(key) | (
-            {(music.PITCH_NAMES.index(tonic) + 11) % 12} if mode == "minor" else set()))
+        return self._outside(music.key_pitch_classes(key))
 
     def off_tonic(self, key: str) -> list[int]:
         """Tokens with a note outside the tonic triad: banned in a sketch's first and last bar, they
@@ -172,8 +169,7 @@ def check(generator: "MusicGenerator", sketch: Sketch, bars: int, corpus_interva
     bar_ticks = score.ticks_per_quarter * 4
     filled = len(set((notes["time"] // bar_ticks).tolist()) & set(range(bars))) / bars
     in_scale = float(np.isin(notes["pitch"] % 12, sorted(music.scale_pitch_classes(sketch.key))).mean())
-    chords = [c for c in music.bar_chords(score, bars) if c is not None]
-    diatonic = float(np.mean([music.is_diatonic(c, sketch.key) for c in chords])) if chords else 0.0
+    diatonic = music.diatonic_share(music.bar_chords(score, bars), sketch.key) or 0.0
     detected = music.estimate_key(notes["pitch"], notes["duration"])
     shared = longest_shared_run(music.melody(score), corpus_intervals)
     result = {"decodes": True, "notes": int(len(notes["pitch"])), "bar_fill": filled, "in_scale": in_scale,

@@ -113,8 +113,9 @@ def piece_metrics(score, key: str, chords: ChordBigrams | None = None) -> dict[s
     else:
         groove = 1.0
     found = [c for c in music.bar_chords(score) if c is not None]
+    diatonic = music.diatonic_share(found, key)
     out = {"pitch_class_entropy": entropy, "scale_consistency": scale, "groove_consistency": groove,
-           "diatonic_chord_share": float(np.mean([music.is_diatonic(c, key) for c in found])) if found else math.nan,
+           "diatonic_chord_share": math.nan if diatonic is None else diatonic,
            "chord_transition_loglik": math.nan,
            "key_adherence": float(music.estimate_key(notes["pitch"], notes["duration"]) == key)}
     if chords is not None:
