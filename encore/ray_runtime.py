@@ -34,7 +34,9 @@ def connect(config: Config):
                               "(ENCORE__RAY__ADDRESS) to run on the local in-process Ray") from None
     else:
         cpus = config.ray.num_cpus
-        ray.init(num_cpus=int(cpus) if cpus else None, include_dashboard=False, log_to_driver=True,
+        # "local": a Ray of this process's own. With no address, ray.init joins the newest cluster that
+        # `ray start` left on this machine (/tmp/ray/ray_current_cluster), whatever the profile says.
+        ray.init(address="local", num_cpus=int(cpus) if cpus else None, include_dashboard=False, log_to_driver=True,
                  configure_logging=True, logging_level=logging.WARNING)
     log.info("ray: %s", ray.cluster_resources())
     return ray

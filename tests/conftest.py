@@ -117,12 +117,27 @@ FIXTURE_TIERS = {"spark": "spark", "lake": "spark", "lake_factory": "spark", "co
                  "gold_home": "ray", "night": "e2e", "s3_endpoint": "e2e", "dag_night": "e2e"}
 
 
+# --- side by side (pytest-xdist) ----------------------------------------------------------------------
+# `./dev.sh test` runs two workers with `--dist loadgroup --no-loadscope-reorder`. A worker runs whole
+# groups, so a module's fixtures are built once: each module is a group, except that every module with
+# a test on the trained world (`trained_home`, 173 s to build, and the DAG night on it) joins one group,
+# which goes first and fills one worker (the scheduler, the DAG night, the clusters) while the other
+# runs the rest. Much of that group waits on Airflow and on the start of processes of their own.
+TRAINED_WORLD = "trained-world"
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook turns the groups into scopes
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(item.get_closest_marker(tier) for tier in TIERS):
             continue
         found = {FIXTURE_TIERS[f] for f in item.fixturenames if f in FIXTURE_TIERS}
         item.add_marker(max(found, key=TIERS.index) if found else "unit")
+    trained_modules = {item.module.__name__ for item in items if "trained_home" in item.fixturenames}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(TRAINED_WORLD if module in trained_modules else module))
+    items.sort(key=lambda item: item.module.__name__ not in trained_modules)   # stable: the group first
 
 
 @pytest.fixture(scope="session")

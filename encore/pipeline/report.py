@@ -17,7 +17,15 @@ def print_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> N
     print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
     print(line)
     for r in cells:
-        print(" | ".join((v if len(v) <= max_width else v[:max_width - 3] + "...").ljust(w) for v, w in zip(r, widths)))
+        print(" | ".join(_shorten(v, max_width).ljust(w) for v, w in zip(r, widths)))
+
+
+def _shorten(value: str, width: int) -> str:
+    """A cell cut to ``width`` in its middle: a path keeps its file name, an id its tail."""
+    if len(value) <= width:
+        return value
+    head = (width - 3) // 2
+    return value[:head] + "..." + value[len(value) - (width - 3 - head):]
 
 
 @dataclass
