@@ -53,7 +53,7 @@ case "${1:-}" in
     setup; shift
     if [ "${1:-}" = fast ]; then shift; exec .venv/bin/python -m pytest -m unit "$@"; fi
     # Two workers side by side (tests/conftest.py says which tests share one); `-n 0` runs in one process.
-    exec .venv/bin/python -m pytest -n "${ENCORE_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder "$@" ;;
+    exec .venv/bin/python -m pytest -n "${ENCORE_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
   setup) setup ;;
   *) echo "usage: ./dev.sh demo | test [fast] [pytest args] | setup" >&2; exit 2 ;;
 esac

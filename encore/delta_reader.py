@@ -17,7 +17,8 @@ from encore.locations import storage_uri, table_path
 if TYPE_CHECKING:   # pandas costs a quarter of a second to import: `encore sql` needs only storage_uri
     import pandas as pd
 from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
-                                   SILVER_PLAYS, WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS)
+                                   SILVER_PLAYS, WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS,
+                                   WAREHOUSE_SKETCHES)
 
 
 # The command that writes each table, for "missing table" errors.
@@ -25,7 +26,7 @@ PRODUCERS = {
     SILVER_PLAYS: "`encore clean --date D`", GOLD_INTERACTIONS: "`encore features --date D`",
     GOLD_ITEMS: "`encore features --date D`", GOLD_USER_PROFILES: "`encore features --date D`",
     GOLD_MUSIC_SEQUENCES: "`encore corpus`", WAREHOUSE_RECOMMENDATIONS: "`encore score --date D`",
-    WAREHOUSE_INSPIRATION_PACKS: "`encore generate --date D`",
+    WAREHOUSE_INSPIRATION_PACKS: "`encore generate --date D`", WAREHOUSE_SKETCHES: "`encore generate --date D`",
 }
 
 
@@ -103,3 +104,24 @@ def read_filtered(config: Config, name: str, filters: list[tuple], columns: list
     """Rows of a table matching partition/column ``filters`` (deltalake DNF tuples) at a pinned version."""
     table, path, pinned = _open(config, name, version)
     return PinnedRead(name, path, pinned, _frame(table, name, pinned, filters, columns))
+
+
+def partition_size(config: Config, name: str, version: int, column: str, value) -> tuple[int, int]:
+    """(bytes, rows) of one partition's data files at ``version``, from the Delta log alone (no data read);
+    rows are 0 when the files carry no statistics."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    table, _, _ = _open(config, name, version)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return 0, 0
+    chosen = actions.filter(pc.equal(actions[f"partition.{column}"], pa.scalar(value)))
+    size = pc.sum(chosen["size_bytes"]).as_py() or 0
+    rows = pc.sum(chosen["num_records"]).as_py() if "num_records" in chosen.column_names else 0
+    return int(size), int(rows or 0)
+
+
+def version_files(config: Config, name: str, version: int) -> list[str]:
+    """The data files (URIs) a version of a table reads; raises ``EncoreError`` when its log is gone."""
+    table, _, _ = _open(config, name, version)
+    return table.file_uris()

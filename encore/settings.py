@@ -226,6 +226,30 @@ class Packs(Section):
 
 class Export(Section):
     keep_runs: int
+    max_file_mb: float = Field(gt=0)
+
+
+class Maintain(Section):
+    experiment: str
+    vacuum_retention_hours: float = Field(ge=0)
+    optimize_days: int = Field(ge=1)
+    zorder: dict[str, list[str]] = {}
+    keep: dict[str, Optional[int]] = {}
+
+    @field_validator("zorder", "keep")
+    @classmethod
+    def _known_partitioned_tables(cls, value: dict, info):
+        from schemas.tables import TABLES
+        for name in value:
+            if name not in TABLES:
+                raise ValueError(f"maintain.{info.field_name}: unknown table {name!r} (tables: {', '.join(TABLES)})")
+            if info.field_name == "keep" and not TABLES[name].partition_by:
+                raise ValueError(f"maintain.keep: {name} has no date partitions to keep or drop")
+        if info.field_name == "keep":
+            for name, count in value.items():
+                if count is not None and count < 1:
+                    raise ValueError(f"maintain.keep.{name} is {count}: keep at least 1 date, or null to keep all")
+        return value
 
 
 class Settings(Section):
@@ -244,3 +268,4 @@ class Settings(Section):
     score: Score
     packs: Packs
     export: Export
+    maintain: Maintain

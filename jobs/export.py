@@ -9,6 +9,9 @@ export, the new one, or (for an instant during a rerun) none; never a mixture. A
 the staging folder behind, without ``_SUCCESS``; the next export of that date removes it.
 After publishing, only the newest ``export.keep_runs`` run dates are kept (the date just
 exported always stays).
+
+Each dataset is split into Parquet files of about ``export.max_file_mb``, by ranges of user ids;
+each distinct sketch's MIDI file is written once, from ``warehouse.sketches``.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from encore.errors import EncoreError
 from schemas import export as contract
-from schemas.table_names import WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS
+from schemas.table_names import WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES
 
 log = logging.getLogger(__name__)
 RUN_FOLDER = re.compile(r"^run_date=(\d{4}-\d{2}-\d{2})$")
@@ -61,6 +64,42 @@ def _tidy_spark_output(folder: Path) -> list[Path]:
 
 def _select(df, schema):
     return df.select([df[f.name].cast(f.dataType).alias(f.name) for f in schema])
+
+
+def _rows_per_file(config, name: str, versions: dict, run_date: dt.date, target_bytes: int, rows: int | None = None) -> int:
+    """Rows per exported file so that a file holds about ``target_bytes``: the date's bytes per row in
+    the warehouse table (from its Delta log), per exported row (``rows``: default, the table's rows)."""
+    from encore.delta_reader import partition_size
+    size, table_rows = partition_size(config, name, versions[name], "run_date", run_date)
+    exported = rows if rows is not None else table_rows
+    if not size or not exported:
+        return 1_000_000
+    return max(1, int(target_bytes / (size / exported)))
+
+
+def _write_sharded(df, folder: Path, order: list[str], rows_per_file: int, target_bytes: int) -> None:
+    """Parquet files of about ``target_bytes`` each, split by ranges of ``order[0]`` (a user's rows stay in one
+    file) and sorted by ``order`` within each.
+
+    The rows per file are an estimate; when a written file still exceeds the target by half, the
+    dataset is written once more with the rows per file its own largest file measured."""
+    import pyarrow.parquet as pq
+    rows = df.count()
+    for attempt in range(2):
+        files = max(1, -(-rows // rows_per_file))
+        shaped = df.repartitionByRange(files, order[0]) if files > 1 else df.coalesce(1)
+        shaped.sortWithinPartitions(*order).write.mode("overwrite").parquet(str(folder))
+        parts = _tidy_spark_output(folder)
+        largest = max(parts, key=lambda p: p.stat().st_size)
+        size = largest.stat().st_size
+        if size <= target_bytes * 1.5 or attempt == 1:
+            if size > target_bytes * 1.5:
+                log.warning("export: %s/%s is %d bytes, over export.max_file_mb (%d bytes) by more than half",
+                            folder.name, largest.name, size, target_bytes)
+            return
+        per_row = size / max(pq.read_metadata(largest).num_rows, 1)
+        rows_per_file = max(1, int(target_bytes / per_row))
+        log.info("export: %s files over the target; writing again with %d rows per file", folder.name, rows_per_file)
 
 
 def _publish(staging: Path, target: Path) -> None:
@@ -110,7 +149,8 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
 
     versions = {}
     frames = {}
-    for name, hint in ((WAREHOUSE_RECOMMENDATIONS, "score"), (WAREHOUSE_INSPIRATION_PACKS, "generate")):
+    for name, hint in ((WAREHOUSE_RECOMMENDATIONS, "score"), (WAREHOUSE_SKETCHES, "generate"),
+                       (WAREHOUSE_INSPIRATION_PACKS, "generate")):
         if not lake.exists(name):
             raise EncoreError(f"{name} does not exist yet: run `encore {hint} --date {run_date}` first")
         versions[name] = lake.version(name)
@@ -118,18 +158,29 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
         if frames[name].isEmpty():
             raise EncoreError(f"{name} has no rows for {run_date}: run `encore {hint} --date {run_date}` first")
     recs, packs = frames[WAREHOUSE_RECOMMENDATIONS], frames[WAREHOUSE_INSPIRATION_PACKS]
+    stored = frames[WAREHOUSE_SKETCHES].drop("run_date", "style", "key", "tempo_bucket", "model_name",
+                                             "model_version", "mlflow_run_id")
     for df in (recs, packs):
         for row in df.select(F.explode("source_versions" if "source_versions" in df.columns else "data_versions")
                              ).distinct().collect():
             versions.setdefault(row["key"], int(row["value"]))
 
+    # A pack names its sketches; their MIDI and facts are stored once, in warehouse.sketches (a small
+    # table: the night's pools), joined to every pack row that names them.
     sketches = (packs.select("run_date", "user_id", "pack_id", "model_version", "seed_items",
                              F.posexplode("sketches").alias("position", "sketch"))
-                .select("run_date", "user_id", "pack_id", (F.col("position") + 1).alias("sketch_index"), "sketch.*",
+                .select("run_date", "user_id", "pack_id", (F.col("position") + 1).alias("sketch_index"),
+                        *(F.col(f"sketch.{c}").alias(c) for c in ("sketch_id", "style", "key", "tempo_bucket")),
                         F.col("seed_items.item_id").alias("seed_item_ids"),
                         F.col("seed_items.name").alias("seed_item_names"), "model_version")
-                .withColumn("midi_path", F.concat(F.lit("midi/"), F.col("sketch_id"), F.lit(".mid")))
-                .withColumn("midi_sha256", F.sha2(F.col("midi"), 256)))
+                .join(F.broadcast(stored.withColumn("midi_sha256", F.sha2(F.col("midi"), 256)).drop("midi")),
+                      "sketch_id", "left")
+                .withColumn("midi_path", F.concat(F.lit("midi/"), F.col("sketch_id"), F.lit(".mid"))))
+    missing = sketches.where(F.col("midi_sha256").isNull()).select("sketch_id").distinct().limit(5).collect()
+    if missing:
+        raise EncoreError(f"{WAREHOUSE_INSPIRATION_PACKS} of {run_date} names sketches that {WAREHOUSE_SKETCHES} lacks "
+                          f"(e.g. {', '.join(r['sketch_id'] for r in missing)}): packs written before sketches were "
+                          f"stored once; run `encore generate --date {run_date}` again, then export")
     audio = config.music.audio
     font = None
     if audio.soundfont:  # previews only when a SoundFont is configured: a system one may differ per host
@@ -137,6 +188,7 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
         font = soundfont(audio.soundfont)
     sketches = sketches.withColumn("audio_path", F.concat(F.lit("audio/"), F.col("sketch_id"), F.lit(f".{audio.format}"))
                                    if font else F.lit(None).cast("string"))
+    target_bytes = int(config.export.max_file_mb * 2 ** 20)
 
     staging = root / f".staging-{folder}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -145,12 +197,19 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
         mlflow.set_tags({"job": "export", "run_date": str(run_date)})
         mlflow.log_params({f"source.{k}.version": v for k, v in versions.items()})
         try:
-            _select(recs, contract.RECOMMENDATIONS).coalesce(1).write.parquet(str(staging / "recommendations"))
-            _select(sketches, contract.PACK_SKETCHES).coalesce(1).write.parquet(str(staging / "packs"))
+            rows_per_file = {
+                "recommendations": _rows_per_file(config, WAREHOUSE_RECOMMENDATIONS, versions, run_date, target_bytes),
+                "packs": _rows_per_file(config, WAREHOUSE_INSPIRATION_PACKS, versions, run_date, target_bytes,
+                                        rows=packs.select(F.sum(F.size("sketches"))).first()[0])}
+            _write_sharded(_select(recs, contract.RECOMMENDATIONS), staging / "recommendations", ["user_id", "rank"],
+                           rows_per_file["recommendations"], target_bytes)
+            _write_sharded(_select(sketches, contract.PACK_SKETCHES), staging / "packs", ["user_id", "sketch_index"],
+                           rows_per_file["packs"], target_bytes)
             (staging / "midi").mkdir()
             midi_count = 0
-            for row in sketches.select("midi_path", "midi").dropDuplicates(["midi_path"]).toLocalIterator():
-                (staging / row["midi_path"]).write_bytes(bytes(row["midi"]))
+            named = sketches.select("sketch_id").distinct()
+            for row in stored.join(named, "sketch_id").select("sketch_id", "midi").toLocalIterator():
+                (staging / "midi" / f"{row['sketch_id']}.mid").write_bytes(bytes(row["midi"]))
                 midi_count += 1
             audio_seconds = _render_previews(staging, font, audio.format) if font else None
             manifest = _manifest(staging, run_date, run.info.run_id, recs, packs, versions, midi_count)

@@ -1,5 +1,6 @@
 """Nightly inspiration packs: 2-4 sketches per user from the champion music model, tied to their
-taste and recommendations, into ``warehouse.inspiration_packs``.
+taste and recommendations, into ``warehouse.inspiration_packs``; each sketch of the night once, with
+its MIDI, into ``warehouse.sketches`` (packs refer to sketches by id).
 
 Taste to styles: each tag of the user's ``gold.user_profiles`` distribution maps to the music
 styles whose keywords it contains (``packs.style_tags``; "indie folk" counts for pop and folk,
@@ -40,7 +41,7 @@ from encore import tracking
 from encore.delta_reader import read_filtered, read_snapshot, read_table
 from encore.locations import storage_uri
 from schemas.table_names import (GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES, WAREHOUSE_INSPIRATION_PACKS,
-                                   WAREHOUSE_RECOMMENDATIONS)
+                                   WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES)
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +156,12 @@ def _use_gpu(section) -> bool:
 
 
 def generate_packs(lake, run_date: dt.date) -> PackResult:
-    """One pack per user of ``run_date``'s recommendations, replacing that date in the warehouse table."""
+    """One pack per user of ``run_date``'s recommendations, and the night's sketches once each, replacing that
+    date in warehouse.inspiration_packs and warehouse.sketches."""
     import mlflow
-    import pyarrow as pa
     import ray
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import to_arrow_schema
     from encore.ray_runtime import connect
-    from schemas.tables import TABLES
 
     config = lake.config
     section = config.packs
@@ -241,18 +240,20 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                   "generated": int(sketches["attempts"].sum()),
                   "regenerated": int(sketches["attempts"].sum() - len(sketches) - (~sketches["passed"]).sum())}
 
-        rows, short = _assemble(users, slots, combos, sketches, recs.frame, run_date, champion.version, bars,
+        sketches["sketch_id"] = [sketch_id(champion.version, *cond) for cond in
+                                 zip(sketches["style"], sketches["key"], sketches["tempo_bucket"], sketches["used_seed"])]
+        rows, short = _assemble(users, slots, combos, sketches, recs.frame, run_date, champion.version,
                                 section.seed_items)
-        table = pa.Table.from_pylist([{**r, "run_date": run_date, "model_name": name,
-                                       "model_version": champion.version, "data_versions": sorted(versions.items()),
-                                       "mlflow_run_id": run.info.run_id} for r in rows],
-                                     schema=to_arrow_schema(TABLES[WAREHOUSE_INSPIRATION_PACKS].schema))
-        with lake.staging(f"packs-{run_date}") as staging:
-            ray.data.from_arrow(table).write_parquet(storage_uri(staging)[0])
-            lake.replace_partition(lake.spark.read.parquet(staging), WAREHOUSE_INSPIRATION_PACKS, "run_date",
-                                   run_date, {"job": "generate", "mlflow_run_id": run.info.run_id,
-                                              "model_version": champion.version,
-                                              **{f"source.{k}": v for k, v in versions.items()}})
+        written_by = {"run_date": run_date, "model_name": name, "model_version": champion.version,
+                      "mlflow_run_id": run.info.run_id}
+        run_info = {"job": "generate", "mlflow_run_id": run.info.run_id, "model_version": champion.version,
+                    **{f"source.{k}": v for k, v in versions.items()}}
+        # The sketches first: a pack never names a sketch the table lacks (a rerun with the same
+        # model and date writes the same ids).
+        _replace(lake, WAREHOUSE_SKETCHES, run_date, [{**r, **written_by} for r in _sketch_rows(sketches, bars)],
+                 run_info)
+        _replace(lake, WAREHOUSE_INSPIRATION_PACKS, run_date,
+                 [{**r, **written_by, "data_versions": sorted(versions.items())} for r in rows], run_info)
         written = lake.read(WAREHOUSE_INSPIRATION_PACKS).where(F.col("run_date") == F.lit(run_date))
         n_packs = written.count()
         n_sketches_written = written.select(F.sum(F.size("sketches"))).first()[0] or 0
@@ -261,16 +262,44 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                             "seconds": seconds, "generation_seconds": generation_seconds,
                             "pool_sketches_per_second": counts["generated"] / max(generation_seconds, 1e-9),
                             **{f"pool.{k}": v for k, v in counts.items()}})
-        mlflow.log_param("warehouse.inspiration_packs.version", lake.version(WAREHOUSE_INSPIRATION_PACKS))
+        mlflow.log_params({f"{t}.version": lake.version(t) for t in (WAREHOUSE_SKETCHES, WAREHOUSE_INSPIRATION_PACKS)})
     log.info("generate %s: %d packs, %d sketches (%d short packs); pools: %s", run_date, n_packs, n_sketches_written,
              short, counts)
     return PackResult(run_date, run.info.run_id, champion.version, n_packs, int(n_sketches_written), short, counts,
                       seconds)
 
 
+def sketch_id(model_version: int, style: str, key: str, tempo_bucket: str, seed: int) -> str:
+    """A sketch's stable id: the same model, condition and seed give the same sketch."""
+    return hashlib.sha256(f"{model_version}|{style}|{key}|{tempo_bucket}|{seed}".encode()).hexdigest()[:16]
+
+
+def _sketch_rows(sketches: pd.DataFrame, bars: int) -> list[dict]:
+    """warehouse.sketches rows: each sketch that passed its checks once (equal ids are equal sketches)."""
+    passed = sketches[sketches["passed"]].drop_duplicates("sketch_id")
+    return [{"sketch_id": s["sketch_id"], "style": s["style"], "key": s["key"], "tempo_bucket": s["tempo_bucket"],
+             "tempo_bpm": float(s["tempo_bpm"]), "bars": bars, "seed": int(s["used_seed"]), "chords": s["chords"],
+             "n_notes": int(s["n_notes"]), "in_scale": float(s["in_scale"]),
+             "longest_shared_intervals": int(s["longest_shared_intervals"]), "midi": bytes(s["midi"])}
+            for s in passed.to_dict("records")]
+
+
+def _replace(lake, name: str, run_date: dt.date, rows: list[dict], run_info: dict) -> None:
+    """Replace ``run_date``'s rows of a warehouse table with ``rows`` (staged as Parquet by Ray Data)."""
+    import pyarrow as pa
+    import ray
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from schemas.tables import TABLES
+    table = pa.Table.from_pylist(rows, schema=to_arrow_schema(TABLES[name].schema))
+    with lake.staging(f"{name}-{run_date}") as staging:
+        ray.data.from_arrow(table).write_parquet(storage_uri(staging)[0])
+        lake.replace_partition(lake.spark.read.parquet(staging), name, "run_date", run_date, run_info)
+
+
 def _assemble(users, slots, combos, sketches: pd.DataFrame, recs: pd.DataFrame, run_date, model_version: int,
-              bars: int, seed_items: int) -> tuple[list[dict], int]:
-    """Draw each user's sketches from the pools (no repeats within a pack); returns rows and short packs."""
+              seed_items: int) -> tuple[list[dict], int]:
+    """Draw each user's sketches from the pools (no repeats within a pack); returns rows and short packs.
+    ``sketches`` is the pool with a ``sketch_id`` per slot; a pack refers to its sketches by id."""
     passed = sketches[sketches["passed"]]
     pools = {cond: group.to_dict("records") for cond, group in passed.groupby(["style", "key", "tempo_bucket"])}
     top = recs[recs["rank"] <= seed_items].sort_values(["user_id", "rank"])
@@ -295,13 +324,7 @@ def _assemble(users, slots, combos, sketches: pd.DataFrame, recs: pd.DataFrame, 
         rows.append({
             "user_id": user, "pack_id": pack_id,
             "styles": list(dict.fromkeys(slots[user])),
-            "sketches": [{"sketch_id": hashlib.sha256(f"{model_version}|{s['style']}|{s['key']}|{s['tempo_bucket']}|"
-                                                      f"{s['used_seed']}".encode()).hexdigest()[:16],
-                          "style": s["style"], "key": s["key"], "tempo_bucket": s["tempo_bucket"],
-                          "tempo_bpm": float(s["tempo_bpm"]), "bars": bars, "seed": int(s["used_seed"]),
-                          "chords": s["chords"], "n_notes": int(s["n_notes"]), "in_scale": float(s["in_scale"]),
-                          "longest_shared_intervals": int(s["longest_shared_intervals"]), "midi": bytes(s["midi"])}
-                         for s in chosen],
+            "sketches": [{k: s[k] for k in ("sketch_id", "style", "key", "tempo_bucket")} for s in chosen],
             "seed_items": seeds_by_user.get(user, []),
         })
     return rows, short

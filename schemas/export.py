@@ -4,6 +4,8 @@ columns, and the manifest (``export_manifest.schema.json``). Versioned by ``SCHE
     run_date=YYYY-MM-DD/
       recommendations/part-*.parquet   RECOMMENDATIONS columns, one row per (user, rank)
       packs/part-*.parquet             PACK_SKETCHES columns, one row per sketch of a user's pack
+                                       (each dataset: files of about export.max_file_mb, a user's rows
+                                       in one file, sorted by user; the manifest lists them all)
       midi/<sketch_id>.mid             one Standard MIDI File per distinct sketch
       audio/<sketch_id>.ogg            since 1.1: one audio preview per distinct sketch, only when
                                        music.audio.soundfont is set (format: music.audio.format)

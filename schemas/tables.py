@@ -14,7 +14,7 @@ from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PL
                                    GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
                                    SILVER_CATALOG, SILVER_MUSIC_QUARANTINE, SILVER_PLAYS,
                                    SILVER_PLAYS_QUARANTINE, SILVER_PLAY_COUNTS, WAREHOUSE_INSPIRATION_PACKS,
-                                   WAREHOUSE_RECOMMENDATIONS)
+                                   WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES)
 
 
 def col(name: str, dtype, doc: str, nullable: bool = True) -> StructField:
@@ -297,21 +297,42 @@ RECOMMENDATIONS = TableSpec(
                  "known_strategy": "strategy IN ('model', 'tag_profile', 'popularity')"},
 )
 
+SKETCHES = TableSpec(
+    WAREHOUSE_SKETCHES,
+    StructType([
+        col("run_date", DateType(), "Logical date of the nightly run.", False),
+        col("sketch_id", StringType(), "Stable id: hash of model version, style, key, tempo bucket and seed; "
+            "unique within a run date. warehouse.inspiration_packs refers to it.", False),
+        col("style", StringType(), "chorale, folk or pop.", False),
+        col("key", StringType(), "Key, e.g. 'D major'.", False),
+        col("tempo_bucket", StringType(), "slow, medium or fast.", False),
+        col("tempo_bpm", DoubleType(), "Tempo of the MIDI file.", False),
+        col("bars", IntegerType(), "Bar budget of the sketch.", False),
+        col("seed", LongType(), "Sampling seed (with the model version it reproduces the sketch).", False),
+        col("chords", StringType(), "One chord per bar, e.g. 'D | G | A | D'; N.C. for a silent bar.", False),
+        col("n_notes", IntegerType(), "Notes in the sketch.", False),
+        col("in_scale", DoubleType(), "Check: share of notes in the key's scale.", False),
+        col("longest_shared_intervals", IntegerType(),
+            "Check: longest run of melodic intervals shared with a training piece (originality).", False),
+        col("midi", BinaryType(), "The Standard MIDI File.", False),
+        col("model_name", StringType(), "MLflow registered music model.", False),
+        col("model_version", IntegerType(), "Its version (the champion at generation time).", False),
+        col("mlflow_run_id", StringType(), RUN_COLS_DOC, False),
+    ]),
+    ("run_date",),
+    "Each distinct sketch of a nightly run once (the night's pools: every sketch that passed the checks), with "
+    "its MIDI bytes; packs refer to sketches by id, so a sketch shared by a million listeners is stored once.",
+)
+
 # Nested fields are nullable in the schema because Spark reads every Parquet field as nullable;
-# score and generate always set them.
+# generate always sets them. A pack names its sketches (and the facts a query of packs alone
+# wants); the MIDI bytes, chords and checks are in warehouse.sketches. Tables written before the
+# split keep their older, wider struct: Delta fills the fields no longer written with null.
 SKETCH = StructType([
     StructField("sketch_id", StringType()),
     StructField("style", StringType()),
     StructField("key", StringType()),
     StructField("tempo_bucket", StringType()),
-    StructField("tempo_bpm", DoubleType()),
-    StructField("bars", IntegerType()),
-    StructField("seed", LongType()),
-    StructField("chords", StringType()),
-    StructField("n_notes", IntegerType()),
-    StructField("in_scale", DoubleType()),
-    StructField("longest_shared_intervals", IntegerType()),
-    StructField("midi", BinaryType()),
 ])
 SEED_ITEM = StructType([StructField("item_id", StringType()), StructField("name", StringType())])
 
@@ -323,8 +344,8 @@ INSPIRATION_PACKS = TableSpec(
         col("pack_id", StringType(), "Stable id: hash of user, run date and model version.", False),
         col("styles", ArrayType(StringType()), "The user's dominant styles (README: tags to styles), strongest first.", False),
         col("sketches", ArrayType(SKETCH),
-            "2-4 generated sketches: id, style, key, tempo, bars, seed, chord progression per bar, notes, checks, "
-            "MIDI bytes.", False),
+            "2-4 generated sketches: id, style, key, tempo bucket; join warehouse.sketches on (run_date, "
+            "sketch_id) for the MIDI, chords, tempo, seed and checks.", False),
         col("seed_items", ArrayType(SEED_ITEM), "The user's top recommendations that motivated the pack.", False),
         col("model_name", StringType(), "MLflow registered music model.", False),
         col("model_version", IntegerType(), "Its version (the champion at generation time).", False),
@@ -338,5 +359,6 @@ INSPIRATION_PACKS = TableSpec(
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in [
     PLAYS_RAW, CATALOG_RAW, PLAY_COUNTS_RAW, REJECTED_FILES, PLAYS, QUARANTINE, PLAY_COUNTS, CATALOG,
-    INTERACTIONS, ITEMS, USER_PROFILES, MUSIC_SEQUENCES, MUSIC_QUARANTINE, RECOMMENDATIONS, INSPIRATION_PACKS,
+    INTERACTIONS, ITEMS, USER_PROFILES, MUSIC_SEQUENCES, MUSIC_QUARANTINE, RECOMMENDATIONS, SKETCHES,
+    INSPIRATION_PACKS,
 ]}

@@ -118,26 +118,43 @@ FIXTURE_TIERS = {"spark": "spark", "lake": "spark", "lake_factory": "spark", "co
 
 
 # --- side by side (pytest-xdist) ----------------------------------------------------------------------
-# `./dev.sh test` runs two workers with `--dist loadgroup --no-loadscope-reorder`. A worker runs whole
-# groups, so a module's fixtures are built once: each module is a group, except that every module with
-# a test on the trained world (`trained_home`, 173 s to build, and the DAG night on it) joins one group,
-# which goes first and fills one worker (the scheduler, the DAG night, the clusters) while the other
-# runs the rest. Much of that group waits on Airflow and on the start of processes of their own.
-TRAINED_WORLD = "trained-world"
+# `./dev.sh test` runs two workers (`-n 2 --dist loadfile`) with the scheduler below. A worker runs whole
+# groups, so a module's fixtures are built once: each module is a group, except that the modules with a
+# test on the trained world (`trained_home`, minutes to build, and the DAG night on it) form one group,
+# sent first, which fills one worker (the scheduler, the DAG night, the clusters) while the other runs
+# the rest. Much of that group waits on Airflow and on processes starting. (xdist's own `loadgroup`
+# renames node ids, which pytest 9.2 no longer lets it do.)
+TRAINED_WORLD = ("tests/test_airflow_scheduler.py", "tests/test_cluster.py", "tests/test_dags.py")
 
 
-@pytest.hookimpl(tryfirst=True)   # before xdist's own hook turns the groups into scopes
+@pytest.hookimpl(optionalhook=True)   # a hook of xdist's: unknown where it is not installed or `-p no:xdist`
+def pytest_xdist_make_scheduler(config, log):
+    """With `--dist loadfile`: files as xdist groups them, but the trained world's files as one group."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TrainedWorldFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "trained-world" if module in TRAINED_WORLD else module
+
+    config.option.loadscopereorder = False   # collection order: the trained world first (below)
+    return TrainedWorldFirst(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(item.get_closest_marker(tier) for tier in TIERS):
             continue
         found = {FIXTURE_TIERS[f] for f in item.fixturenames if f in FIXTURE_TIERS}
         item.add_marker(max(found, key=TIERS.index) if found else "unit")
-    trained_modules = {item.module.__name__ for item in items if "trained_home" in item.fixturenames}
-    for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(TRAINED_WORLD if module in trained_modules else module))
-    items.sort(key=lambda item: item.module.__name__ not in trained_modules)   # stable: the group first
+    module_of = {item: item.nodeid.split("::", 1)[0] for item in items}
+    strays = sorted({module_of[i] for i in items if "trained_home" in i.fixturenames} - set(TRAINED_WORLD))
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use trained_home: add them to TRAINED_WORLD in tests/conftest.py "
+                                "so that one worker builds it")
+    items.sort(key=lambda item: module_of[item] not in TRAINED_WORLD)   # stable: the trained world first
 
 
 @pytest.fixture(scope="session")

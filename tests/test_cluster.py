@@ -67,10 +67,12 @@ def _outputs(config):
     recs = recs.sort_values(["user_id", "rank"]).reset_index(drop=True)
     packs = read_filtered(config, "warehouse.inspiration_packs", [("run_date", "=", DAY)],
                           ["user_id", "pack_id", "styles", "sketches", "seed_items"]).frame
+    stored = read_filtered(config, "warehouse.sketches", [("run_date", "=", DAY)],
+                           ["sketch_id", "seed", "key", "chords", "midi"]).frame
+    sketches = {s.sketch_id: (s.seed, s.key, s.chords, hashlib.sha256(s.midi).hexdigest()) for s in stored.itertuples()}
     pack_keys = sorted(
         (row.user_id, row.pack_id, tuple(row.styles), tuple(s["item_id"] for s in row.seed_items),
-         tuple((s["sketch_id"], s["seed"], s["key"], s["chords"], hashlib.sha256(s["midi"]).hexdigest())
-               for s in row.sketches))
+         tuple((s["sketch_id"], *sketches[s["sketch_id"]]) for s in row.sketches))
         for row in packs.itertuples())
     return recs, pack_keys
 

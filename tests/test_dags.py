@@ -51,7 +51,8 @@ def test_task_order_retries_and_assets(airflow_home):
     bag, _ = _dagbag()
     nightly, training = bag.get_dag("encore_nightly"), bag.get_dag("encore_training")
     assert _chain(nightly) == NIGHTLY_ORDER
-    assert _chain(training) == ["corpus", "train_recommender", "train_music"]
+    assert _chain(training) == ["corpus", "train_recommender", "train_music", "maintain"]
+    assert training.get_task("maintain").bash_command.endswith("encore maintain")   # weekly upkeep, after training
     assert nightly.max_active_runs == 1 and not nightly.catchup
     score = nightly.get_task("score")
     assert score.retries == 2 and score.retry_exponential_backoff and score.on_failure_callback
@@ -110,6 +111,7 @@ def test_cluster_profile_submits_spark_steps_with_spark_submit_and_ray_steps_as_
         assert isinstance(task, PythonOperator) and task.python_callable is run_ray_step, task_id
         assert task.op_kwargs == {"command": f"{task_id.replace('_', '-')} --date {{{{ ds }}}}"}
     assert isinstance(training.get_task("corpus"), SparkSubmitOperator)
+    assert isinstance(training.get_task("maintain"), SparkSubmitOperator)
     assert isinstance(training.get_task("train_music"), PythonOperator)
     assert nightly.get_task("score").retries == 2
 

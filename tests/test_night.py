@@ -115,24 +115,34 @@ def test_packs_decode_are_tied_to_recommendations_and_are_deterministic(night):
     packs = lake.read("warehouse.inspiration_packs").where(f"run_date = DATE'{D2}'").toPandas()
     recs = _recs(lake)
     assert set(packs["user_id"]) == set(recs["user_id"]) and packs["pack_id"].is_unique
+    stored = lake.read("warehouse.sketches").where(f"run_date = DATE'{D2}'").toPandas()
+    assert stored["sketch_id"].is_unique                                           # each sketch once
+    by_id = stored.set_index("sketch_id")
     bars = int(NIGHT["ENCORE__PACKS__BARS"])
+    named = set()
     for pack in packs.itertuples():
         assert 2 <= len(pack.sketches) <= 4
         assert len({s["sketch_id"] for s in pack.sketches}) == len(pack.sketches)     # no repeats within a pack
-        for sketch in pack.sketches:
+        for ref in pack.sketches:
+            sketch = by_id.loc[ref["sketch_id"]]
+            assert (ref["style"], ref["key"], ref["tempo_bucket"]) == (sketch["style"], sketch["key"], sketch["tempo_bucket"])
             assert symusic.Score.from_midi(sketch["midi"]).note_num() == sketch["n_notes"] > 0
             assert len(sketch["chords"].split(" | ")) == bars and sketch["style"] in pack.styles
+            named.add(ref["sketch_id"])
         top3 = recs[(recs["user_id"] == pack.user_id) & (recs["rank"] <= 3)].sort_values("rank")["item_id"].tolist()
         assert [s["item_id"] for s in pack.seed_items] == top3
+    assert named <= set(stored["sketch_id"]) and len(stored) < int(packs["sketches"].apply(len).sum())
     assert dict(packs["data_versions"].iloc[0])["warehouse.recommendations"] >= 0
 
     again = generate_packs(lake, D2)
     assert again.short_packs == 0
     rerun = lake.read("warehouse.inspiration_packs").where(f"run_date = DATE'{D2}'").toPandas()
     assert len(rerun) == len(packs)
-    before = {p.user_id: [(s["sketch_id"], s["midi"]) for s in p.sketches] for p in packs.itertuples()}
-    after = {p.user_id: [(s["sketch_id"], s["midi"]) for s in p.sketches] for p in rerun.itertuples()}
+    before = {p.user_id: [s["sketch_id"] for s in p.sketches] for p in packs.itertuples()}
+    after = {p.user_id: [s["sketch_id"] for s in p.sketches] for p in rerun.itertuples()}
     assert before == after
+    restored = lake.read("warehouse.sketches").where(f"run_date = DATE'{D2}'").toPandas()
+    assert dict(zip(restored["sketch_id"], restored["midi"])) == dict(zip(stored["sketch_id"], stored["midi"]))
 
 
 def test_rescoring_a_date_replaces_it(night):
@@ -210,6 +220,31 @@ def test_export_manifest_matches_files_and_a_crash_keeps_the_previous_export(nig
     assert "unlisted.txt is not in the manifest" in str(failure.value)
 
 
+def test_export_datasets_are_split_into_bounded_files_by_user(night, spark):
+    """export.max_file_mb bounds each Parquet file; a user's rows stay in one file, sorted; validate still passes.
+    Each dataset is 13-15 KB on this night, and a file carries ~6 KB of Parquet footer and Spark schema: 8 KB
+    files split both."""
+    TARGET_MB = 0.008
+    import pyarrow.parquet as pq
+    from encore.lakehouse import Lakehouse
+    from jobs import export
+    config, _, _ = night
+    lake = Lakehouse(make_config(Path(config.home), **NIGHT, ENCORE__EXPORT__MAX_FILE_MB=str(TARGET_MB)), spark)
+    export.export_run(lake, D2)
+    folder = Path(config.path("exports")) / f"run_date={D2}"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sizes = {f["path"]: f["bytes"] for f in manifest["files"]}
+    for dataset, order in (("recommendations", ["user_id", "rank"]), ("packs", ["user_id", "sketch_index"])):
+        files = manifest["datasets"][dataset]["files"]
+        assert len(files) > 1 and all(sizes[f] <= 1.5 * TARGET_MB * 2 ** 20 for f in files), (dataset, files)
+        frames = [pq.read_table(folder / f).to_pandas() for f in files]
+        assert sum(len(f) for f in frames) == manifest["datasets"][dataset]["rows"]
+        users = [set(f["user_id"]) for f in frames]
+        assert sum(len(u) for u in users) == len(set().union(*users))      # no user in two files
+        assert all(f[order].equals(f[order].sort_values(order, ignore_index=True)) for f in frames)
+    assert export.validate_export(lake, D2)["packs"] == manifest["datasets"]["packs"]["rows"]
+
+
 def test_with_a_soundfont_the_export_carries_audio_previews(night, spark):
     """Contract 1.1: audio/<sketch_id>.ogg beside every MIDI file, listed and checked like the rest."""
     import pyarrow.parquet as pq
@@ -250,6 +285,38 @@ def test_retention_keeps_the_newest_runs_and_the_current_one(tmp_path):
                                                            "run_date=2026-11-03", "unrelated"]
 
 
+def test_maintain_beside_a_running_night_breaks_neither(night):
+    """`encore maintain` (its own process, as Airflow runs it) compacts and Z-orders the tables while this
+    process rescores the date over and over: Delta's conflict handling and the retries keep both whole."""
+    import os
+    import subprocess
+    import sys
+    from ray_jobs.score import score
+    from tests.conftest import PROCESS_ENV
+    config, lake, _ = night
+    before = _recs(lake)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    env.update({**PROCESS_ENV, **NIGHT, "ENCORE_HOME": str(config.home)})
+    maintain = subprocess.Popen([str(Path(sys.executable).parent / "encore"), "maintain"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rescored = 0
+    try:
+        while maintain.poll() is None or rescored == 0:
+            score(lake, D2)
+            rescored += 1
+        output = maintain.communicate(timeout=600)[0]
+    finally:
+        maintain.kill()
+    assert maintain.returncode == 0, output[-3000:]
+    assert "warehouse.recommendations" in output and "MLflow run" in output, output[-3000:]
+    after = _recs(lake)
+    key = ["user_id", "rank", "item_id", "strategy"]
+    assert len(after) == len(before) and not after.duplicated(["user_id", "rank"]).any()
+    assert before[key].sort_values(key).values.tolist() == after[key].sort_values(key).values.tolist()
+    details = lake.spark.sql(f"DESCRIBE HISTORY delta.`{lake.path('warehouse.recommendations')}`").collect()
+    assert "OPTIMIZE" in {d["operation"] for d in details}
+
+
 def test_a_date_without_landing_data_fails_first_and_writes_nothing(night):
     from encore.pipeline.night import run_night
     config, lake, _ = night
@@ -283,6 +350,19 @@ def test_encore_sql_gives_spark_s_answers_from_duckdb(night, query):
     spark, _ = sql.run_spark(lake, query, None)
     assert duck.num_rows > 0
     assert [tuple(r.values()) for r in duck.to_pylist()] == [tuple(r.values()) for r in spark.to_pylist()]
+
+
+def test_the_analyst_join_of_packs_and_their_sketches_names_every_pack_sketch(night):
+    """docs/analyst.md's DuckDB query: packs name sketches by id, warehouse.sketches holds them once."""
+    from encore import sql
+    config, lake, _ = night
+    query = (f"SELECT p.user_id, p.ref.sketch_id AS sketch_id, s.chords FROM (SELECT user_id, run_date, "
+             f"unnest(sketches) AS ref FROM warehouse.inspiration_packs WHERE run_date = DATE'{D2}') p "
+             f"JOIN warehouse.sketches s ON s.run_date = p.run_date AND s.sketch_id = p.ref.sketch_id")
+    joined, _ = sql.run_duckdb(config, query, None)
+    packs = lake.read("warehouse.inspiration_packs").where(f"run_date = DATE'{D2}'").toPandas()
+    assert joined.num_rows == int(packs["sketches"].apply(len).sum()) > 0
+    assert all(joined.column("chords").to_pylist())
 
 
 def test_spark_sql_refuses_writes_unless_allowed_and_logs_them(night):

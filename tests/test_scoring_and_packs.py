@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from ray_jobs.packs import _assemble, allocate, tag_styles, user_styles
+from ray_jobs.packs import _assemble, _sketch_rows, allocate, tag_styles, user_styles
 from ray_jobs.recommender_model import RecommenderBundle
 from ray_jobs.score import POPULAR_REASON, BlockScorer, ScoringContext
 
@@ -90,18 +90,21 @@ def test_packs_draw_from_the_pools_without_repeats_and_are_deterministic():
     sketch = {"passed": True, "tempo_bpm": 100.0, "chords": ["C"], "n_notes": 10, "in_scale": 1.0,
               "longest_shared_intervals": 2, "midi": b"MThd"}
     pool = pd.DataFrame([{**sketch, "style": "folk", "key": "D major", "tempo_bucket": "medium", "slot": i,
-                          "used_seed": 100 + i} for i in range(3)]
+                          "used_seed": 100 + i, "sketch_id": f"s{100 + i}"} for i in range(3)]
                         + [{**sketch, "style": "folk", "key": "D major", "tempo_bucket": "medium", "slot": 9,
-                            "used_seed": 999, "passed": False}])
+                            "used_seed": 999, "sketch_id": "s999", "passed": False}])
     recs = pd.DataFrame({"user_id": ["a", "a", "a"], "rank": [1, 2, 3], "item_id": ["x", "y", "z"],
                          "item_name": ["X", "Y", "Z"]})
     combos = {"folk": [("D major", "medium")]}
     slots = {"a": ["folk", "folk", "folk", "folk"], "b": ["folk"]}
-    args = (["a", "b"], slots, combos, pool, recs, dt.date(2026, 11, 20), 1, 8, 2)
+    args = (["a", "b"], slots, combos, pool, recs, dt.date(2026, 11, 20), 1, 2)
     rows, short = _assemble(*args)
     by_user = {r["user_id"]: r for r in rows}
-    seeds = [s["seed"] for s in by_user["a"]["sketches"]]
-    assert sorted(seeds) == [100, 101, 102]          # three passed sketches, none twice, the failed one never
+    named = [s["sketch_id"] for s in by_user["a"]["sketches"]]
+    assert sorted(named) == ["s100", "s101", "s102"]  # three passed sketches, none twice, the failed one never
+    assert set(by_user["a"]["sketches"][0]) == {"sketch_id", "style", "key", "tempo_bucket"}   # a reference, no MIDI
+    stored = _sketch_rows(pd.concat([pool, pool.iloc[:1]]), 8)
+    assert sorted(r["sketch_id"] for r in stored) == ["s100", "s101", "s102"]   # once each, passed only
     assert short == 1                                 # b got one sketch: a short pack
     assert [s["item_id"] for s in by_user["a"]["seed_items"]] == ["x", "y"] and by_user["b"]["seed_items"] == []
     again, _ = _assemble(*args)

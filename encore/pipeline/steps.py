@@ -22,7 +22,7 @@ from encore.pipeline.report import NightReport, print_table
 from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAY_COUNTS_RAW, BRONZE_PLAYS_RAW, GOLD_INTERACTIONS,
                                  GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES, SILVER_CATALOG,
                                  SILVER_MUSIC_QUARANTINE, SILVER_PLAY_COUNTS, SILVER_PLAYS, SILVER_PLAYS_QUARANTINE,
-                                 WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS)
+                                 WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES)
 
 NIGHTLY, TRAINING = "nightly", "training"
 
@@ -363,13 +363,44 @@ def validate_command(cfg: Config, args) -> None:
                 max_width=120)
 
 
+# --- maintain: Spark, the whole lakehouse (weekly) ---------------------------------------------------
+
+def maintain_run(ctx: StepContext) -> str:
+    from jobs.maintain import maintain
+    r = maintain(ctx.lake)
+    deleted = sum(len(u.dates_deleted) for u in r.tables)
+    return (f"{deleted} old dates deleted, {sum(u.files_compacted for u in r.tables)} files compacted, "
+            f"{sum(u.files_vacuumed for u in r.tables)} vacuumed over {len(r.tables)} tables")
+
+
+def maintain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted and vacuumed; change nothing")
+    p.add_argument("--force", action="store_true",
+                   help="allow maintain.vacuum_retention_hours below Delta's 168-hour safety minimum (only when no "
+                        "night can run meanwhile: a shorter window can delete the files of a write in flight)")
+
+
+def maintain_command(cfg: Config, args) -> None:
+    from jobs.maintain import maintain
+    r = maintain(lakehouse(cfg), force=args.force, dry_run=args.dry_run)
+    print_table(["table", "dates deleted", "rows deleted", "files compacted", "vacuum window h", "files vacuumed",
+                 "files now", "MB now", "note"],
+                [(u.table, len(u.dates_deleted), u.rows_deleted, f"{u.files_compacted} -> {u.files_written}",
+                  f"{u.retention_hours:g}", u.files_vacuumed, u.files, f"{u.bytes / 1e6:.1f}", u.note or "-")
+                 for u in r.tables], max_width=100)
+    for line in r.lineage:
+        print(line)
+    print("\ndry run: nothing was changed" if r.dry_run else f"\nMLflow run {r.run_id} ({cfg.maintain.experiment}), "
+          f"{r.seconds:.0f} s")
+
+
 def _no_arguments(p: argparse.ArgumentParser) -> None:
     pass
 
 
 SILVER_READ = (SILVER_PLAYS, SILVER_PLAY_COUNTS, SILVER_CATALOG)
 GOLD = (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES)
-WAREHOUSE = (WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_INSPIRATION_PACKS)
+WAREHOUSE = (WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES, WAREHOUSE_INSPIRATION_PACKS)
 CORPUS = (GOLD_MUSIC_SEQUENCES, SILVER_MUSIC_QUARANTINE)
 
 STEPS: tuple[Step, ...] = (
@@ -387,8 +418,8 @@ STEPS: tuple[Step, ...] = (
          "champion recommender's top-K for every user -> warehouse.recommendations", score_run, score_command,
          date_help="run date (reads the gold snapshot as of it)"),
     Step("generate", "ray", NIGHTLY, (GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES, WAREHOUSE_RECOMMENDATIONS),
-         (WAREHOUSE_INSPIRATION_PACKS,),
-         "inspiration packs from the champion music model -> warehouse.inspiration_packs", generate_run,
+         (WAREHOUSE_SKETCHES, WAREHOUSE_INSPIRATION_PACKS),
+         "inspiration packs from the champion music model -> warehouse.sketches + warehouse.inspiration_packs", generate_run,
          generate_command, date_help="run date (needs that date's recommendations)"),
     Step("export", "spark", NIGHTLY, WAREHOUSE, (),
          "publish the run date's warehouse rows to exports/run_date=D/ (manifest, _SUCCESS, atomic)", export_run,
@@ -405,6 +436,9 @@ STEPS: tuple[Step, ...] = (
     Step("train-music", "ray", TRAINING, (GOLD_MUSIC_SEQUENCES,), (),
          "train the music Transformer with Ray Train, log and gate it in MLflow", train_music_run,
          train_music_command, train_music_arguments),
+    Step("maintain", "spark", TRAINING, (), (),
+         "lakehouse upkeep: retention of old dates, OPTIMIZE with Z-order, VACUUM keeping the champions' data",
+         maintain_run, maintain_command, maintain_arguments),
 )
 
 

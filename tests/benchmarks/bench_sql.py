@@ -30,8 +30,9 @@ QUERIES = {
     "one listener's list": "SELECT rank, item_name, strategy, reason FROM warehouse.recommendations "
                            "WHERE user_id = (SELECT min(user_id) FROM warehouse.recommendations) ORDER BY rank LIMIT 10",
     "strategy mix": "SELECT strategy, count(DISTINCT user_id) AS users FROM warehouse.recommendations GROUP BY strategy",
-    "pack sketches": "SELECT user_id, styles, list_transform(sketches, lambda s: concat(s.style, ' ', s.key, ': ', "
-                     "s.chords)) AS sketches FROM warehouse.inspiration_packs ORDER BY user_id LIMIT 5",
+    "pack sketches": "SELECT p.user_id, s.style, s.key, s.chords FROM (SELECT user_id, run_date, unnest(sketches) AS ref "
+                     "FROM warehouse.inspiration_packs) p JOIN warehouse.sketches s ON s.run_date = p.run_date "
+                     "AND s.sketch_id = p.ref.sketch_id ORDER BY p.user_id LIMIT 10",
     "plays per day": "SELECT date, count(*) AS plays, count(DISTINCT user_id) AS listeners FROM silver.plays "
                      "GROUP BY date ORDER BY date",
 }

@@ -1,0 +1,275 @@
+"""Lakehouse upkeep, ``encore maintain`` (weekly, the last task of encore_training): retention of old
+dates, compaction with Z-order, and VACUUM that keeps the champions' training data readable.
+
+Per table, in this order:
+
+1. **Retention.** A table listed in ``maintain.keep`` keeps its newest N dates (partition values);
+   older ones are deleted (a Delta DELETE: readable by time travel until step 3 removes the files).
+   The newest date a table holds is the reference, not today, so a lakehouse that has been idle
+   keeps its data.
+2. **Compaction.** ``OPTIMIZE`` of the partitions of the newest ``maintain.optimize_days`` dates
+   (what a week of nights wrote; older dates were compacted by earlier runs), Z-ordered by
+   ``maintain.zorder``'s columns where listed (per-user queries then skip most files).
+3. **VACUUM** with ``maintain.vacuum_retention_hours``, refused below Delta's safety minimum of
+   168 hours unless forced (a shorter window can delete the files of a write still in flight).
+   The versions the current champions were trained on (their MLflow runs'
+   ``source.<table>.version`` params) stay readable: a table whose pinned version needs a longer
+   window gets one, and says so. Lineage that is lost anyway (the Delta log no longer reaches the
+   version) is reported by model.
+
+Running beside a night is safe: each commit goes through Delta's optimistic concurrency with the
+lakehouse's retries (``encore.lakehouse.retry_conflicts``); the deletes and compactions touch other
+partitions than a night writes, or retry after it; VACUUM's window is longer than any write.
+Everything removed is logged and recorded in one MLflow run (``maintain.experiment``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from encore.errors import EncoreError
+from encore.lakehouse import retry_conflicts
+from schemas.table_names import SILVER_PLAYS
+from schemas.tables import TABLES
+
+log = logging.getLogger(__name__)
+DELTA_SAFETY_HOURS = 168.0   # Delta's spark.databricks.delta.retentionDurationCheck minimum
+
+
+@dataclass
+class TableUpkeep:
+    table: str
+    dates_deleted: list[str] = field(default_factory=list)
+    rows_deleted: int = 0
+    files_compacted: int = 0
+    files_written: int = 0
+    files_vacuumed: int = 0
+    retention_hours: float = 0.0
+    files: int = 0
+    bytes: int = 0
+    note: str = ""
+
+
+@dataclass
+class MaintainResult:
+    run_id: str | None
+    tables: list[TableUpkeep]
+    lineage: list[str]            # one line per champion: kept, or which pinned versions are lost
+    seconds: float
+    dry_run: bool
+
+
+def check_settings(config, force: bool) -> float:
+    """The VACUUM window, after refusing settings that would lose data a night still needs."""
+    section = config.maintain
+    hours = float(section.vacuum_retention_hours)
+    if hours < DELTA_SAFETY_HOURS and not force:
+        raise EncoreError(f"maintain.vacuum_retention_hours is {hours:g}, below Delta's safety minimum of "
+                          f"{DELTA_SAFETY_HOURS:g} hours: a shorter window can delete files a running night is still "
+                          "writing; raise it, or pass --force if no night can run meanwhile")
+    silver = section.keep.get(SILVER_PLAYS)
+    needed = config.features.window_days + config.clean.dedupe_lookback_days + 1
+    if silver is not None and silver < needed:
+        raise EncoreError(f"maintain.keep.{SILVER_PLAYS} is {silver}, fewer dates than features need "
+                          f"(features.window_days {config.features.window_days} + clean.dedupe_lookback_days "
+                          f"{config.clean.dedupe_lookback_days} + 1 = {needed}): keep at least {needed}")
+    return hours
+
+
+def pinned_versions(config) -> dict[str, list[tuple[str, int]]]:
+    """table -> [(model label, version)] that the current champions were trained on."""
+    from encore import tracking
+    pins: dict[str, list[tuple[str, int]]] = {}
+    for name in (config.recommender.model_name, config.music.model_name):
+        champion = tracking.champion(config, name)
+        if champion is None:
+            continue
+        params = tracking.client(config).get_run(champion.run_id).data.params
+        for key, value in params.items():
+            if key.startswith("source.") and key.endswith(".version") and key[7:-8] in TABLES:
+                pins.setdefault(key[7:-8], []).append((f"{name} v{champion.version}", int(value)))
+    return pins
+
+
+def maintain(lake, force: bool = False, dry_run: bool = False) -> MaintainResult:
+    """Retention, compaction and VACUUM of every table that exists (see the module docstring)."""
+    import mlflow
+    from encore import tracking
+
+    config = lake.config
+    hours = check_settings(config, force)
+    started = time.perf_counter()
+    pins = pinned_versions(config)
+    results = []
+    for name in TABLES:
+        if not lake.exists(name):
+            continue
+        upkeep = TableUpkeep(name, retention_hours=hours)
+        _apply_retention(lake, upkeep, config.maintain.keep.get(name), dry_run)
+        if not dry_run:
+            _compact(lake, upkeep, config.maintain.optimize_days, config.maintain.zorder.get(name))
+        upkeep.retention_hours = _window_for_pins(lake, name, hours, pins.get(name, []), upkeep)
+        _vacuum(lake, upkeep, force or upkeep.retention_hours < DELTA_SAFETY_HOURS, dry_run)
+        upkeep.files, upkeep.bytes = _current_size(lake, name)
+        log.info("maintain %s: %s", name, _summary(upkeep, dry_run))
+        results.append(upkeep)
+    lineage = _check_lineage(lake, pins)
+    for line in lineage:
+        log.info("maintain: %s", line)
+    seconds = time.perf_counter() - started
+    run_id = None
+    if not dry_run:
+        tracking.experiment(config, config.maintain.experiment)
+        with mlflow.start_run(run_name=f"maintain {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}") as run:
+            mlflow.set_tags({"job": "maintain", "forced": str(force)})
+            mlflow.log_params({"vacuum_retention_hours": hours, "optimize_days": config.maintain.optimize_days})
+            metrics = {"seconds": seconds}
+            for u in results:
+                metrics.update({f"{u.table}.rows_deleted": u.rows_deleted, f"{u.table}.dates_deleted": len(u.dates_deleted),
+                                f"{u.table}.files_compacted": u.files_compacted,
+                                f"{u.table}.files_vacuumed": u.files_vacuumed, f"{u.table}.files": u.files,
+                                f"{u.table}.bytes": u.bytes})
+            mlflow.log_metrics(metrics)
+            mlflow.log_dict({"tables": [u.__dict__ for u in results], "lineage": lineage}, "maintain.json")
+            run_id = run.info.run_id
+    return MaintainResult(run_id, results, lineage, seconds, dry_run)
+
+
+def _summary(u: TableUpkeep, dry_run: bool) -> str:
+    verb = "would delete" if dry_run else "deleted"
+    parts = [f"{verb} {len(u.dates_deleted)} dates ({u.rows_deleted} rows)" if u.dates_deleted else "no dates deleted"]
+    if u.files_compacted:
+        parts.append(f"compacted {u.files_compacted} files into {u.files_written}")
+    parts.append(f"vacuum ({u.retention_hours:g} h) {'would remove' if dry_run else 'removed'} {u.files_vacuumed} files")
+    parts.append(f"now {u.files} files, {u.bytes / 1e6:.1f} MB")
+    if u.note:
+        parts.append(u.note)
+    return "; ".join(parts)
+
+
+def _partition_values(lake, name: str, column: str) -> list:
+    from pyspark.sql import functions as F
+    rows = lake.read(name).select(column).distinct().orderBy(F.col(column).desc()).collect()
+    return [r[0] for r in rows if r[0] is not None]
+
+
+def _apply_retention(lake, upkeep: TableUpkeep, keep: int | None, dry_run: bool) -> None:
+    if keep is None:
+        return
+    from delta.tables import DeltaTable
+    column = TABLES[upkeep.table].partition_by[0]
+    values = _partition_values(lake, upkeep.table, column)
+    old = values[keep:]
+    if not old:
+        return
+    cutoff = old[0]
+    upkeep.dates_deleted = [str(v) for v in sorted(old)]
+    condition = f"{column} <= DATE'{cutoff.isoformat()}'"
+    # Counted first: a delete of whole partitions removes files without reading them and may not count rows.
+    upkeep.rows_deleted = lake.read(upkeep.table).where(condition).count()
+    if not dry_run:
+        table = DeltaTable.forPath(lake.spark, lake.path(upkeep.table))
+        retry_conflicts(lambda: table.delete(condition))
+
+
+def _compact(lake, upkeep: TableUpkeep, days: int, zorder: list[str] | None) -> None:
+    from delta.tables import DeltaTable
+    table = DeltaTable.forPath(lake.spark, lake.path(upkeep.table))
+    partition = TABLES[upkeep.table].partition_by
+    builder = table.optimize()
+    if partition:
+        values = _partition_values(lake, upkeep.table, partition[0])[:days]
+        if not values:
+            return
+        builder = builder.where(f"{partition[0]} >= DATE'{min(values).isoformat()}'")
+    run = (lambda: builder.executeZOrderBy(*zorder)) if zorder else builder.executeCompaction
+    metrics = retry_conflicts(run).collect()[0]["metrics"]
+    upkeep.files_compacted, upkeep.files_written = int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+
+
+def _commit_times(lake, name: str) -> dict[int, dt.datetime]:
+    from delta.tables import DeltaTable
+    history = DeltaTable.forPath(lake.spark, lake.path(name)).history().select("version", "timestamp").collect()
+    return {int(r["version"]): r["timestamp"] for r in history}
+
+
+def _window_for_pins(lake, name: str, hours: float, pins: list[tuple[str, int]], upkeep: TableUpkeep) -> float:
+    """The VACUUM window for ``name``: ``hours``, or longer so that every pinned version's files stay.
+
+    A version's files are removed by commits after it; VACUUM deletes a removed file once its removal
+    is older than the window. So the window must reach back to the first commit after the version."""
+    if not pins:
+        return hours
+    times = _commit_times(lake, name)
+    now = dt.datetime.now()
+    needed = hours
+    for label, version in pins:
+        after = times.get(version + 1)
+        if after is None:
+            continue   # the pinned version is the newest: none of its files has been removed
+        age = (now - after).total_seconds() / 3600
+        if age + 1 > needed:
+            needed = math.ceil(age + 1)
+            upkeep.note = f"window {needed:g} h to keep version {version} ({label})"
+    return needed
+
+
+def _vacuum(lake, upkeep: TableUpkeep, unchecked: bool, dry_run: bool) -> None:
+    path = lake.path(upkeep.table)
+    spark = lake.spark
+    previous = spark.conf.get("spark.databricks.delta.retentionDurationCheck.enabled", "true")
+    if unchecked:
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        sql = f"VACUUM delta.`{path}` RETAIN {upkeep.retention_hours:g} HOURS"
+        upkeep.files_vacuumed = spark.sql(sql + " DRY RUN").count()   # the files it deletes, listed
+        if not dry_run and upkeep.files_vacuumed:
+            retry_conflicts(lambda: spark.sql(sql).collect())
+    finally:
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", previous)
+
+
+def _current_size(lake, name: str) -> tuple[int, int]:
+    """(files, bytes) of the table's current version, from its Delta log."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+    from encore.locations import storage_uri
+    uri, options = storage_uri(lake.path(name), lake.config)
+    actions = pa.table(DeltaTable(uri, storage_options=options).get_add_actions(flatten=True))
+    size = int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
+    return actions.num_rows, size
+
+
+def _check_lineage(lake, pins: dict[str, list[tuple[str, int]]]) -> list[str]:
+    """One line per champion: its pinned versions all readable, or which are not (and why)."""
+    from encore.delta_reader import version_files
+    lost: dict[str, list[str]] = {}
+    labels = sorted({label for entries in pins.values() for label, _ in entries})
+    for name, entries in sorted(pins.items()):
+        for label, version in entries:
+            try:
+                missing = _missing(lake, version_files(lake.config, name, version))
+            except EncoreError as exc:
+                lost.setdefault(label, []).append(f"{name} v{version} ({exc})")
+                continue
+            if missing:
+                lost.setdefault(label, []).append(f"{name} v{version} ({missing} data files vacuumed)")
+    return [f"{label}: lineage lost, its training data can no longer be read: {'; '.join(lost[label])}"
+            if label in lost else f"{label}: the table versions it was trained on are still readable"
+            for label in labels]
+
+
+def _missing(lake, uris: list[str]) -> int:
+    """How many of the files do not exist (through Hadoop's file systems: local, s3a, ...)."""
+    jvm = lake.spark.sparkContext._jvm
+    conf = lake.spark.sparkContext._jsc.hadoopConfiguration()
+    missing = 0
+    for uri in uris:
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        if not path.getFileSystem(conf).exists(path):
+            missing += 1
+    return missing
