@@ -150,10 +150,25 @@ def _summary(u: TableUpkeep, dry_run: bool) -> str:
     return "; ".join(parts)
 
 
-def _partition_values(lake, name: str, column: str) -> list:
-    from pyspark.sql import functions as F
-    rows = lake.read(name).select(column).distinct().orderBy(F.col(column).desc()).collect()
-    return [r[0] for r in rows if r[0] is not None]
+def _add_actions(lake, name: str):
+    """The data files of the table's current version (path, size, partition values), from its Delta log
+    alone (delta-rs): no Spark job."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    from encore.locations import storage_uri
+    uri, options = storage_uri(lake.path(name), lake.config)
+    return pa.table(DeltaTable(uri, storage_options=options).get_add_actions(flatten=True))
+
+
+def _files_by_date(lake, name: str) -> dict:
+    """Data files of the table's current version per partition value (one key, None, when unpartitioned)."""
+    actions = _add_actions(lake, name)
+    partition = TABLES[name].partition_by
+    values = actions[f"partition.{partition[0]}"].to_pylist() if partition else [None] * actions.num_rows
+    counts: dict = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
 
 
 def _apply_retention(lake, upkeep: TableUpkeep, keep: int | None, dry_run: bool) -> None:
@@ -161,7 +176,7 @@ def _apply_retention(lake, upkeep: TableUpkeep, keep: int | None, dry_run: bool)
         return
     from delta.tables import DeltaTable
     column = TABLES[upkeep.table].partition_by[0]
-    values = _partition_values(lake, upkeep.table, column)
+    values = sorted((v for v in _files_by_date(lake, upkeep.table) if v is not None), reverse=True)
     old = values[keep:]
     if not old:
         return
@@ -176,15 +191,17 @@ def _apply_retention(lake, upkeep: TableUpkeep, keep: int | None, dry_run: bool)
 
 
 def _compact(lake, upkeep: TableUpkeep, days: int, zorder: list[str] | None) -> None:
+    """OPTIMIZE the newest ``days`` dates, when one of them has more than one file (else nothing to gain:
+    a weekly run over compacted dates rewrites nothing)."""
     from delta.tables import DeltaTable
-    table = DeltaTable.forPath(lake.spark, lake.path(upkeep.table))
+    files = _files_by_date(lake, upkeep.table)
     partition = TABLES[upkeep.table].partition_by
-    builder = table.optimize()
+    newest = sorted((v for v in files if v is not None), reverse=True)[:days] if partition else [None]
+    if not any(files.get(v, 0) > 1 for v in newest):
+        return
+    builder = DeltaTable.forPath(lake.spark, lake.path(upkeep.table)).optimize()
     if partition:
-        values = _partition_values(lake, upkeep.table, partition[0])[:days]
-        if not values:
-            return
-        builder = builder.where(f"{partition[0]} >= DATE'{min(values).isoformat()}'")
+        builder = builder.where(f"{partition[0]} >= DATE'{min(newest).isoformat()}'")
     run = (lambda: builder.executeZOrderBy(*zorder)) if zorder else builder.executeCompaction
     metrics = retry_conflicts(run).collect()[0]["metrics"]
     upkeep.files_compacted, upkeep.files_written = int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
@@ -234,12 +251,8 @@ def _vacuum(lake, upkeep: TableUpkeep, unchecked: bool, dry_run: bool) -> None:
 
 def _current_size(lake, name: str) -> tuple[int, int]:
     """(files, bytes) of the table's current version, from its Delta log."""
-    import pyarrow as pa
     import pyarrow.compute as pc
-    from deltalake import DeltaTable
-    from encore.locations import storage_uri
-    uri, options = storage_uri(lake.path(name), lake.config)
-    actions = pa.table(DeltaTable(uri, storage_options=options).get_add_actions(flatten=True))
+    actions = _add_actions(lake, name)
     size = int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
     return actions.num_rows, size
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from pyspark.sql.types import ArrayType, DateType, DoubleType, IntegerType, LongType, StringType, StructType
+from pyspark.sql.types import ArrayType, DateType, DoubleType, IntegerType, StringType, StructType
 
-from schemas.tables import col
+from schemas.tables import SKETCH_FACTS, col
 
 SCHEMA_VERSION = "1.1.0"   # 1.1: audio previews (audio/, packs.audio_path)
 
@@ -45,14 +45,7 @@ PACK_SKETCHES = StructType([
     col("pack_id", StringType(), "The user's pack for this run.", False),
     col("sketch_index", IntegerType(), "1..n within the pack (n is 2-4).", False),
     col("sketch_id", StringType(), "Stable sketch id; users may share a sketch (see README).", False),
-    col("style", StringType(), "chorale, folk or pop.", False),
-    col("key", StringType(), "Key, e.g. 'D major'.", False),
-    col("tempo_bucket", StringType(), "slow, medium or fast.", False),
-    col("tempo_bpm", DoubleType(), "Tempo of the MIDI file.", False),
-    col("bars", IntegerType(), "Bar budget of the sketch.", False),
-    col("seed", LongType(), "Sampling seed (with the model version it reproduces the sketch).", False),
-    col("chords", StringType(), "One chord per bar, e.g. 'D | G | A | D'; N.C. for a silent bar.", False),
-    col("n_notes", IntegerType(), "Notes in the sketch.", False),
+    *SKETCH_FACTS,
     col("midi_path", StringType(), "Relative path of the MIDI file, midi/<sketch_id>.mid.", False),
     col("midi_sha256", StringType(), "sha256 of that file.", False),
     col("audio_path", StringType(), "Relative path of the sketch's audio preview, audio/<sketch_id>.<ext>; null "

@@ -297,20 +297,25 @@ RECOMMENDATIONS = TableSpec(
                  "known_strategy": "strategy IN ('model', 'tag_profile', 'popularity')"},
 )
 
+# A sketch's musical facts, as warehouse.sketches and the export's packs both state them.
+SKETCH_FACTS = [
+    col("style", StringType(), "chorale, folk or pop.", False),
+    col("key", StringType(), "Key, e.g. 'D major'.", False),
+    col("tempo_bucket", StringType(), "slow, medium or fast.", False),
+    col("tempo_bpm", DoubleType(), "Tempo of the MIDI file.", False),
+    col("bars", IntegerType(), "Bar budget of the sketch.", False),
+    col("seed", LongType(), "Sampling seed (with the model version it reproduces the sketch).", False),
+    col("chords", StringType(), "One chord per bar, e.g. 'D | G | A | D'; N.C. for a silent bar.", False),
+    col("n_notes", IntegerType(), "Notes in the sketch.", False),
+]
+
 SKETCHES = TableSpec(
     WAREHOUSE_SKETCHES,
     StructType([
         col("run_date", DateType(), "Logical date of the nightly run.", False),
         col("sketch_id", StringType(), "Stable id: hash of model version, style, key, tempo bucket and seed; "
             "unique within a run date. warehouse.inspiration_packs refers to it.", False),
-        col("style", StringType(), "chorale, folk or pop.", False),
-        col("key", StringType(), "Key, e.g. 'D major'.", False),
-        col("tempo_bucket", StringType(), "slow, medium or fast.", False),
-        col("tempo_bpm", DoubleType(), "Tempo of the MIDI file.", False),
-        col("bars", IntegerType(), "Bar budget of the sketch.", False),
-        col("seed", LongType(), "Sampling seed (with the model version it reproduces the sketch).", False),
-        col("chords", StringType(), "One chord per bar, e.g. 'D | G | A | D'; N.C. for a silent bar.", False),
-        col("n_notes", IntegerType(), "Notes in the sketch.", False),
+        *SKETCH_FACTS,
         col("in_scale", DoubleType(), "Check: share of notes in the key's scale.", False),
         col("longest_shared_intervals", IntegerType(),
             "Check: longest run of melodic intervals shared with a training piece (originality).", False),

@@ -125,6 +125,9 @@ FIXTURE_TIERS = {"spark": "spark", "lake": "spark", "lake_factory": "spark", "co
 # the rest. Much of that group waits on Airflow and on processes starting. (xdist's own `loadgroup`
 # renames node ids, which pytest 9.2 no longer lets it do.)
 TRAINED_WORLD = ("tests/test_airflow_scheduler.py", "tests/test_cluster.py", "tests/test_dags.py")
+# The other worker takes the longest modules first, so that the last module either worker picks up is short.
+LONGEST_FIRST = ("tests/test_night.py", "tests/test_cli.py", "tests/test_object_store.py", "tests/test_music.py",
+                 "tests/test_recommender.py", "tests/test_shared_hetrec.py", "tests/test_maintain.py")
 
 
 @pytest.hookimpl(optionalhook=True)   # a hook of xdist's: unknown where it is not installed or `-p no:xdist`
@@ -139,7 +142,7 @@ def pytest_xdist_make_scheduler(config, log):
             module = nodeid.split("::", 1)[0]
             return "trained-world" if module in TRAINED_WORLD else module
 
-    config.option.loadscopereorder = False   # collection order: the trained world first (below)
+    config.option.loadscopereorder = False   # collection order: the trained world, then the longest (below)
     return TrainedWorldFirst(config, log)
 
 
@@ -154,7 +157,8 @@ def pytest_collection_modifyitems(config, items):
     if strays:
         raise pytest.UsageError(f"{', '.join(strays)} use trained_home: add them to TRAINED_WORLD in tests/conftest.py "
                                 "so that one worker builds it")
-    items.sort(key=lambda item: module_of[item] not in TRAINED_WORLD)   # stable: the trained world first
+    order = {module: rank for rank, module in enumerate(TRAINED_WORLD + LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(module_of[item], len(order)))   # stable within a module and the rest
 
 
 @pytest.fixture(scope="session")

@@ -67,15 +67,8 @@ def test_schema_prints_the_contracts(tmp_path):
 
 @pytest.mark.e2e
 def test_demo_runs_the_whole_night_and_a_rerun_changes_nothing(tmp_path):
-    from tests.homes import TINY
-    small = {**TINY, "ENCORE__GENERATE__DAYS": "2", "ENCORE__GENERATE__EVENTS_PER_DAY": "3000",
-             "ENCORE__GENERATE__USERS": "60", "ENCORE__GENERATE__ITEMS": "300",
-             "ENCORE__GENERATE__BOTS": "0", "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0",
-             "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10", "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1",
-             "ENCORE__PACKS__POOL_PER_CONDITION": "2", "ENCORE__PACKS__CONDITIONS_PER_STYLE": "2",
-             "ENCORE__PACKS__BARS": "2", "ENCORE__MUSIC__GENERATE__MIN_IN_SCALE": "0",
-             "ENCORE__MUSIC__GENERATE__MIN_DIATONIC_SHARE": "0", "ENCORE__MUSIC__GENERATE__REQUIRE_KEY": "false",
-             "ENCORE__MUSIC__GENERATE__MIN_BAR_FILL": "0", "ENCORE__MUSIC__GENERATE__MAX_SHARED_INTERVALS": "1000"}
+    from tests.homes import SMALL_WORLD
+    small = {**SMALL_WORLD, "ENCORE__GENERATE__DAYS": "2"}
     runs = [run(tmp_path / "home", "--profile", "demo", "demo", env=small) for _ in range(2)]
     for out in runs:
         assert out.returncode == 0, out.stderr[-2000:]

@@ -9,6 +9,7 @@ job failed or was stopped does the retry submit a new attempt (``<id>-r2``, ``-r
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -17,6 +18,8 @@ from typing import Callable
 
 from encore.config import Config
 from encore.errors import EncoreError
+
+log = logging.getLogger(__name__)
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -48,6 +51,21 @@ def _client(config: Config):
                           "cluster (infra/cluster/local_cluster.py up) or fix ray.dashboard") from None
 
 
+def _agent_not_ready(exc: BaseException) -> bool:
+    # A head that has just started answers 500 "No available agent to submit job" until its job agent is up.
+    return isinstance(exc, RuntimeError) and "No available agent" in str(exc)
+
+
+def _submit(client, **job) -> None:
+    """``client.submit_job``, again for up to about two minutes while the head's job agent is starting (tenacity)."""
+    from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
+    for attempt in Retrying(retry=retry_if_exception(_agent_not_ready), stop=stop_after_delay(120), reraise=True,
+                            wait=wait_exponential(multiplier=1, max=15),
+                            before_sleep=before_sleep_log(log, logging.WARNING)):
+        with attempt:
+            client.submit_job(**job)
+
+
 def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: float = 5.0,
                    echo: Callable[[str], None] = print) -> str:
     """Submit ``encore <args>`` as a Ray job, or re-attach to the newest attempt under ``job_id`` when it
@@ -70,9 +88,8 @@ def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: floa
         echo(f"re-attaching to Ray job {current} ({status.value})")
     else:
         entrypoint = " ".join([config.ray.entrypoint, *map(shlex.quote, args)])
-        client.submit_job(entrypoint=entrypoint, submission_id=current,
-                          runtime_env={"env_vars": encore_environment()},
-                          metadata={"encore_step": args[0] if args else ""})
+        _submit(client, entrypoint=entrypoint, submission_id=current, runtime_env={"env_vars": encore_environment()},
+                metadata={"encore_step": args[0] if args else ""})
         echo(f"submitted Ray job {current}: {entrypoint} to {config.ray.dashboard}")
     job_id = current
     printed = 0
