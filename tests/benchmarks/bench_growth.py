@@ -7,7 +7,7 @@ A fresh home gets --nights days of synthetic logs (--users listeners). Every nig
 nightly DAG in this process (``run_night``: ingest -> ... -> validate); every 7th night then runs
 what encore_training's weekly run ends with: a new recommender (promoted only past its gate) and
 ``encore maintain``. The retention settings are shortened so that retention starts inside the
-run: 14-day feature window, silver and bronze 16 dates, quarantine 14, gold 7 snapshots, warehouse
+run: 14-day feature window, silver and bronze (plays and catalogue) 16 dates, quarantine 14, gold 7 snapshots, warehouse
 14 run dates, exports 7. The run compresses months into an hour, so VACUUM runs with a window of
 0 hours (forced; nothing else writes to this home). The versions the champions were trained on still
 stretch it, to at least an hour (Delta rounds VACUUM windows to whole hours): in this compressed run
@@ -43,7 +43,8 @@ SHOWN = ("bronze.plays_raw", "silver.plays", "silver.plays_quarantine", "gold.in
 SETTINGS = {
     "ENCORE__FEATURES__WINDOW_DAYS": "14",
     "ENCORE__MAINTAIN__VACUUM_RETENTION_HOURS": "0",
-    "ENCORE__MAINTAIN__KEEP__BRONZE.PLAYS_RAW": "16", "ENCORE__MAINTAIN__KEEP__SILVER.PLAYS": "16",
+    "ENCORE__MAINTAIN__KEEP__BRONZE.PLAYS_RAW": "16", "ENCORE__MAINTAIN__KEEP__BRONZE.CATALOG_RAW": "16",
+    "ENCORE__MAINTAIN__KEEP__SILVER.PLAYS": "16",
     "ENCORE__MAINTAIN__KEEP__SILVER.PLAYS_QUARANTINE": "14", "ENCORE__MAINTAIN__KEEP__GOLD.INTERACTIONS": "7",
     "ENCORE__MAINTAIN__KEEP__GOLD.ITEMS": "7", "ENCORE__MAINTAIN__KEEP__GOLD.USER_PROFILES": "7",
     "ENCORE__MAINTAIN__KEEP__WAREHOUSE.RECOMMENDATIONS": "14", "ENCORE__MAINTAIN__KEEP__WAREHOUSE.SKETCHES": "14",
