@@ -106,13 +106,20 @@ def read_filtered(config: Config, name: str, filters: list[tuple], columns: list
     return PinnedRead(name, path, pinned, _frame(table, name, pinned, filters, columns))
 
 
+def data_files(config: Config, name: str, version: int | None = None):
+    """The data files of a table version (latest by default) as an Arrow table: path, size_bytes,
+    num_records, partition.<column>; from the Delta log alone, no data read."""
+    import pyarrow as pa
+    table, _, _ = _open(config, name, version)
+    return pa.table(table.get_add_actions(flatten=True))
+
+
 def partition_size(config: Config, name: str, version: int, column: str, value) -> tuple[int, int]:
     """(bytes, rows) of one partition's data files at ``version``, from the Delta log alone (no data read);
     rows are 0 when the files carry no statistics."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    table, _, _ = _open(config, name, version)
-    actions = pa.table(table.get_add_actions(flatten=True))
+    actions = data_files(config, name, version)
     if actions.num_rows == 0:
         return 0, 0
     chosen = actions.filter(pc.equal(actions[f"partition.{column}"], pa.scalar(value)))

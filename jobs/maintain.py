@@ -150,19 +150,10 @@ def _summary(u: TableUpkeep, dry_run: bool) -> str:
     return "; ".join(parts)
 
 
-def _add_actions(lake, name: str):
-    """The data files of the table's current version (path, size, partition values), from its Delta log
-    alone (delta-rs): no Spark job."""
-    import pyarrow as pa
-    from deltalake import DeltaTable
-    from encore.locations import storage_uri
-    uri, options = storage_uri(lake.path(name), lake.config)
-    return pa.table(DeltaTable(uri, storage_options=options).get_add_actions(flatten=True))
-
-
 def _files_by_date(lake, name: str) -> dict:
     """Data files of the table's current version per partition value (one key, None, when unpartitioned)."""
-    actions = _add_actions(lake, name)
+    from encore.delta_reader import data_files
+    actions = data_files(lake.config, name)
     partition = TABLES[name].partition_by
     values = actions[f"partition.{partition[0]}"].to_pylist() if partition else [None] * actions.num_rows
     counts: dict = {}
@@ -252,7 +243,8 @@ def _vacuum(lake, upkeep: TableUpkeep, unchecked: bool, dry_run: bool) -> None:
 def _current_size(lake, name: str) -> tuple[int, int]:
     """(files, bytes) of the table's current version, from its Delta log."""
     import pyarrow.compute as pc
-    actions = _add_actions(lake, name)
+    from encore.delta_reader import data_files
+    actions = data_files(lake.config, name)
     size = int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
     return actions.num_rows, size
 
