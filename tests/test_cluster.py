@@ -47,6 +47,28 @@ print(json.dumps({"jobs": {e: j.status.value for e, j in jobs.items()}, "reattac
 """
 
 
+ANOTHER_RAY = """
+import sys, time, ray
+ray.init(address="local", num_cpus=1, include_dashboard=False)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def another_ray_on_this_machine():
+    """A local Ray of another process (as a local `encore` step or another test worker starts): its agent
+    holds Ray's default agent port, which the cluster's nodes must not need."""
+    holder = subprocess.Popen([sys.executable, "-c", ANOTHER_RAY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
 @contextmanager
 def local_clusters(state: Path):
     up = subprocess.run([sys.executable, str(CLUSTER_SCRIPT), "up", "--state", str(state)],
@@ -98,7 +120,7 @@ def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow
     cluster_env = {k: v for k, v in env.items()
                    if not k.startswith("ENCORE__SPARK__") or k == "ENCORE__SPARK__JAVA_OPTIONS"}
     cluster_env.update({"ENCORE_PROFILE": "cluster", "ENCORE__AIRFLOW__RETRIES": "0"})
-    with local_clusters(tmp_path / "cluster"):
+    with another_ray_on_this_machine(), local_clusters(tmp_path / "cluster"):
         output = _run([str(BIN / "airflow"), "dags", "test", "encore_nightly", DAY.isoformat()],
                       {**base, **cluster_env}, 1500)
         finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=encore_nightly" in line]

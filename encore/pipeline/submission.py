@@ -56,14 +56,23 @@ def _agent_not_ready(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "No available agent" in str(exc)
 
 
-def _submit(client, **job) -> None:
+def _submit(client, address: str, **job) -> None:
     """``client.submit_job``, again for up to about two minutes while the head's job agent is starting (tenacity)."""
     from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
-    for attempt in Retrying(retry=retry_if_exception(_agent_not_ready), stop=stop_after_delay(120), reraise=True,
-                            wait=wait_exponential(multiplier=1, max=15),
-                            before_sleep=before_sleep_log(log, logging.WARNING)):
-        with attempt:
-            client.submit_job(**job)
+    try:
+        for attempt in Retrying(retry=retry_if_exception(_agent_not_ready), stop=stop_after_delay(120), reraise=True,
+                                wait=wait_exponential(multiplier=1, max=15),
+                                before_sleep=before_sleep_log(log, logging.WARNING)):
+            with attempt:
+                client.submit_job(**job)
+    except RuntimeError as exc:
+        if not _agent_not_ready(exc):
+            raise
+        raise EncoreError(
+            f"the Ray head at {address} accepts no jobs: its job agent has not served for two minutes (\"No available "
+            "agent\"). An agent that cannot bind its listen port stays up without serving: look for \"Failed to "
+            "bind\" in the head's dashboard_agent.log, and start the head with a free --dashboard-agent-listen-port "
+            "(Ray's default 52365 clashes with any other Ray on the same machine)") from None
 
 
 def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: float = 5.0,
@@ -88,8 +97,8 @@ def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: floa
         echo(f"re-attaching to Ray job {current} ({status.value})")
     else:
         entrypoint = " ".join([config.ray.entrypoint, *map(shlex.quote, args)])
-        _submit(client, entrypoint=entrypoint, submission_id=current, runtime_env={"env_vars": encore_environment()},
-                metadata={"encore_step": args[0] if args else ""})
+        _submit(client, str(config.ray.dashboard), entrypoint=entrypoint, submission_id=current,
+                runtime_env={"env_vars": encore_environment()}, metadata={"encore_step": args[0] if args else ""})
         echo(f"submitted Ray job {current}: {entrypoint} to {config.ray.dashboard}")
     job_id = current
     printed = 0

@@ -6,7 +6,10 @@
 
 Spark standalone: a master (spark://127.0.0.1:7077, web UI :18080) and two workers (1 core, 2 GiB
 each), started with pyspark's own ``spark-class``. Ray: a head (GCS :6379, dashboard and job
-server :8265) and one more node, two logical CPUs each, started with ``ray start --block``. These
+server :8265) and one more node, two logical CPUs each, started with ``ray start --block``. Each
+Ray node's dashboard agent (which runs submitted jobs) listens on a free port chosen at start: on
+Ray's default (52365) it would clash with any other Ray on the machine, and an agent that cannot
+bind stays up without serving, so the head answers every job with "No available agent". These
 are the addresses the ``cluster`` profile in encore/defaults.yaml uses. Every process runs from this
 Python environment, so nodes import the same Encore and the same libraries; the lakehouse,
 MLflow store and exports stay on the local disk, which every node of a one-machine cluster shares.
@@ -20,6 +23,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -55,6 +59,18 @@ def _ensure_ray_token() -> None:
     os.environ["RAY_AUTH_MODE"] = "token"   # this script is a client too (the health checks)
     subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=_env(), check=True,
                    capture_output=True, text=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _processes(state: Path) -> dict:
@@ -127,16 +143,18 @@ def up(state: Path) -> None:
     ray = str(BIN / "ray")
     # A short temp dir: Ray's Unix sockets live there and their paths have a length limit.
     temp_dir = f"/tmp/encore-ray-{RAY_PORT}"
+    head_agent_port = _free_port()
     _start(state, "ray-head", [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
                                "--port", str(RAY_PORT), "--num-cpus", "2", "--num-gpus", "0",
                                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                                "--dashboard-port", str(RAY_DASHBOARD_PORT), "--temp-dir", temp_dir,
-                               "--disable-usage-stats"])
+                               "--dashboard-agent-listen-port", str(head_agent_port), "--disable-usage-stats"])
     _wait("the Ray head", lambda: ray_nodes_alive() >= 1, state)
+    _wait(f"the Ray head's job agent on port {head_agent_port}", lambda: _listening(head_agent_port), state)
     for n in range(2, RAY_NODES + 1):
         _start(state, f"ray-node-{n}", [ray, "start", "--block", "--address", f"127.0.0.1:{RAY_PORT}",
                                         "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "0",
-                                        "--disable-usage-stats"])
+                                        "--dashboard-agent-listen-port", str(_free_port()), "--disable-usage-stats"])
     _wait(f"{RAY_NODES} Ray nodes", lambda: ray_nodes_alive() >= RAY_NODES, state)
     print(f"  ray 127.0.0.1:{RAY_PORT} has {RAY_NODES} nodes; jobs at http://127.0.0.1:{RAY_DASHBOARD_PORT}", flush=True)
     print("cluster up: run steps with ENCORE_PROFILE=cluster", flush=True)
