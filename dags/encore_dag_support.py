@@ -66,17 +66,18 @@ def _config():
 def step(task_id: str, command: str, engine: str, outlets=(), **kwargs):
     """A task running ``encore <command>`` (Jinja-templated, e.g. ``score --date {{ ds }}``).
 
-    ``engine`` ("spark" or "ray") says which cluster the step runs on in the cluster profile."""
-    if engine not in ("spark", "ray"):
-        raise ValueError(f"engine must be 'spark' or 'ray', not {engine!r}")
+    ``engine`` ("spark" or "ray") says which cluster the step runs on in the cluster profile; a
+    "python" step (the report) runs in the task's own process in every profile."""
+    if engine not in ("spark", "ray", "python"):
+        raise ValueError(f"engine must be 'spark', 'ray' or 'python', not {engine!r}")
     config = _config()
     mode = config.airflow.submit
-    if mode == "local":
+    if mode not in ("local", "cluster"):
+        raise ValueError(f"airflow.submit must be 'local' or 'cluster', not {mode!r} (profile {config.profile})")
+    if mode == "local" or engine == "python":
         from airflow.providers.standard.operators.bash import BashOperator
         return BashOperator(task_id=task_id, bash_command=f"{encore_executable()} {command}",
                             outlets=list(outlets), append_env=True, **kwargs)
-    if mode != "cluster":
-        raise ValueError(f"airflow.submit must be 'local' or 'cluster', not {mode!r} (profile {config.profile})")
     if engine == "spark":
         return _spark_submit(config, task_id, command, outlets, **kwargs)
     from airflow.providers.standard.operators.python import PythonOperator

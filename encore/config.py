@@ -80,11 +80,17 @@ def _apply_env(settings: dict, environ: dict) -> dict:
         parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
         node = settings
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            node = node.setdefault(_existing_key(node, part), {})
             if not isinstance(node, dict):
                 raise EncoreError(f"{key} addresses a nested key under a non-mapping value")
-        node[parts[-1]] = _parse_scalar(raw)
+        node[_existing_key(node, parts[-1])] = _parse_scalar(raw)
     return settings
+
+
+def _existing_key(node: dict, lowered: str) -> str:
+    """An environment variable's key as the configuration spells it: environment names are upper
+    case, and Spark's conf keys are camel case (``spark.eventLog.enabled``) and case-sensitive."""
+    return next((k for k in node if isinstance(k, str) and k.lower() == lowered), lowered)
 
 
 @dataclass(frozen=True)

@@ -132,3 +132,33 @@ def version_files(config: Config, name: str, version: int) -> list[str]:
     """The data files (URIs) a version of a table reads; raises ``EncoreError`` when its log is gone."""
     table, _, _ = _open(config, name, version)
     return table.file_uris()
+
+
+def current_version(config: Config, name: str) -> int | None:
+    """The table's latest version, or None when it does not exist yet."""
+    try:
+        return latest_version(config, name)
+    except EncoreError:
+        return None
+
+
+def commits(config: Config, name: str, after: int | None, upto: int) -> list[dict]:
+    """The Delta commits of a table with ``after < version <= upto``, oldest first: version, operation,
+    rows (the commit's numOutputRows), timestamp (ms) and the writer's userMetadata as a dict."""
+    import json
+    table, _, _ = _open(config, name, None)
+    wanted = upto - (-1 if after is None else after)
+    out = []
+    for commit in table.history(wanted):
+        version = commit.get("version")
+        if version is None or version > upto or (after is not None and version <= after):
+            continue
+        metrics = commit.get("operationMetrics") or {}
+        try:
+            meta = json.loads(commit.get("userMetadata") or "{}")
+        except ValueError:
+            meta = {"userMetadata": commit.get("userMetadata")}
+        out.append({"version": int(version), "operation": commit.get("operation"),
+                    "rows": int(metrics["numOutputRows"]) if "numOutputRows" in metrics else None,
+                    "timestamp": commit.get("timestamp"), "metadata": meta})
+    return sorted(out, key=lambda c: c["version"])

@@ -22,6 +22,8 @@ class Paths(Section):
     landing: str
     catalog: str
     exports: str
+    reports: str
+    spark_events: str
     jars: str
     ray_storage: str
     artifacts: str

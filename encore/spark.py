@@ -154,7 +154,15 @@ def session_settings(config: Config) -> tuple[dict, Path | None]:
     }
     if java_options:
         settings["spark.executor.extraJavaOptions"] = java_options
+    # A progress bar is for a person at a terminal; in a log file its redraws are noise.
+    settings["spark.ui.showConsoleProgress"] = str(sys.stderr.isatty()).lower()
     settings.update(spark_cfg.conf)
+    if settings.get("spark.eventLog.enabled", "false").lower() == "true" and "spark.eventLog.dir" not in settings:
+        events = config.path("spark_events")
+        if "://" not in events:
+            Path(events).mkdir(parents=True, exist_ok=True)   # Spark refuses to start without the folder
+            events = Path(events).resolve().as_uri()
+        settings["spark.eventLog.dir"] = events
     return settings, resolve_into
 
 
@@ -177,6 +185,9 @@ def build_session(config: Config, app_name: str = "encore"):
         raise EncoreError(f"Spark failed to start ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
                           "check Java 17 and, on first run, access to Maven Central") from exc
     spark.sparkContext.setLogLevel(config.spark.log_level)
+    ui = spark.sparkContext.uiWebUrl
+    log.info("spark: %s started%s%s", app_name, f"; UI at {ui}" if ui else "",
+             f"; event log in {settings['spark.eventLog.dir']}" if "spark.eventLog.dir" in settings else "")
     if resolve_into is not None:
         _record_resolved_jars(resolve_into, _packages(config))
     return spark

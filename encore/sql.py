@@ -78,15 +78,16 @@ def duckdb_statement_types(query: str) -> list[str]:
         raise EncoreError(f"sql: the query does not parse ({_first_line(exc)}): fix the SQL") from None
 
 
-def _duckdb_connection(config: Config, names: list[str]):
-    """An in-memory DuckDB whose schemas and views are the named lakehouse tables (current versions)."""
+def duckdb_connection(config: Config, names: list[str], into=None):
+    """An in-memory DuckDB (or ``into``, an open one) whose schemas and views are the named lakehouse
+    tables (current versions)."""
     import duckdb
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     from encore.locations import storage_uri, table_path
 
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:") if into is None else into
     for name in names:
         layer, short = name.split(".")
         uri, options = storage_uri(table_path(config, name), config)
@@ -115,7 +116,7 @@ def run_duckdb(config: Config, query: str, limit: int | None):
     if kinds[0] not in _DUCKDB_READS:
         raise EncoreError(f"sql: {kinds[0]} statements change data and `encore sql` is read-only: query with "
                           "SELECT (operators who mean to write: --engine spark --allow-writes)")
-    con = _duckdb_connection(config, referenced_tables(query))
+    con = duckdb_connection(config, referenced_tables(query))
     try:
         relation = con.sql(query)
         if relation is None:

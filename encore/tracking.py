@@ -63,6 +63,17 @@ def log_delta_input(frame, name: str, path: str, version: int, context: str = "t
     mlflow.log_input(dataset, context=context, tags={"delta_version": str(version)})
 
 
+def log_png(png: bytes, artifact_file: str) -> None:
+    """Log a figure (PNG bytes from encore.figures) to the active run as ``artifact_file``."""
+    import tempfile
+    import mlflow
+    folder, _, name = artifact_file.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(png)
+        mlflow.log_artifact(str(path), folder or None)
+
+
 @dataclass(frozen=True)
 class Champion:
     version: int

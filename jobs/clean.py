@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 
 from pyspark.sql import Window
@@ -389,6 +390,8 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
     # writing all typed rows to Parquet and reading them back twice (10M events: ~14 s). The first
     # parse reads only the fields the rules need (RULE_FIELDS).
     prior = _prior_events(lake, day, cfg.dedupe_lookback_days)
+    started = time.monotonic()
+    log.info("clean %s: pass 1 of 2, the rules over bronze v%d ...", day, version)
     with lake.staging(f"clean-{day}") as staged_path:
         _rejects(_typed_events(raw, day, cfg, rules_only=True), prior, cfg).write.parquet(f"{staged_path}/rejects")
         rejects = lake.spark.read.parquet(f"{staged_path}/rejects")
@@ -419,6 +422,8 @@ def clean_date(lake: Lakehouse, day: dt.date) -> CleanResult:
         rejected = rejects.select("_rid")
         if result.quarantined <= BROADCAST_MAX_ROWS:
             rejected = F.broadcast(rejected)
+        log.info("clean %s: pass 2 of 2, writing %d plays and %d quarantined rows (pass 1 took %.0f s) ...", day,
+                 result.kept, result.quarantined, time.monotonic() - started)
         plays = (_typed_events(raw, day, cfg, judge=False)
                  .join(rejected, "_rid", "left_anti").withColumn("date", F.lit(day)))
         _write_together(lake, [(plays, SILVER_PLAYS), (quarantine, SILVER_PLAYS_QUARANTINE)], day, run_info)

@@ -240,33 +240,33 @@ def _render_previews(staging: Path, font: Path, suffix: str) -> float:
     from encore.audio import render_audio
     started = time.perf_counter()
     midi = sorted((staging / "midi").glob("*.mid"))
-    for done, path in enumerate(midi, 1):
+    from encore.progress import tracked
+    for path in tracked(midi, "export: rendering audio previews", len(midi), "previews"):
         render_audio(path.read_bytes(), font, staging / "audio" / f"{path.stem}.{suffix}")
-        if done % 100 == 0 or done == len(midi):
-            log.info("export: %d/%d audio previews rendered (%.0f s)", done, len(midi), time.perf_counter() - started)
     return time.perf_counter() - started
 
 
 def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versions: dict, midi_count: int) -> dict:
     import pyarrow.parquet as pq
-    files, datasets = [], {}
+    from encore.progress import tracked
+    datasets, parquet_rows = {}, {}
     for dataset in ("recommendations", "packs"):
         parts = _tidy_spark_output(staging / dataset)
-        rows = 0
-        for part in parts:
-            n = pq.read_metadata(part).num_rows
-            rows += n
-            files.append({"path": part.relative_to(staging).as_posix(), "bytes": part.stat().st_size,
-                          "sha256": _sha256(part), "rows": n})
-        datasets[dataset] = {"rows": rows, "files": [p.relative_to(staging).as_posix() for p in parts]}
+        counts = [pq.read_metadata(part).num_rows for part in parts]
+        parquet_rows.update(zip(parts, counts))
+        datasets[dataset] = {"rows": sum(counts), "files": [p.relative_to(staging).as_posix() for p in parts]}
     midi = sorted((staging / "midi").glob("*.mid"))
-    files += [{"path": m.relative_to(staging).as_posix(), "bytes": m.stat().st_size, "sha256": _sha256(m)} for m in midi]
     datasets["midi"] = {"rows": midi_count, "files": [m.relative_to(staging).as_posix() for m in midi]}
     previews = sorted((staging / "audio").glob("*")) if (staging / "audio").is_dir() else []
     if previews:
-        files += [{"path": a.relative_to(staging).as_posix(), "bytes": a.stat().st_size, "sha256": _sha256(a)}
-                  for a in previews]
         datasets["audio"] = {"rows": len(previews), "files": [a.relative_to(staging).as_posix() for a in previews]}
+    every = [*parquet_rows, *midi, *previews]
+    files = []
+    for path in tracked(every, "export: hashing files", len(every)):
+        entry = {"path": path.relative_to(staging).as_posix(), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+        if path in parquet_rows:
+            entry["rows"] = parquet_rows[path]
+        files.append(entry)
 
     def model(df, label: str) -> dict:
         found = df.select("model_name", "model_version", "mlflow_run_id").distinct().collect()

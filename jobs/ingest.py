@@ -131,8 +131,10 @@ def inspect(path: str, key: str) -> FileFacts:
 
 def inspect_all(files: dict[str, str]) -> list[FileFacts]:
     """``inspect`` for {path: key}, two files at a time (hashing and gzip release the GIL)."""
+    from encore.progress import tracked
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda item: inspect(*item), sorted(files.items())))
+        return list(tracked(pool.map(lambda item: inspect(*item), sorted(files.items())),
+                            "ingest: checking landing files", len(files)))
 
 
 def key_of(path: str) -> str:

@@ -193,16 +193,19 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: torch.Tensor, *, epoch: int, step: int,
                 total_steps: int, batch: int, lr: float, warmup_steps: int, seed: int, pad_id: int,
-                device: torch.device) -> tuple[int, int, float]:
+                device: torch.device, on_loss=None, loss_every: int = 20) -> tuple[int, int, float]:
     """One epoch of clipped AdamW steps over ``train`` windows (N, context); returns (step, tokens, mean loss).
 
     The order is seeded per epoch, so a resumed run visits the data as an uninterrupted one does.
-    ``model`` may be wrapped (DDP, torch.compile): it is only called.
+    ``model`` may be wrapped (DDP, torch.compile): it is only called. ``on_loss(step, mean_loss)`` is
+    called every ``loss_every`` steps with the mean loss of those steps (the live training curve; one
+    host sync per call, none in between).
     """
     model.train()
     steps = max(1, math.ceil(len(train) / batch))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
     tokens, loss_sum = 0, torch.zeros((), device=device)
+    window = torch.zeros((), device=device)   # the losses since the last on_loss call
     for i in range(steps):
         idx = order[i * batch:(i + 1) * batch]
         if len(idx) == 0:
@@ -221,6 +224,11 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: torch
         step += 1
         tokens += int((x[:, 1:] != pad_id).sum())
         loss_sum += loss.detach()  # summed on the device: no host sync per step
+        if on_loss is not None:
+            window += loss.detach()
+            if (i + 1) % loss_every == 0 or i + 1 == steps:
+                on_loss(step, float(window) / (i % loss_every + 1))
+                window.zero_()
     return step, tokens, float(loss_sum) / steps
 
 

@@ -188,8 +188,9 @@ def _held_out(frame: pd.DataFrame) -> pd.DataFrame:
 
 def report(generator, frame: pd.DataFrame, per_style: int, bars: int, seed: int = 0,
            references: References | None = None, real_per_style: int = 100, in_key: bool = False,
-           tonic_frame: bool = False) -> pd.DataFrame:
-    """One row per (style, measure): generated mean, real mean and std, 1-Wasserstein distance, counts.
+           tonic_frame: bool = False, samples: dict | None = None) -> pd.DataFrame:
+    """One row per (style, measure): generated mean, real mean and std, 1-Wasserstein distance, counts;
+    ``samples``, when given, receives each style's first decoded sketch (for its piano roll).
 
     ``frame`` is gold.music_sequences: the measures' references come from its training split, the
     real pieces and the sketches' conditions (style, key, tempo) from its held-out split.
@@ -213,6 +214,8 @@ def report(generator, frame: pd.DataFrame, per_style: int, bars: int, seed: int 
         for sketch in sketches:
             if sketch.midi is None:
                 continue
+            if samples is not None:
+                samples.setdefault(style, sketch)
             score = music.merged(symusic.Score.from_midi(sketch.midi))
             m = piece_metrics(score, sketch.key, references.chords)
             if m:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -214,7 +213,7 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                            "source.gold.music_sequences.version": corpus_version})
         connect(config)
         import ray.data
-        ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+        ray.data.DataContext.get_current().enable_progress_bars = True   # bars on a terminal, timed log lines elsewhere
         state, tokenizer = _model_files(name, champion.version)
         payload = ray.put({"state": state, "tokenizer": tokenizer, "bars": bars,
                            "corpus_intervals": [np.diff(np.asarray(m, dtype=np.int32)) for m in train["melody"]],

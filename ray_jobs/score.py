@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sys
 import time
 from dataclasses import dataclass
 
@@ -348,7 +347,7 @@ def score(lake, run_date: dt.date) -> ScoreResult:
                            "block_users": section.block_users, "actors": section.actors})
         connect(config)
         import ray.data
-        ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+        ray.data.DataContext.get_current().enable_progress_bars = True   # bars on a terminal, timed log lines elsewhere
         ref = ray.put(context)
         blocks = max(1, -(-len(context.user_ids) // section.block_users))
         users = ray.data.from_pandas(pd.DataFrame({"row": np.arange(len(context.user_ids), dtype=np.int64)}),

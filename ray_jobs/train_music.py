@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encore import music
+from encore import figures, music
 from encore.config import Config
 from encore.errors import EncoreError
 from encore import tracking
@@ -97,6 +97,8 @@ def train_loop(cfg: dict) -> None:
     total = steps_per_epoch * cfg["epochs"]
     pad = cfg["pad_id"]
 
+    live = LiveMetrics(cfg.get("mlflow")) if rank == 0 else None
+
     def report(epoch: int, step: int, seconds: float, tokens_seen: int, train_loss: float) -> None:
         """Validation NLL over every worker's shard, then one report with rank 0's checkpoint."""
         nll, count = nll_totals(raw, valid, pad, device, batch)
@@ -107,6 +109,9 @@ def train_loop(cfg: dict) -> None:
                    "valid_nll_per_token": float(totals[0] / max(1.0, float(totals[1]))),
                    "valid_nll_per_note": float(totals[0] / max(1, cfg["valid_notes"])),
                    "tokens_per_second": float(totals[2]) / max(seconds, 1e-9), "epoch_seconds": seconds}
+        if live is not None:
+            live.log({k: metrics[k] for k in ("train_loss", "valid_nll_per_token", "valid_nll_per_note",
+                                               "tokens_per_second")}, epoch)
         with tempfile.TemporaryDirectory() as tmp:
             report_checkpoint = None
             if rank == 0:
@@ -124,8 +129,32 @@ def train_loop(cfg: dict) -> None:
         started = time.perf_counter()
         step, tokens_seen, mean_loss = train_epoch(
             model, optimizer, train, epoch=epoch, step=step, total_steps=total, batch=batch, lr=cfg["lr"],
-            warmup_steps=cfg["warmup_steps"], seed=cfg["seed"], pad_id=pad, device=device)
+            warmup_steps=cfg["warmup_steps"], seed=cfg["seed"], pad_id=pad, device=device,
+            on_loss=(lambda at, loss: live.log({"train_loss_step": loss}, at)) if live is not None else None)
         report(epoch, step, time.perf_counter() - started, tokens_seen, mean_loss)
+
+
+class LiveMetrics:
+    """Metrics logged to the driver's MLflow run while training runs (rank 0 only), so the curves grow
+    live; a store that cannot be reached is logged once and training goes on."""
+
+    def __init__(self, target: dict | None):
+        self.client, self.run_id = None, None
+        if target:
+            from mlflow import MlflowClient
+            self.client, self.run_id = MlflowClient(target["tracking_uri"]), target["run_id"]
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, int(step)) for k, v in values.items() if v == v]
+        try:
+            self.client.log_batch(self.run_id, metrics=metrics)
+        except Exception as exc:   # the curve is a convenience: never stop training for it
+            print(f"[music] live metrics to MLflow stopped: {str(exc).splitlines()[0]}", flush=True)
+            self.client = None
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -224,17 +253,24 @@ def export_windows(config: Config, out: Path) -> Prepared:
     return prep
 
 
-def _ray_fit(config: Config, prep: Prepared, fail_at_epoch: int | None):
-    """Ray Train over the prepared windows; yields (checkpoint dir, history, final metrics, resumed-from epoch)."""
+def _ray_run_name(config: Config, prep: Prepared) -> str:
+    """The Ray Train run's name: a hash of what it trains, so a rerun of the same training resumes it."""
+    settings = _settings(config)
+    identity = json.dumps({"model": prep.model_cfg.to_dict(), "data": f"{prep.read.version}:{prep.tokenizer_sha256}",
+                           "epochs": settings.epochs, "lr": settings.lr, "batch": settings.batch_size,
+                           "seed": settings.seed, "workers": settings.num_workers}, sort_keys=True)
+    return "music-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def _ray_fit(config: Config, prep: Prepared, fail_at_epoch: int | None, live: dict | None = None):
+    """Ray Train over the prepared windows; yields (checkpoint dir, history, final metrics, resumed-from epoch).
+    ``live`` ({tracking_uri, run_id}) is the MLflow run rank 0 logs its curves to as it trains."""
     import ray.train
     from ray.train.torch import TorchTrainer
     from encore.ray_runtime import connect
     settings = _settings(config)
     use_gpu = device_and_gpu(config)
-    identity = json.dumps({"model": prep.model_cfg.to_dict(), "data": f"{prep.read.version}:{prep.tokenizer_sha256}",
-                           "epochs": settings.epochs, "lr": settings.lr, "batch": settings.batch_size,
-                           "seed": settings.seed, "workers": settings.num_workers}, sort_keys=True)
-    run_name = "music-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+    run_name = _ray_run_name(config, prep)
     storage = config.path("ray_storage")
     resume = _latest_checkpoint(Path(storage) / run_name) if "://" not in storage else None
     resumed_from = None
@@ -246,7 +282,8 @@ def _ray_fit(config: Config, prep: Prepared, fail_at_epoch: int | None):
                 "batch_size": settings.batch_size, "lr": settings.lr,
                 "warmup_steps": settings.warmup_steps, "seed": settings.seed,
                 "compile": settings.compile, "resume_path": str(resume) if resume else None,
-                "fail_at_epoch": fail_at_epoch, "fail_marker": str(Path(storage) / f"{run_name}.failed-once")}
+                "fail_at_epoch": fail_at_epoch, "fail_marker": str(Path(storage) / f"{run_name}.failed-once"),
+                "mlflow": live}
     log.info("train-music: %d train / %d validation windows of %d tokens, vocab %d, %s, %d worker(s)",
              len(prep.train_windows), len(prep.valid_windows), prep.model_cfg.context, prep.vocab.size,
              "GPU" if use_gpu else "CPU", settings.num_workers)
@@ -293,44 +330,57 @@ def train_music(config: Config, *, fail_at_epoch: int | None = None, version: in
     """Train with Ray Train (or import a torch-only run from ``import_run``), then log, register and gate it."""
     import mlflow
     prep = prepare(config, version)
-    checkpoint, history, metrics, resumed_from, tags, train_params = (
-        _imported_fit(config, prep, Path(import_run)) if import_run else _ray_fit(config, prep, fail_at_epoch))
     tracking.experiment(config, config.music.experiment)
+    name = Path(str(import_run)).name if import_run else _ray_run_name(config, prep)
+    # The run starts before training, so its curves grow while Ray Train runs (rank 0 logs them).
+    with mlflow.start_run(run_name=f"train-music {name}") as run:
+        live = {"tracking_uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id}
+        started = time.perf_counter()
+        checkpoint, history, metrics, resumed_from, tags, train_params = (
+            _imported_fit(config, prep, Path(import_run)) if import_run else
+            _ray_fit(config, prep, fail_at_epoch, live))
+        mlflow.log_metric("fit_seconds", time.perf_counter() - started)   # its timestamp marks the end of fit()
+        # The final checkpoint is read where Ray stored it; from remote storage, through a temporary
+        # copy removed at the end of the block (to_directory() left a copy in /tmp on every run).
+        with checkpoint.as_directory() as checkpoint_dir:
+            return _log_and_gate(config, prep, run, checkpoint, checkpoint_dir, history, metrics, resumed_from,
+                                 tags, train_params, logged_live=not import_run)
+
+
+def _log_and_gate(config: Config, prep: Prepared, run, checkpoint, checkpoint_dir: str, history: list[dict],
+                  metrics: dict, resumed_from, tags: dict, train_params: dict, logged_live: bool) -> MusicTrainResult:
+    import mlflow
     model_name = config.music.model_name
     sha, vocab, valid_windows = prep.tokenizer_sha256, prep.vocab, prep.valid_windows
-    # The final checkpoint is read where Ray stored it; from remote storage, through a temporary
-    # copy removed at the end of the block (to_directory() left a copy in /tmp on every run).
-    with checkpoint.as_directory() as checkpoint_dir, \
-            mlflow.start_run(run_name=f"train-music {tags.get('ray_run', Path(str(import_run)).name)}") as run:
-        mlflow.set_tags({"job": "train-music", **tags})
-        tracking.log_delta_input(prep.frame, prep.read.name, prep.read.path, prep.read.version)
-        mlflow.log_params({**{f"model.{k}": v for k, v in prep.model_cfg.to_dict().items()},
-                           **{f"train.{k}": v for k, v in train_params.items()}, "tokenizer_sha256": sha,
-                           "train_windows": len(prep.train_windows), "valid_windows": len(valid_windows)})
-        for row in history:
-            mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "valid_nll_per_token", "valid_nll_per_note",
-                                                           "tokens_per_second") if k in row}, step=int(row["epoch"]))
-        mlflow.log_artifact(str(prep.tokenizer_path), "tokenizer")
-        candidate_nll = validation_nll(_load_state_model(Path(checkpoint_dir) / "state.pt"), valid_windows, vocab.pad_id)
-        champion = tracking.champion(config, model_name)
-        champion_score = None
-        if champion is not None:
-            champion_sha = mlflow.get_run(champion.run_id).data.params.get("tokenizer_sha256")
-            if champion_sha == sha:
-                from ray_jobs.music_bundle import load_generator
-                generator = load_generator(f"models:/{model_name}@{tracking.CHAMPION}")
-                champion_score = validation_nll(generator.model, valid_windows, vocab.pad_id)
-            else:  # NLL over another vocabulary is not comparable: the new tokenizer's model wins
-                log.info("train-music: the champion used another tokenizer; promoting the new model")
-        from ray_jobs.music_bundle import log_music_model
-        info = log_music_model(checkpoint_dir, prep.tokenizer_path, model_name)
-        version_number = int(info.registered_model_version)
-        decision = tracking.decide(candidate_nll, champion_score,
-                                   champion.version if champion else None, "valid_nll_per_token", higher_is_better=False)
-        mlflow.log_metrics({"valid_nll_per_token": float(metrics["valid_nll_per_token"]),
-                            "valid_nll_per_note": float(metrics["valid_nll_per_note"])})
-        tracking.apply_gate(config, model_name, version_number, decision)
-        quality = _quality_report(config, checkpoint_dir, prep.tokenizer_path, prep.frame)
+    mlflow.set_tags({"job": "train-music", **tags})
+    tracking.log_delta_input(prep.frame, prep.read.name, prep.read.path, prep.read.version)
+    mlflow.log_params({**{f"model.{k}": v for k, v in prep.model_cfg.to_dict().items()},
+                       **{f"train.{k}": v for k, v in train_params.items()}, "tokenizer_sha256": sha,
+                       "train_windows": len(prep.train_windows), "valid_windows": len(valid_windows)})
+    for row in ([] if logged_live else history):   # an imported run's curves, after the fact
+        mlflow.log_metrics({k: float(row[k]) for k in ("train_loss", "valid_nll_per_token", "valid_nll_per_note",
+                                                       "tokens_per_second") if k in row}, step=int(row["epoch"]))
+    mlflow.log_artifact(str(prep.tokenizer_path), "tokenizer")
+    candidate_nll = validation_nll(_load_state_model(Path(checkpoint_dir) / "state.pt"), valid_windows, vocab.pad_id)
+    champion = tracking.champion(config, model_name)
+    champion_score = None
+    if champion is not None:
+        champion_sha = mlflow.get_run(champion.run_id).data.params.get("tokenizer_sha256")
+        if champion_sha == sha:
+            from ray_jobs.music_bundle import load_generator
+            generator = load_generator(f"models:/{model_name}@{tracking.CHAMPION}")
+            champion_score = validation_nll(generator.model, valid_windows, vocab.pad_id)
+        else:  # NLL over another vocabulary is not comparable: the new tokenizer's model wins
+            log.info("train-music: the champion used another tokenizer; promoting the new model")
+    from ray_jobs.music_bundle import log_music_model
+    info = log_music_model(checkpoint_dir, prep.tokenizer_path, model_name)
+    version_number = int(info.registered_model_version)
+    decision = tracking.decide(candidate_nll, champion_score,
+                               champion.version if champion else None, "valid_nll_per_token", higher_is_better=False)
+    mlflow.log_metrics({"valid_nll_per_token": float(metrics["valid_nll_per_token"]),
+                        "valid_nll_per_note": float(metrics["valid_nll_per_note"])})
+    tracking.apply_gate(config, model_name, version_number, decision)
+    quality = _quality_report(config, checkpoint_dir, prep.tokenizer_path, prep.frame)
     return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, checkpoint.path,
                             resumed_from, quality)
 
@@ -342,12 +392,17 @@ def _quality_report(config: Config, checkpoint_dir: str, tokenizer_path: Path, f
     from ray_jobs.music_quality import report
     section = config.music.report
     generator = MusicGenerator(Path(checkpoint_dir) / "state.pt", tokenizer_path)
+    samples: dict = {}
     table = report(generator, frame, section.sketches_per_style, section.bars,
-                   in_key=config.music.generate.in_key, tonic_frame=config.music.generate.tonic_frame)
+                   in_key=config.music.generate.in_key, tonic_frame=config.music.generate.tonic_frame, samples=samples)
     for row in table.to_dict("records"):
         for kind in ("generated", "real", "real_std", "distance"):
             if row[kind] == row[kind]:
                 mlflow.log_metric(f"quality.{row['style']}.{row['metric']}.{kind}", row[kind])
     mlflow.log_table(table, artifact_file="quality_report.json")
+    tracking.log_png(figures.quality_gaps(table.to_dict("records")), "quality_report.png")
+    for style, sketch in sorted(samples.items()):   # what the validation sketches look like
+        tracking.log_png(figures.piano_roll(sketch.midi, f"{style}, {sketch.key}, {sketch.tempo_bucket}, seed "
+                                                         f"{sketch.seed}"), f"samples/{style}.png")
     log.info("music quality report:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return table

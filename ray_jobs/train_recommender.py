@@ -23,7 +23,7 @@ import pandas as pd
 from encore.config import Config
 from encore.errors import EncoreError
 from ray_jobs import lightfm_model as lm
-from encore import tracking
+from encore import figures, tracking
 from ray_jobs import recsys
 from encore.delta_reader import read_snapshot
 from ray_jobs.recommender_model import RecommenderBundle, load_bundle, pyfunc_model
@@ -113,6 +113,19 @@ def _tune_trainable(config_params: dict, data, fit, valid, settings):
     from ray import tune
     params = {**settings["base_params"], **config_params}
     run_trial(params, data, fit, valid, settings, report=tune.report)
+
+
+def log_trials_as_child_runs(trials: pd.DataFrame) -> None:
+    """One nested MLflow run per Tune trial (its parameters, validation metrics and status), so MLflow's
+    run comparison and parallel-coordinates views show the search."""
+    import mlflow
+    for row in trials.to_dict("records"):
+        with mlflow.start_run(run_name=f"trial {row['trial']}", nested=True):
+            mlflow.set_tags({"job": "train-recommender trial", "status": row["status"]})
+            mlflow.log_params({f"lightfm.{k}": row[k] for k in search_space() if k in row})
+            mlflow.log_metrics({f"valid.{k}": float(row[k]) for k in ("score", "best_lightfm", "blend_weight",
+                                                                        "best_epoch", "seconds_per_epoch")
+                                if row.get(k) is not None and math.isfinite(float(row[k]))})
 
 
 def search_space() -> dict:
@@ -285,6 +298,7 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
             with tempfile.TemporaryDirectory() as tmp:
                 trial_table.to_csv(Path(tmp) / "trials.csv", index=False)
                 mlflow.log_artifact(str(Path(tmp) / "trials.csv"), "search")
+            log_trials_as_child_runs(trial_table)
         else:
             params, trial_table = base, pd.DataFrame()
             best = run_trial(params, data, fit, valid, settings)
@@ -306,6 +320,11 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
             key = "candidate" if row["model"] == label else row["model"]
             mlflow.log_metrics({f"test.{key}.{k}": float(v) for k, v in row.items() if k not in ("model", "seconds")})
         mlflow.log_table(table, artifact_file="comparison.json")
+        tracking.log_png(figures.grouped_bars(
+            [m for m in ("ndcg_at_10", "recall_at_10") if m in table.columns],
+            {row["model"]: [row[m] for m in ("ndcg_at_10", "recall_at_10") if m in table.columns]
+             for row in table.to_dict("records")},
+            "Candidate vs baselines on the held-out test split", "score"), "comparison.png")
 
         champion_eval = evaluate_champion(config, rc.model_name, data, train, test) if register else None
         with tempfile.TemporaryDirectory() as tmp:

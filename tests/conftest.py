@@ -28,6 +28,9 @@ TEST_ENV = {
     "ENCORE__SPARK__MASTER": "local[2]",
     "ENCORE__SPARK__DRIVER_MEMORY": "2g",
     "ENCORE__SPARK__CONF__SPARK.SQL.SHUFFLE.PARTITIONS": "2",
+    # No web UI or event log for the hundreds of short test sessions (tests/test_cli.py turns them on once).
+    "ENCORE__SPARK__CONF__SPARK.UI.ENABLED": "false",
+    "ENCORE__SPARK__CONF__SPARK.EVENTLOG.ENABLED": "false",
 }
 # For steps the tests start as processes of their own (the CLI, Airflow tasks): each starts a JVM
 # for seconds of work on tiny data, which the C2 compiler's work never pays back. With the JIT

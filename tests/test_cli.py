@@ -57,6 +57,48 @@ def test_bad_input_is_one_readable_line(tmp_path):
         assert len(errors) == 1 and message in errors[0], (args, out.stderr[-500:])
 
 
+@pytest.mark.spark
+def test_a_spark_step_names_its_ui_and_the_history_server_shows_it_afterwards(tmp_path):
+    """The embedded profile's Spark UI and event log (the tests turn both off elsewhere), and pyspark's
+    own sbin/start-history-server.sh over the event log folder, exactly as docs/data-engineer.md says."""
+    import json
+    import socket
+    import urllib.request
+    from encore.devtools.waiting import wait_until
+    on = {"ENCORE__SPARK__CONF__SPARK.UI.ENABLED": "true", "ENCORE__SPARK__CONF__SPARK.EVENTLOG.ENABLED": "true"}
+    out = run(tmp_path / "home", "sql", "--engine", "spark", "SELECT 42 AS answer", env=on)
+    assert out.returncode == 0 and "42" in out.stdout, out.stderr[-2000:]
+    started = [line for line in out.stderr.splitlines() if "spark: encore-sql started" in line]
+    assert started and "UI at http://" in started[0], out.stderr[-2000:]
+    events = tmp_path / "home" / "spark-events"
+    assert f"event log in {events.as_uri()}" in started[0] and any(events.iterdir())
+
+    import pyspark
+    spark_home = Path(pyspark.__file__).parent
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOG_DIR": str(tmp_path / "logs"),
+           "SPARK_PID_DIR": str(tmp_path / "pids"),
+           "SPARK_HISTORY_OPTS": f"-Dspark.history.fs.logDirectory={events.as_uri()} -Dspark.history.ui.port={port}"}
+    start = subprocess.run([str(spark_home / "sbin" / "start-history-server.sh")], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert start.returncode == 0, start.stdout + start.stderr
+
+    def applications():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/applications", timeout=5) as response:
+                return [app["name"] for app in json.load(response)]
+        except OSError:
+            return []
+    try:
+        wait_until("the history server to list encore-sql", lambda: "encore-sql" in applications(), 120,
+                   see=str(tmp_path / "logs"))
+    finally:
+        subprocess.run([str(spark_home / "sbin" / "stop-history-server.sh")], env=env, capture_output=True,
+                       timeout=60)
+
+
 def test_schema_prints_the_contracts(tmp_path):
     event = run(tmp_path, "schema", "play_event")
     assert event.returncode == 0 and "event_id (required)" in event.stdout and "epoch milliseconds" in event.stdout
@@ -81,3 +123,13 @@ def test_demo_runs_the_whole_night_and_a_rerun_changes_nothing(tmp_path):
     assert results(runs[0], "score") == results(runs[1], "score") and " users, " in results(runs[0], "score")[0]
     export = tmp_path / "home" / "exports" / "run_date=2026-11-20"
     assert (export / "_SUCCESS").is_file() and (export / "manifest.json").is_file()
+
+    # The demo ends by naming its report; a person opening it in Chromium sees every picture.
+    from tests.browser import look_at
+    report = tmp_path / "home" / "reports" / "run_date=2026-11-20" / "report.html"
+    assert f"The night's report: {report}" in runs[1].stdout
+    page = look_at(report, "demo-report-2026-11-20.png")
+    assert page.images >= 8 and page.broken_images == [], page.broken_images
+    assert page.console_errors == [], page.console_errors
+    assert "Encore night of 2026-11-20" in page.title and "Inspiration of 2026-11-20" in page.text
+    assert "not run" not in page.text, page.text[:3000]

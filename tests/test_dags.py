@@ -4,6 +4,7 @@ small data) against an Airflow metadata database of its own."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from tests.conftest import REPO
 from tests.homes import SMALL_NIGHT_DAY, small_night_env
 
 DAGS = REPO / "dags"
-NIGHTLY_ORDER = ["ingest", "clean", "features", "ensure_models", "score", "generate", "export", "validate"]
+NIGHTLY_ORDER = ["ingest", "clean", "features", "ensure_models", "score", "generate", "export", "validate", "report"]
 
 
 def _dagbag():
@@ -79,6 +80,10 @@ def test_nightly_dag_runs_end_to_end_with_dag_test(dag_night):
     assert (export / "_SUCCESS").is_file()
     recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", day)], ["user_id", "rank"]).frame
     assert len(recs) == 10 * recs["user_id"].nunique() > 0
+    # Every task process recorded its step in the ledger; the report task drew the night from them.
+    report = json.loads((Path(config.path("reports")) / f"run_date={day}" / "report.json").read_text())
+    steps = [r["step"] for r in report["sections"]["night"]["data"]["steps"]]
+    assert steps == [t.replace("_", "-") for t in NIGHTLY_ORDER[:-1]]
 
 
 def test_cluster_profile_submits_spark_steps_with_spark_submit_and_ray_steps_as_ray_jobs(airflow_home, monkeypatch):
@@ -110,6 +115,8 @@ def test_cluster_profile_submits_spark_steps_with_spark_submit_and_ray_steps_as_
         task = nightly.get_task(task_id)
         assert isinstance(task, PythonOperator) and task.python_callable is run_ray_step, task_id
         assert task.op_kwargs == {"command": f"{task_id.replace('_', '-')} --date {{{{ ds }}}}"}
+    report = nightly.get_task("report")   # DuckDB and matplotlib in the task's own process, no cluster
+    assert type(report).__name__ == "BashOperator" and report.bash_command.endswith("report --date {{ ds }}")
     assert isinstance(training.get_task("corpus"), SparkSubmitOperator)
     assert isinstance(training.get_task("maintain"), SparkSubmitOperator)
     assert isinstance(training.get_task("train_music"), PythonOperator)

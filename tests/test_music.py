@@ -92,8 +92,21 @@ def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
     real = quality.set_index(["style", "metric"])["real"]
     assert real.xs("scale_consistency", level="metric").between(0.5, 1.0).all()
     assert real.xs("pitch_class_entropy", level="metric").between(0.0, np.log2(12)).all()
-    logged = tracking.client(config).get_run(result.run_id).data.metrics
+    client = tracking.client(config)
+    logged = client.get_run(result.run_id).data.metrics
     assert any(k.startswith("quality.") and k.endswith(".distance") for k in logged)
+    # The curves reached MLflow while Ray Train ran (rank 0 logs them into the driver's run), not after
+    # fit() returned: every epoch's point is older than the tokenizer artifact logged after training.
+    curve = client.get_metric_history(result.run_id, "train_loss_step")
+    assert len(curve) >= 3 and [m.step for m in curve] == sorted(m.step for m in curve)
+    epochs = client.get_metric_history(result.run_id, "valid_nll_per_token")
+    assert {m.step for m in epochs} >= {1, 2}
+    [fit_done] = client.get_metric_history(result.run_id, "fit_seconds")
+    assert all(m.timestamp <= fit_done.timestamp for m in curve + [e for e in epochs if e.step >= 1])
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert "quality_report.png" in artifacts
+    samples = {a.path for a in client.list_artifacts(result.run_id, "samples")}
+    assert samples and all(p.endswith(".png") for p in samples)
     assert tracking.champion(config, "encore-music-model").version == result.model_version
 
     again = train_music(config)          # same data and settings: picks up its finished run

@@ -75,7 +75,73 @@ def test_the_night_trains_what_is_missing_and_runs_every_step(night):
     _, _, report = night
     steps = [s for s, _, _ in report.steps]
     assert steps == ["ingest", "clean", "features", "corpus (no music corpus yet)", "train-music (no champion yet)",
-                     "score", "generate", "export", "validate"]
+                     "score", "generate", "export", "validate", "report"]
+
+
+def test_the_night_ends_with_a_report_drawn_from_the_ledger_the_tables_and_mlflow(night):
+    config, lake, _ = night
+    folder = Path(config.path("reports")) / f"run_date={D2}"
+    sections = json.loads((folder / "report.json").read_text())["sections"]
+    assert all(s["available"] for s in sections.values()), {k: s["note"] for k, s in sections.items()}
+    records = {r["step"]: r for r in sections["night"]["data"]["steps"]}
+    assert list(records) == ["ingest", "clean", "features", "ensure-models", "score", "generate", "export", "validate"]
+    assert all(r["outcome"] == "succeeded" and r["seconds"] > 0 for r in records.values())
+    # Versions written and rows, from the step's own Delta commits; versions read, as the step started.
+    [plays_commit] = records["clean"]["writes"]["silver.plays"]
+    kept = lake.read("silver.plays").where(f"date = DATE'{D2}'").count()
+    assert plays_commit["rows"] == kept and plays_commit["operation"] == "WRITE"
+    recs = _recs(lake)
+    [recs_commit] = records["score"]["writes"]["warehouse.recommendations"]
+    assert recs_commit["rows"] == len(recs)
+    gold_read = records["score"]["reads"]["gold.interactions"]
+    assert {v["gold.interactions"] for v in recs["source_versions"]} == {gold_read}
+    assert sections["recommendations"]["data"]["rows"] == len(recs)
+    assert sections["recommendations"]["data"]["listeners"] == recs["user_id"].nunique()
+    assert sections["quality"]["data"]["kept"][-1] == kept
+    models = sections["models"]["data"]
+    assert {r["model"] for r in models["recommender"]["comparison"]} >= {"popularity", "item_knn", "ease"}
+    assert models["music model"]["quality"], "the music champion's quality report is charted"
+    assert sections["inspiration"]["data"]["shown"]
+    page = (folder / "report.html").read_text()
+    assert f"<h1>Encore night of {D2}</h1>" in page and page.count("src='data:image/png;base64,") >= 8
+    from encore import tracking
+    import mlflow
+    tracking.client(config)
+    runs = mlflow.search_runs(experiment_names=[config.nightly.experiment],
+                              filter_string=f"tags.job = 'report' AND tags.run_date = '{D2}'")
+    assert len(runs) == 1
+    logged = [a.path for a in mlflow.MlflowClient().list_artifacts(runs.iloc[0]["run_id"])]
+    assert sorted(logged) == ["report.html", "report.json"]
+
+
+def test_the_report_draws_what_it_can_when_mlflow_artifacts_and_the_export_are_gone(night, tmp_path):
+    """A lost MLflow artifact store and an export removed by retention: the models section says "not
+    available", every other section is drawn from the tables; a date with no night is one line, exit 2."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from encore.pipeline.night_report import build_report
+    from tests.conftest import PROCESS_ENV
+    from tests.homes import copy_home
+    config, _, _ = night
+    home = copy_home(Path(config.home), tmp_path / "home")
+    shutil.rmtree(home / "exports")
+    shutil.rmtree(home / "mlartifacts")
+    copied = make_config(home, **NIGHT)
+    result = build_report(copied, D2, to_mlflow=False)
+    by_key = {s.key: s for s in result.sections}
+    assert all(s.available for s in by_key.values())
+    texts = [block for kind, block in by_key["models"].blocks if kind == "text"]
+    assert len(texts) == 2 and all("not available in MLflow run" in t for t in texts), texts
+    assert by_key["recommendations"].data["rows"] > 0 and by_key["inspiration"].data["shown"]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    env.update({**PROCESS_ENV, **NIGHT, "ENCORE_HOME": str(home)})
+    out = subprocess.run([str(Path(sys.executable).parent / "encore"), "report", "--date", "2026-10-01"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("encore: error:")]
+    assert out.returncode == 2 and len(errors) == 1 and "no night ran for 2026-10-01" in errors[0], out.stderr[-2000:]
 
 
 def test_every_silver_user_gets_k_unplayed_recommendations_with_reasons(night):

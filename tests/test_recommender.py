@@ -133,6 +133,13 @@ def test_search_runs_trials_in_parallel_then_registers_and_the_model_loads_back(
         f"{n}@v{v}" for n, v in result.versions.items()}
     assert run.data.metrics["search.trials"] == 2
     assert "test.ease.ndcg_at_10" in run.data.metrics and "gate.candidate_score" in run.data.metrics
+    # The comparison as a chart, and each trial as a child run (MLflow's compare and parallel-coordinates views).
+    client = tracking.client(config)
+    assert "comparison.png" in {a.path for a in client.list_artifacts(result.run_id)}
+    children = mlflow.search_runs(experiment_ids=[run.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert len(children) == 2 and set(children["tags.status"]) == set(trials["status"])
+    assert children["params.lightfm.no_components"].notna().all() and children["metrics.valid.score"].notna().any()
 
     model = mlflow.pyfunc.load_model("models:/encore-recommender@champion")
     bundle = model.unwrap_python_model().bundle

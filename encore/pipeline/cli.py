@@ -73,7 +73,8 @@ def cmd_demo(cfg: Config, args) -> None:
         report.step(f"clean {d}", lambda: steps.clean_run(earlier))
     run_night(lake, last, ingest=False, report=report)
     report.print()
-    print(f"\nTables under {lake.root}, export under {cfg.path('exports')}/run_date={last}. Try:\n"
+    print(f"\nThe night's report: {Path(cfg.path('reports')) / f'run_date={last}' / 'report.html'}")
+    print(f"Tables under {lake.root}, export under {cfg.path('exports')}/run_date={last}. Try:\n"
           f"  .venv/bin/encore sql \"SELECT rank, item_name, strategy, reason FROM warehouse.recommendations "
           f"WHERE run_date = DATE'{last}' AND user_id = (SELECT min(user_id) FROM warehouse.recommendations) "
           f"ORDER BY rank LIMIT 10\"")

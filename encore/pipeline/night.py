@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from encore.pipeline import ledger
 from encore.pipeline.report import NightReport
 from encore.pipeline.steps import NIGHTLY, StepContext, of_dag
 
@@ -21,5 +22,6 @@ def run_night(lake, run_date: dt.date, *, ingest: bool = True, report: NightRepo
     for step in of_dag(NIGHTLY):
         if step.name == "ingest" and not ingest:
             continue
-        ctx.report.step(step.name, lambda step=step: step.run(ctx))
+        with ledger.recording(ctx.config, step, run_date) as record:
+            record.result = ctx.report.step(step.name, lambda step=step: step.run(ctx))
     return ctx.report

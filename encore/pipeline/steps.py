@@ -47,7 +47,8 @@ class StepContext:
 @dataclass(frozen=True)
 class Step:
     name: str                                  # the CLI command; the Airflow task id is name with '_' for '-'
-    engine: str                                # "spark" or "ray": which cluster runs it in the cluster profile
+    engine: str                                # "spark" or "ray": which cluster runs it in the cluster profile;
+                                               # "python": the task's own process (DuckDB, no cluster)
     dag: str                                   # NIGHTLY (per logical date, in STEPS order) or TRAINING
     reads: tuple[str, ...]
     writes: tuple[str, ...]                    # the task's Airflow assets
@@ -363,6 +364,24 @@ def validate_command(cfg: Config, args) -> None:
                 max_width=120)
 
 
+# --- report: Python (DuckDB over delta-rs, matplotlib), per run date ------------------------------------
+
+def report_run(ctx: StepContext) -> str:
+    from encore.pipeline.night_report import build_report
+    r = build_report(ctx.config, ctx.day)
+    not_run = [s.key for s in r.sections if not s.available]
+    return f"{r.html_path}" + (f" (not run: {', '.join(not_run)})" if not_run else "")
+
+
+def report_command(cfg: Config, args) -> None:
+    from encore.pipeline.night_report import build_report
+    r = build_report(cfg, args.date)
+    print_table(["run_date", "report", "sections drawn", "not run", "MLflow run", "seconds"],
+                [(r.run_date, r.html_path, sum(s.available for s in r.sections),
+                  ", ".join(s.key for s in r.sections if not s.available) or "-", r.mlflow_run_id or "not logged",
+                  f"{r.seconds:.1f}")], max_width=110)
+
+
 # --- maintain: Spark, the whole lakehouse (weekly) ---------------------------------------------------
 
 def maintain_run(ctx: StepContext) -> str:
@@ -427,6 +446,10 @@ STEPS: tuple[Step, ...] = (
     Step("validate", "spark", NIGHTLY, WAREHOUSE, (),
          "check a published export against its manifest and the warehouse", validate_run, validate_command,
          date_help="run date"),
+    Step("report", "python", NIGHTLY, SILVER_READ[:1] + (SILVER_PLAYS_QUARANTINE, GOLD_ITEMS, GOLD_USER_PROFILES)
+         + WAREHOUSE, (),
+         "the night's report: <paths.reports>/run_date=D/report.html (+ report.json), logged to MLflow", report_run,
+         report_command, date_help="run date"),
     Step("corpus", "spark", TRAINING, (), CORPUS,
          "symbolic music -> gold.music_sequences (MidiTok REMI + BPE) with Spark", corpus_run, corpus_command,
          _no_arguments),
@@ -463,9 +486,13 @@ def add_arguments(step: Step, p: argparse.ArgumentParser) -> None:
 
 
 def run_command(step: Step, cfg: Config, args) -> None:
-    """The CLI command of a step: its own, else its one-line result as a table."""
-    if step.command is not None:
-        return step.command(cfg, args)
-    ctx = StepContext(cfg, getattr(args, "date", None), app_name=f"encore-{current_command}")
-    ctx.report.step(step.name, lambda: step.run(ctx))
-    ctx.report.print()
+    """The CLI command of a step: its own, else its one-line result as a table; a nightly step run for
+    one date is recorded in the step ledger (encore/pipeline/ledger.py)."""
+    from encore.pipeline import ledger
+    day = getattr(args, "date", None) if step.dated else None
+    with ledger.recording(cfg, step, day) as record:
+        if step.command is not None:
+            return step.command(cfg, args)
+        ctx = StepContext(cfg, day or getattr(args, "date", None), app_name=f"encore-{current_command}")
+        record.result = ctx.report.step(step.name, lambda: step.run(ctx))
+        ctx.report.print()
