@@ -65,7 +65,7 @@ class MaintainResult:
 def check_settings(config, force: bool) -> float:
     """The VACUUM window, after refusing settings that would lose data a night still needs."""
     section = config.maintain
-    hours = float(section.vacuum_retention_hours)
+    hours = section.vacuum_retention_hours
     if hours < DELTA_SAFETY_HOURS and not force:
         raise EncoreError(f"maintain.vacuum_retention_hours is {hours:g}, below Delta's safety minimum of "
                           f"{DELTA_SAFETY_HOURS:g} hours: a shorter window can delete files a running night is still "

@@ -108,12 +108,13 @@ def night_section(records: list[dict]) -> Section:
                                                              None)))
     rows = []
     for r in records:
-        written = "; ".join(f"{table} v{c['version']} {c['operation'] or ''} {'' if c['rows'] is None else c['rows']}"
-                            .strip() + (" rows" if c["rows"] is not None else "")
+        written = "; ".join(f"{table} v{c['version']} {(c['operation'] or '').lower()}"
+                            + (f" {c['rows']:,} rows" if c["rows"] is not None else "")
                             for table, commits in sorted(r.get("writes", {}).items()) for c in commits)
         read = ", ".join(f"{t} v{v}" for t, v in sorted(r.get("reads", {}).items()) if v is not None)
         status = r["outcome"] if r["outcome"] == "succeeded" else f"{r['outcome']}: {r.get('error') or ''}"
-        rows.append((r["step"], status, f"{r['seconds']:.1f}", r.get("started_at", ""), r.get("result") or "-",
+        started = r.get("started_at", "")[11:19]   # HH:MM:SS of the ISO timestamp (UTC)
+        rows.append((r["step"], status, f"{r['seconds']:.1f}", started, r.get("result") or "-",
                      read or "-", written or "-"))
     s.table(["step", "outcome", "seconds", "started (UTC)", "result", "Delta versions read", "Delta versions written"],
             rows)
@@ -355,7 +356,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;
 h1{font-size:1.6rem} h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2.2rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.8rem 0} td,th{border:1px solid #ddd;padding:.25rem .5rem;
 text-align:left;vertical-align:top} th{background:#f4f4f4} section{display:flex;flex-wrap:wrap;column-gap:1.5rem}
-.wide{flex-basis:100%} figure{flex:0 0 calc(50% - .75rem);margin:.5rem 0} figcaption{font-size:.8rem;color:#555}
+.wide{flex-basis:100%;overflow-x:auto} td{max-width:26rem;overflow-wrap:anywhere} td:nth-child(-n+4){white-space:nowrap} figure{flex:0 0 calc(50% - .75rem);margin:.5rem 0} figcaption{font-size:.8rem;color:#555}
 img{width:100%;height:auto}
 .missing{color:#8a4b00;background:#fff6e5;padding:.5rem .8rem;border-left:3px solid #e2a33b}
 nav a{margin-right:1rem} .meta{color:#666;font-size:.85rem}
