@@ -54,7 +54,7 @@ def describe(exc: BaseException) -> str:
         return (f"the Spark JVM stopped ({line}): see the log for why; if it ran out of memory, raise "
                 "spark.driver_memory")
     if "MlflowException" in names or type(exc).__module__.startswith("mlflow"):
-        return (f"the MLflow store failed ({kind}: {line}): check tracking.uri and that the store is "
+        return (f"the MLflow store failed ({kind}: {line}): check mlflow.tracking_uri and that the store is "
                 "reachable and writable")
     if type(exc).__module__.startswith("ray") or names & {"RayError", "RayTaskError", "RaySystemError"}:
         return f"a Ray job or task failed ({kind}: {line}): the task's own error is in the log"

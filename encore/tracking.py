@@ -80,13 +80,24 @@ class Champion:
     run_id: str
 
 
+# What MLflow answers when the registered model or its alias does not exist (sqlite and REST stores).
+NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
 def champion(config: Config, model_name: str) -> Champion | None:
+    """The model's ``champion`` version, or None when the model or the alias does not exist. Any other
+    failure (a store that cannot be reached or read) is raised as one line naming the store: it must
+    never read as "no champion", which would make a night train a new model."""
     from mlflow.exceptions import MlflowException
     c = client(config)
     try:
         mv = c.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in NOT_FOUND:
+            return None
+        raise EncoreError(f"the MLflow store at {config.mlflow.tracking_uri} did not answer for model {model_name} "
+                          f"({(str(exc).strip().splitlines() or [exc.error_code])[0][:200]}): check "
+                          "mlflow.tracking_uri and that the store is running and reachable") from None
     return Champion(int(mv.version), mv.run_id)
 
 

@@ -14,7 +14,7 @@ validates them and gives each rejected row one reason code (first rule that fail
   bad_timestamp          ts is neither ISO-8601 nor epoch millis
   timestamp_too_old      ts before clean.min_event_time (2000-01-01)
   timestamp_in_future    ts after the end of D plus clean.future_tolerance_hours
-  bad_ms_played          ms_played present but not an integer
+  bad_ms_played          ms_played present but not an integer (digits in a JSON string count as one)
   negative_ms_played     ms_played < 0
   absurd_ms_played       ms_played > clean.max_ms_played (3 h)
   duplicate_event_id     a second delivery of a user's event id: seen earlier on D, or in silver

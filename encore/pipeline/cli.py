@@ -20,7 +20,7 @@ from typing import Callable
 from encore.config import Config, load_config
 from encore.errors import EncoreError, describe
 from encore.locations import log_file
-from encore.pipeline import steps
+from encore.pipeline import ledger, steps
 from encore.pipeline.report import NightReport, print_table
 from encore.pipeline.steps import StepContext, parse_date
 
@@ -67,7 +67,9 @@ def cmd_demo(cfg: Config, args) -> None:
                          time.monotonic() - started))
     lake = steps.lakehouse(cfg)
     earlier = StepContext(cfg, None, report, lake=lake)
-    report.step("ingest", lambda: ", ".join(f"{k} +{v}" for k, v in ingest_landing(lake, dates).items()))
+    with ledger.recording(cfg, steps.get("ingest"), last) as record:   # it ingests the last date's files too
+        record.result = report.step("ingest", lambda: ", ".join(f"{k} +{v}"
+                                                                for k, v in ingest_landing(lake, dates).items()))
     for d in dates[:-1]:
         earlier.day = d
         report.step(f"clean {d}", lambda: steps.clean_run(earlier))

@@ -116,6 +116,10 @@ def night_section(records: list[dict]) -> Section:
         started = r.get("started_at", "")[11:19]   # HH:MM:SS of the ISO timestamp (UTC)
         rows.append((r["step"], status, f"{r['seconds']:.1f}", started, r.get("result") or "-",
                      read or "-", written or "-"))
+    from encore.pipeline.steps import NIGHTLY, of_dag
+    recorded = {r["step"] for r in records}
+    rows += [(step.name, "not run", "-", "-", "-", "-", "-") for step in of_dag(NIGHTLY)
+             if step.name not in recorded and step.name != "report"]
     s.table(["step", "outcome", "seconds", "started (UTC)", "result", "Delta versions read", "Delta versions written"],
             rows)
     s.data = {"steps": records}
