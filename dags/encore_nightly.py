@@ -1,7 +1,7 @@
 """encore_nightly: one logical date end to end, each task a thin call of the ``encore`` CLI, one
 task per nightly step of the registry (encore.pipeline.steps), in its order:
 
-ingest -> clean -> features -> ensure_models -> score -> generate -> export -> validate
+ingest -> clean -> features -> ensure_models -> score -> generate -> export -> validate -> report
 
 ``ensure_models`` trains a model only when it has no ``champion`` yet (the first night);
 otherwise the night uses the champions that ``encore_training`` promotes. Each task's outlets are
