@@ -97,7 +97,9 @@ class Tables:
 
 # --- sections ----------------------------------------------------------------------------------------
 
-def night_section(records: list[dict]) -> Section:
+def night_section(records: list[dict], expected: tuple[str, ...] = ()) -> Section:
+    """``expected``: the nightly steps in order (from the step registry); those without a record show as
+    "not run"."""
     title = "The night"
     if not records:
         return _missing("night", title, "not run: no step recorded a run for this date (the step ledger is empty)")
@@ -116,10 +118,8 @@ def night_section(records: list[dict]) -> Section:
         started = r.get("started_at", "")[11:19]   # HH:MM:SS of the ISO timestamp (UTC)
         rows.append((r["step"], status, f"{r['seconds']:.1f}", started, r.get("result") or "-",
                      read or "-", written or "-"))
-    from encore.pipeline.steps import NIGHTLY, of_dag
     recorded = {r["step"] for r in records}
-    rows += [(step.name, "not run", "-", "-", "-", "-", "-") for step in of_dag(NIGHTLY)
-             if step.name not in recorded and step.name != "report"]
+    rows += [(name, "not run", "-", "-", "-", "-", "-") for name in expected if name not in recorded]
     s.table(["step", "outcome", "seconds", "started (UTC)", "result", "Delta versions read", "Delta versions written"],
             rows)
     s.data = {"steps": records}
@@ -412,8 +412,9 @@ def _json_safe(value):
     return value
 
 
-def build_report(config: Config, day: dt.date, *, to_mlflow: bool = True) -> ReportResult:
-    """Draw the report of ``day``; raises ``EncoreError`` when nothing at all ran for that date."""
+def build_report(config: Config, day: dt.date, *, steps: tuple[str, ...] = (), to_mlflow: bool = True) -> ReportResult:
+    """Draw the report of ``day``; ``steps`` are the nightly steps a night runs, in order (the step
+    registry's, passed in by the report step). Raises ``EncoreError`` when nothing at all ran for that date."""
     started = time.monotonic()
     if "://" in config.path("reports"):
         raise EncoreError(f"report: paths.reports must be a local or mounted folder, not {config.path('reports')}")
@@ -428,7 +429,7 @@ def build_report(config: Config, day: dt.date, *, to_mlflow: bool = True) -> Rep
             raise EncoreError(f"report: no night ran for {day}: no step recorded a run and no table has rows for it; "
                               f"run `encore night --date {day}` first")
         random.seed(0)
-        sections = [night_section(records), quality_section(tables, day), recommendations_section(tables, day),
+        sections = [night_section(records, steps), quality_section(tables, day), recommendations_section(tables, day),
                     models_section(config), inspiration_section(tables, day)]
     finally:
         tables.close()

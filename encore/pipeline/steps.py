@@ -366,16 +366,20 @@ def validate_command(cfg: Config, args) -> None:
 
 # --- report: Python (DuckDB over delta-rs, matplotlib), per run date ------------------------------------
 
+def _reported_steps() -> tuple[str, ...]:
+    return tuple(s.name for s in of_dag(NIGHTLY) if s.name != "report")
+
+
 def report_run(ctx: StepContext) -> str:
     from encore.pipeline.night_report import build_report
-    r = build_report(ctx.config, ctx.day)
+    r = build_report(ctx.config, ctx.day, steps=_reported_steps())
     not_run = [s.key for s in r.sections if not s.available]
     return f"{r.html_path}" + (f" (not run: {', '.join(not_run)})" if not_run else "")
 
 
 def report_command(cfg: Config, args) -> None:
     from encore.pipeline.night_report import build_report
-    r = build_report(cfg, args.date)
+    r = build_report(cfg, args.date, steps=_reported_steps())
     print_table(["run_date", "report", "sections drawn", "not run", "MLflow run", "seconds"],
                 [(r.run_date, r.html_path, sum(s.available for s in r.sections),
                   ", ".join(s.key for s in r.sections if not s.available) or "-", r.mlflow_run_id or "not logged",
