@@ -16,7 +16,6 @@ import html
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,7 +427,6 @@ def build_report(config: Config, day: dt.date, *, steps: tuple[str, ...] = (), t
         if not ran:
             raise EncoreError(f"report: no night ran for {day}: no step recorded a run and no table has rows for it; "
                               f"run `encore night --date {day}` first")
-        random.seed(0)
         sections = [night_section(records, steps), quality_section(tables, day), recommendations_section(tables, day),
                     models_section(config), inspiration_section(tables, day)]
     finally:
