@@ -237,11 +237,21 @@ def key_pitch_classes(key: str) -> set[int]:
     return scale_pitch_classes(key) | ({(PITCH_NAMES.index(tonic) + 11) % 12} if mode == "minor" else set())
 
 
+def triad_pitch_classes(chord: tuple[int, str]) -> set[int]:
+    """The pitch classes of a (root pitch class, quality in TRIADS) triad."""
+    root, quality = chord
+    return {(root + i) % 12 for i in TRIADS[quality]}
+
+
+def tonic_triad(key: str) -> tuple[int, str]:
+    """'D minor' -> (2, 'm'): the key's tonic chord."""
+    tonic, mode = key.split()
+    return PITCH_NAMES.index(tonic), "" if mode == "major" else "m"
+
+
 def is_diatonic(chord: tuple[int, str], key: str) -> bool:
     """Every tone of the triad is among the key's pitch classes (``key_pitch_classes``)."""
-    allowed = key_pitch_classes(key)
-    root, quality = chord
-    return all((root + i) % 12 in allowed for i in TRIADS[quality])
+    return triad_pitch_classes(chord) <= key_pitch_classes(key)
 
 
 def diatonic_share(chords: list[tuple[int, str] | None], key: str) -> float | None:

@@ -128,15 +128,16 @@ def sample(model: MusicTransformer, prompts: torch.Tensor, max_new_tokens: int, 
            top_p: float = 0.95, seed: int | list[int] = 0, use_cache: bool = True, eos_id: int | None = None,
            stop_ids: list[int] | None = None, stop_count: int | None = None,
            banned: list[int] | None = None, banned_per_row: list[list[int]] | None = None,
-           frame_banned_per_row: list[list[int]] | None = None) -> torch.Tensor:
+           bar_banned_per_row: list[list[list[int]]] | None = None) -> torch.Tensor:
     """Continue each prompt row (B, P) by up to ``max_new_tokens`` tokens, all rows in one batch.
 
-    Rows stop at ``eos_id`` or once they have produced ``stop_count`` tokens from ``stop_ids``
-    (e.g. bars); stopped rows are padded with ``eos_id``. ``seed`` is one seed per row (or one for
+    Rows stop once they have produced ``stop_count`` tokens from ``stop_ids`` (e.g. bars; ``eos_id`` is
+    then never sampled: a short piece's end would cut the sketch short), else at ``eos_id``; stopped
+    rows are padded with ``eos_id``. ``seed`` is one seed per row (or one for
     all): a row's tokens depend only on its prompt and seed, with or without the cache, whatever
     else is in the batch. ``banned`` tokens (conditioning, padding) are never sampled, nor a row's
-    ``banned_per_row`` tokens (e.g. notes outside its key); its ``frame_banned_per_row`` tokens are
-    not sampled in its first and last bar (counted by ``stop_ids``), e.g. notes off the tonic triad.
+    ``banned_per_row`` tokens (e.g. notes outside its key); ``bar_banned_per_row[row][b]`` are not
+    sampled in the row's bar ``b`` (bars counted by ``stop_ids``), e.g. notes off that bar's planned chord.
     """
     model.eval()
     device = prompts.device
@@ -148,8 +149,8 @@ def sample(model: MusicTransformer, prompts: torch.Tensor, max_new_tokens: int, 
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     stops = torch.zeros(batch, dtype=torch.long, device=device)
     limit = min(max_new_tokens, model.cfg.context - prompts.shape[1])
-    row_mask, frame_mask = _row_mask(banned_per_row, batch, model, device), _row_mask(frame_banned_per_row, batch,
-                                                                                     model, device)
+    row_mask = _row_mask(banned_per_row, batch, model, device)
+    bar_mask = _bar_mask(bar_banned_per_row, batch, model, device)
     caches, start = None, 0
     step_input = prompts
     for _ in range(limit):
@@ -162,11 +163,14 @@ def sample(model: MusicTransformer, prompts: torch.Tensor, max_new_tokens: int, 
         logits = logits[:, -1, :].float() / max(temperature, 1e-5)
         if banned:
             logits[:, banned] = float("-inf")
+        if eos_id is not None and stop_count:
+            logits[:, eos_id] = float("-inf")   # a bar budget ends the row, not a piece's end
         if row_mask is not None:
             logits = logits.masked_fill(row_mask, float("-inf"))
-        if frame_mask is not None and stop_count:
-            in_frame = (stops <= 1) | (stops == stop_count - 1)
-            logits = logits.masked_fill(frame_mask & in_frame[:, None], float("-inf"))
+        if bar_mask is not None:
+            # Before the first bar token and in bar b (after b + 1 bar tokens) the row is in bar b.
+            bar = (stops - 1).clamp(0, bar_mask.shape[1] - 1)
+            logits = logits.masked_fill(bar_mask[torch.arange(batch, device=device), bar], float("-inf"))
         probs = _filter_top_p(logits, top_p).softmax(-1).cpu()
         nxt = torch.cat([torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(batch)]).to(device)
         if eos_id is not None:
@@ -256,6 +260,18 @@ def _row_mask(ids_per_row: list[list[int]] | None, batch: int, model: MusicTrans
     mask = torch.zeros(batch, model.cfg.vocab_size, dtype=torch.bool, device=device)
     for i, ids in enumerate(ids_per_row):
         mask[i, ids] = True
+    return mask
+
+
+def _bar_mask(ids_per_row_bar: list[list[list[int]]] | None, batch: int, model: MusicTransformer,
+              device: torch.device) -> torch.Tensor | None:
+    if not ids_per_row_bar or not any(any(bar) for bar in ids_per_row_bar):
+        return None
+    bars = max(1, max(len(row) for row in ids_per_row_bar))
+    mask = torch.zeros(batch, bars, model.cfg.vocab_size, dtype=torch.bool, device=device)
+    for i, row in enumerate(ids_per_row_bar):
+        for b, ids in enumerate(row):
+            mask[i, b, ids] = True
     return mask
 
 

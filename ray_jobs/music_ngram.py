@@ -146,20 +146,22 @@ class NgramGenerator:
 
     def generate(self, conditions: list[tuple[str, str, str]], seeds: list[int], *, bars: int = 8,
                  temperature: float = 1.0, top_p: float = 0.95, max_tokens: int | None = None,
-                 in_key: bool = False, tonic_frame: bool = False):
+                 in_key: bool = False, tonic_frame: bool = False, plans=None):
         bar_ids = set(self.decoder.bar_ids)
         rows = []
         for condition, seed in zip(conditions, seeds):
             banned = self.decoder.banned() + (self.decoder.out_of_key(condition[1]) if in_key else [])
-            frame = self.decoder.off_tonic(condition[1]) if tonic_frame else []
+            per_bar = self.decoder.bar_bans(condition[1], bars, tonic_frame=tonic_frame,
+                                            plan=plans.plan(condition[0], condition[1], seed) if plans else None)
             rng = np.random.default_rng(seed)
             row = list(self.vocab.prefix(*condition))
             limit, bars_seen = max_tokens or self.context - len(row), 0
             for _ in range(limit):
                 p = self.ngram.next_distribution(row) ** (1.0 / max(temperature, 1e-5))
                 p[banned] = 0.0
-                if frame and (bars_seen <= 1 or bars_seen == bars):
-                    p[frame] = 0.0
+                p[self.vocab.eos_id] = 0.0   # the bar budget ends a sketch, as in the Transformer's sampler
+                if per_bar:
+                    p[per_bar[min(max(bars_seen - 1, 0), len(per_bar) - 1)]] = 0.0
                 p = _top_p(p / p.sum(), top_p)
                 token = int(rng.choice(len(p), p=p))
                 row.append(token)

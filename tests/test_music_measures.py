@@ -72,24 +72,27 @@ def test_style_features_describe_pitch_rhythm_and_mode():
     assert not (style_features(score, "G major")[:12] == features[:12]).all()
 
 
-def test_constrained_decoding_bans_per_row_and_in_the_framing_bars():
-    """in_key bans a row's tokens everywhere; tonic_frame bans them in the first and last bar only."""
+def test_constrained_decoding_bans_per_row_and_per_bar_and_never_ends_a_sketch_early():
+    """in_key bans a row's tokens everywhere; the tonic frame and a chord plan ban them bar by bar;
+    with a bar budget the end-of-piece token is never drawn, so every row gets all its bars."""
     import torch
     from ray_jobs.music_model import ModelConfig, MusicTransformer, sample
     torch.manual_seed(0)
     model = MusicTransformer(ModelConfig(vocab_size=12, context=200, d_model=16, n_layers=1, n_heads=2,
                                          dropout=0.0)).eval()
-    bar = 1
+    bar, eos = 1, 2
     prompts = torch.zeros(2, 1, dtype=torch.long)
     everywhere = [[5, 6], [7, 8]]           # row 0 never plays 5 or 6, row 1 never 7 or 8
     framing = [[9, 10, 11], [3, 4]]         # nor these in its first and last of 4 bars
-    rows = sample(model, prompts, 190, seed=[1, 2], stop_ids=[bar], stop_count=5, top_p=1.0,
-                  banned_per_row=everywhere, frame_banned_per_row=framing).tolist()
-    free = sample(model, prompts, 190, seed=[1, 2], stop_ids=[bar], stop_count=5, top_p=1.0).tolist()
+    per_bar = [[frame, [], [], frame] for frame in framing]
+    rows = sample(model, prompts, 190, seed=[1, 2], stop_ids=[bar], stop_count=5, top_p=1.0, eos_id=eos,
+                  banned_per_row=everywhere, bar_banned_per_row=per_bar).tolist()
+    free = sample(model, prompts, 190, seed=[1, 2], top_p=1.0).tolist()
     for row, banned, frame, unconstrained in zip(rows, everywhere, framing, free):
         assert not set(row[1:]) & set(banned)
         bars_seen, in_frame, middle = 0, [], []
         for token in row[1:]:
+            assert token != eos or bars_seen == 5, "the row ended before its 4 bars"
             bars_seen += token == bar
             if bars_seen == 5:   # the fifth bar token ends the row's 4 bars
                 break
@@ -97,3 +100,19 @@ def test_constrained_decoding_bans_per_row_and_in_the_framing_bars():
         assert bars_seen == 5 and not set(in_frame) & set(frame)
         assert set(middle) & set(frame), "the frame's tokens were banned outside the first and last bar too"
         assert set(unconstrained) & set(banned), "the unconstrained sampler never drew them: the test proves nothing"
+        assert eos in unconstrained, "unconstrained, the end token is drawn: the budget is what bans it"
+
+
+def test_chord_plans_come_from_real_openings_transposed_to_the_requested_key():
+    from ray_jobs.music_quality import ChordPlans
+    cadence = [(0, MAJOR), (5, MAJOR), (7, MAJOR), (0, MAJOR)]
+    openings = [(_block_chords([((r + t) % 12, shape) for r, shape in cadence]), f"{music.PITCH_NAMES[t]} major",
+                 "folk") for t in (0, 7)]
+    # Labelled F# major but sounding C major: the detector disagrees, so it gives no plan.
+    openings.append((_block_chords([(0, MAJOR), (2, MINOR), (7, MAJOR), (0, MAJOR)]), "F# major", "folk"))
+    # A bar without notes gives no plan either.
+    openings.append((_block_chords([(0, MAJOR), (7, MAJOR)]), "C major", "folk"))
+    plans = ChordPlans.fit(openings, bars=4)
+    assert plans.plans == {"folk major": [[(0, ""), (5, ""), (7, ""), (0, "")]] * 2}
+    assert plans.plan("folk", "D major", seed=3) == [(2, ""), (7, ""), (9, ""), (2, "")]   # I-IV-V-I in D
+    assert plans.plan("folk", "D minor", seed=3) is None and plans.plan("pop", "D major", seed=3) is None
