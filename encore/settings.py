@@ -174,7 +174,6 @@ class MusicGenerate(Section):
     top_p: float
     in_key: bool
     tonic_frame: bool
-    chord_plan: bool
     min_bar_fill: float
     min_in_scale: float
     min_diatonic_share: float

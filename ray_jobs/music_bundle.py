@@ -101,14 +101,13 @@ class SketchDecoder:
         keeps a sketch in its key (``music.generate.in_key``)."""
         return self._outside(music.key_pitch_classes(key))
 
-    def bar_bans(self, key: str, bars: int, *, tonic_frame: bool, plan: list[tuple[int, str]] | None) -> list[list[int]]:
-        """Per bar, the tokens with a note off that bar's chord: the plan's chord
-        (``music.generate.chord_plan``), and the tonic triad in the first and last bar
-        (``music.generate.tonic_frame``), which opens and closes a sketch on the tonic."""
-        chords: list[tuple[int, str] | None] = list(plan or [])[:bars] + [None] * max(0, bars - len(plan or []))
-        if tonic_frame and bars:
-            chords[0] = chords[-1] = music.tonic_triad(key)
-        return [self._outside(music.triad_pitch_classes(c)) if c else [] for c in chords]
+    def bar_bans(self, key: str, bars: int, *, tonic_frame: bool) -> list[list[int]]:
+        """Per bar, the tokens a sketch may not play there: with ``music.generate.tonic_frame``, notes
+        off the tonic triad in the first and last bar, which open and close it on the tonic."""
+        if not tonic_frame or not bars:
+            return []
+        off_tonic = self._outside(music.triad_pitch_classes(music.tonic_triad(key)))
+        return [off_tonic] + [[]] * (bars - 2) + [off_tonic] if bars > 1 else [off_tonic]
 
     def banned(self) -> list[int]:
         """Tokens a sampler must never produce: padding, BOS and the conditioning tokens."""
@@ -144,17 +143,13 @@ class MusicGenerator:
 
     def generate(self, conditions: list[tuple[str, str, str]], seeds: list[int], *, bars: int = 8,
                  temperature: float = 1.0, top_p: float = 0.95, max_tokens: int | None = None,
-                 use_cache: bool = True, in_key: bool = False, tonic_frame: bool = False,
-                 plans=None) -> list[Sketch]:
+                 use_cache: bool = True, in_key: bool = False, tonic_frame: bool = False) -> list[Sketch]:
         """One sketch per (condition, seed), all sampled as one batch with the KV cache; ``in_key``
         never samples a note outside the condition's key; ``tonic_frame`` keeps the first and last
-        bar on the tonic triad; ``plans`` (``music_quality.ChordPlans``) keeps each bar on the chord
-        of a real opening's progression chosen by the seed."""
+        bar on the tonic triad."""
         prompts = torch.tensor([self.vocab.prefix(*c) for c in conditions], dtype=torch.long, device=self.device)
         limit = max_tokens or (self.model.cfg.context - prompts.shape[1])
-        per_bar = [self.decoder.bar_bans(c[1], bars, tonic_frame=tonic_frame,
-                                         plan=plans.plan(c[0], c[1], s) if plans else None)
-                   for c, s in zip(conditions, seeds)]
+        per_bar = [self.decoder.bar_bans(c[1], bars, tonic_frame=tonic_frame) for c in conditions]
         rows = sample(self.model, prompts, limit, temperature=temperature, top_p=top_p, seed=list(seeds),
                       use_cache=use_cache, eos_id=self.vocab.eos_id, banned=self.decoder.banned(),
                       banned_per_row=[self.decoder.out_of_key(c[1]) for c in conditions] if in_key else None,
@@ -189,8 +184,8 @@ def check(generator: "MusicGenerator", sketch: Sketch, bars: int, corpus_interva
 
 def generate_checked(generator: "MusicGenerator", conditions: list[tuple[str, str, str]], seeds: list[int], *,
                      bars: int, corpus_intervals: list[np.ndarray], rules: dict, temperature: float = 1.0,
-                     top_p: float = 0.95, in_key: bool = False, tonic_frame: bool = False,
-                     plans=None) -> tuple[list[Sketch | None], dict]:
+                     top_p: float = 0.95, in_key: bool = False,
+                     tonic_frame: bool = False) -> tuple[list[Sketch | None], dict]:
     """Sketches that pass the checks (None where every retry failed) and counts of what happened."""
     final: list[Sketch | None] = [None] * len(conditions)
     pending = list(range(len(conditions)))
@@ -201,7 +196,7 @@ def generate_checked(generator: "MusicGenerator", conditions: list[tuple[str, st
         batch = generator.generate([conditions[i] for i in pending],
                                    [seeds[i] + 7919 * attempt for i in pending], bars=bars,
                                    temperature=temperature, top_p=top_p, in_key=in_key,
-                                   tonic_frame=tonic_frame, plans=plans)
+                                   tonic_frame=tonic_frame)
         counts["generated"] += len(batch)
         still = []
         for i, sketch in zip(pending, batch):

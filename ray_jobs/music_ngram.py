@@ -146,13 +146,12 @@ class NgramGenerator:
 
     def generate(self, conditions: list[tuple[str, str, str]], seeds: list[int], *, bars: int = 8,
                  temperature: float = 1.0, top_p: float = 0.95, max_tokens: int | None = None,
-                 in_key: bool = False, tonic_frame: bool = False, plans=None):
+                 in_key: bool = False, tonic_frame: bool = False):
         bar_ids = set(self.decoder.bar_ids)
         rows = []
         for condition, seed in zip(conditions, seeds):
             banned = self.decoder.banned() + (self.decoder.out_of_key(condition[1]) if in_key else [])
-            per_bar = self.decoder.bar_bans(condition[1], bars, tonic_frame=tonic_frame,
-                                            plan=plans.plan(condition[0], condition[1], seed) if plans else None)
+            per_bar = self.decoder.bar_bans(condition[1], bars, tonic_frame=tonic_frame)
             rng = np.random.default_rng(seed)
             row = list(self.vocab.prefix(*condition))
             limit, bars_seen = max_tokens or self.context - len(row), 0

@@ -74,45 +74,6 @@ class ChordBigrams:
         return float(np.mean([table[a, b] for a, b in zip(seq, seq[1:])]))
 
 
-@dataclass
-class ChordPlans:
-    """Chord progressions of real openings, key-relative, per style and mode. A sketch borrows one,
-    transposed to its key (``music.generate.chord_plan``), and the sampler keeps each bar's notes on
-    that bar's chord. Only openings whose key the detector reads as annotated, with a chord in every
-    bar, are kept: a plan then sounds its key the way the key check hears it."""
-    plans: dict[str, list[list[tuple[int, str]]]]   # "<style> <mode>" -> [[(semitones above the tonic, quality)]]
-
-    @classmethod
-    def fit(cls, openings: list[tuple[object, str, str]], bars: int) -> "ChordPlans":
-        plans: dict[str, list[list[tuple[int, str]]]] = {}
-        for score, key, style in openings:
-            notes = _notes(score)
-            chords = music.bar_chords(score, bars)
-            if notes is None or any(c is None for c in chords) or music.estimate_key(
-                    notes["pitch"], notes["duration"]) != key:
-                continue
-            tonic = music.PITCH_NAMES.index(key.split()[0])
-            plans.setdefault(f"{style} {key.split()[1]}", []).append(
-                [((root - tonic) % 12, quality) for root, quality in chords])
-        return cls(plans)
-
-    def plan(self, style: str, key: str, seed: int) -> list[tuple[int, str]] | None:
-        """One plan for (style, key), chosen by ``seed``, as (root pitch class, quality) per bar; None
-        when no real opening of that style and mode qualified."""
-        candidates = self.plans.get(f"{style} {key.split()[1]}")
-        if not candidates:
-            return None
-        tonic = music.PITCH_NAMES.index(key.split()[0])
-        chosen = candidates[np.random.default_rng(seed).integers(len(candidates))]
-        return [((tonic + interval) % 12, quality) for interval, quality in chosen]
-
-    @classmethod
-    def from_corpus(cls, tokenizer, frame: pd.DataFrame, bars: int, per_style: int = 200) -> "ChordPlans":
-        """Plans from the openings of up to ``per_style`` training pieces per style of gold.music_sequences."""
-        train = frame[frame["split"] == "train"].groupby("style").head(per_style)
-        return cls.fit(_openings(tokenizer, train, bars), bars)
-
-
 def style_features(score, key: str) -> np.ndarray | None:
     """Key-relative pitch-class histogram (12), onset positions in the bar (16), note durations in
     log2 beats (8), notes per bar, mean pitch and range (in octaves), mode: 40 numbers."""
@@ -168,7 +129,6 @@ class References:
     """What the measures learn from real pieces: chord bigrams and the style classifier (with its
     held-out accuracy per style)."""
     chords: ChordBigrams
-    plans: ChordPlans
     classifier: object | None
     classifier_accuracy: dict[str, tuple[float, int]]  # style -> (share right, held-out pieces scored)
 
@@ -205,7 +165,6 @@ def fit_references(tokenizer, frame: pd.DataFrame, bars: int, per_style: int = 2
         except Exception:
             continue
     chords = ChordBigrams.fit([(score, key) for score, key, _ in whole])
-    plans = ChordPlans.fit([(opening(score, bars), key, style) for score, key, style in whole], bars)
 
     def table(pieces):
         rows = [(style_features(opening(score, bars), key), style) for score, key, style in pieces]
@@ -213,13 +172,13 @@ def fit_references(tokenizer, frame: pd.DataFrame, bars: int, per_style: int = 2
         return (np.array([f for f, _ in rows]), np.array([st for _, st in rows])) if rows else (None, None)
     x, y = table(whole)
     if x is None or len(set(y)) < 2:
-        return References(chords, plans, None, {})
+        return References(chords, None, {})
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(x, y)
     hx, hy = table(_openings(tokenizer, held, bars))
     accuracy = {} if hx is None else {
         style: (float((classifier.predict(hx[hy == style]) == style).mean()), int((hy == style).sum()))
         for style in sorted(set(hy))}
-    return References(chords, plans, classifier, accuracy)
+    return References(chords, classifier, accuracy)
 
 
 def _held_out(frame: pd.DataFrame) -> pd.DataFrame:
@@ -229,7 +188,7 @@ def _held_out(frame: pd.DataFrame) -> pd.DataFrame:
 
 def report(generator, frame: pd.DataFrame, per_style: int, bars: int, seed: int = 0,
            references: References | None = None, real_per_style: int = 100, in_key: bool = False,
-           tonic_frame: bool = False, chord_plan: bool = False, samples: dict | None = None) -> pd.DataFrame:
+           tonic_frame: bool = False, samples: dict | None = None) -> pd.DataFrame:
     """One row per (style, measure): generated mean, real mean and std, 1-Wasserstein distance, counts;
     ``samples``, when given, receives each style's first decoded sketch (for its piano roll).
 
@@ -250,8 +209,7 @@ def report(generator, frame: pd.DataFrame, per_style: int, bars: int, seed: int 
         conditions = [(style, k, t) for k, t in zip(first["key"], first["tempo_bucket"])]
         conditions = (conditions * per_style)[:per_style]
         sketches = generator.generate(conditions, [seed + i for i in range(len(conditions))], bars=bars,
-                                      in_key=in_key, tonic_frame=tonic_frame,
-                                      plans=references.plans if chord_plan else None)
+                                      in_key=in_key, tonic_frame=tonic_frame)
         generated = []
         for sketch in sketches:
             if sketch.midi is None:

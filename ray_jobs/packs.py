@@ -99,7 +99,6 @@ class SketchGenerator:
         self.corpus = payload["corpus_intervals"]
         self.rules = payload["rules"]
         self.sampling = payload["sampling"]
-        self.plans = payload["plans"]
         self.bars = payload["bars"]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -108,7 +107,7 @@ class SketchGenerator:
         conditions = list(zip(batch["style"], batch["key"], batch["tempo_bucket"]))
         seeds = [int(s) for s in batch["seed"]]
         sketches, _ = generate_checked(self.generator, conditions, seeds, bars=self.bars, corpus_intervals=self.corpus,
-                                       rules=self.rules, plans=self.plans, **self.sampling)
+                                       rules=self.rules, **self.sampling)
         rows = []
         retries = int(self.rules["retries"])
         for base, sketch in zip(seeds, sketches):
@@ -147,17 +146,6 @@ def _model_files(name: str, version: int) -> tuple[bytes, bytes]:
         return state.read_bytes(), tokenizer.read_bytes()
 
 
-def _chord_plans(tokenizer: bytes, train: pd.DataFrame, bars: int):
-    """The chord plans of ``music.generate.chord_plan``: real training openings' progressions."""
-    from ray_jobs.music_quality import ChordPlans
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "tokenizer.json"
-        path.write_bytes(tokenizer)
-        plans = ChordPlans.from_corpus(music.load_tokenizer(path), train, bars)
-    log.info("generate: chord plans from %s", {k: len(v) for k, v in plans.plans.items()})
-    return plans
-
-
 def _use_gpu(section) -> bool:
     import ray
     setting = str(section.use_gpu).lower()
@@ -182,10 +170,8 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
                                                        "when there is no champion)")
     params = tracking.client(config).get_run(champion.run_id).data.params
     corpus_version = int(params["source.gold.music_sequences.version"])
-    generate_rules = config.music.generate
     corpus = read_table(config, GOLD_MUSIC_SEQUENCES, corpus_version,
-                        ["style", "key", "tempo_bucket", "melody", "split"]
-                        + (["token_ids"] if generate_rules.chord_plan else []))
+                        ["style", "key", "tempo_bucket", "melody", "split"])
     train = corpus.frame[corpus.frame["split"] == "train"]
     known = sorted(train["style"].unique())
     default = section.default_style if section.default_style in known else known[0]
@@ -210,6 +196,7 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
     pool = pd.DataFrame([{"style": s, "key": k, "tempo_bucket": t, "slot": j,
                           "seed": stable_hash(run_date, champion.version, s, k, t, j) % 2 ** 31}
                          for s in used_styles for k, t in combos[s] for j in range(pool_size)])
+    generate_rules = config.music.generate
     bars = section.bars
     versions = {GOLD_MUSIC_SEQUENCES: corpus_version, GOLD_USER_PROFILES: profiles.version,
                 WAREHOUSE_RECOMMENDATIONS: recs.version}
@@ -229,8 +216,6 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
         ray.data.DataContext.get_current().enable_progress_bars = True   # bars on a terminal, timed log lines elsewhere
         state, tokenizer = _model_files(name, champion.version)
         payload = ray.put({"state": state, "tokenizer": tokenizer, "bars": bars,
-                           "plans": _chord_plans(tokenizer, train[train["style"].isin(used_styles)], bars)
-                           if generate_rules.chord_plan else None,
                            "corpus_intervals": [np.diff(np.asarray(m, dtype=np.int32)) for m in train["melody"]],
                            "sampling": {k: getattr(generate_rules, k) for k in ("temperature", "top_p", "in_key", "tonic_frame")},
                            "rules": {k: getattr(generate_rules, k) for k in (

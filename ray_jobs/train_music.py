@@ -395,8 +395,7 @@ def _quality_report(config: Config, checkpoint_dir: str, tokenizer_path: Path, f
     generator = MusicGenerator(Path(checkpoint_dir) / "state.pt", tokenizer_path)
     samples: dict = {}
     table = report(generator, frame, section.sketches_per_style, section.bars,
-                   in_key=config.music.generate.in_key, tonic_frame=config.music.generate.tonic_frame,
-                   chord_plan=config.music.generate.chord_plan, samples=samples)
+                   in_key=config.music.generate.in_key, tonic_frame=config.music.generate.tonic_frame, samples=samples)
     for row in table.to_dict("records"):
         for kind in ("generated", "real", "real_std", "distance"):
             if row[kind] == row[kind]:

@@ -171,24 +171,15 @@ def cmd_sample(cfg: Config, args) -> None:
     from ray_jobs.music_bundle import load_generator
     from encore.tracking import CHAMPION, require_champion
     name = cfg.music.model_name
-    champion = require_champion(cfg, name, "run `encore train-music` first")
+    require_champion(cfg, name, "run `encore train-music` first")
     key = music.normalise_key(args.key if ":" in args.key else f"{args.key}:{'min' if args.minor else 'maj'}")
     if key is None:
         raise EncoreError(f"--key {args.key} is not a key: use a note name such as D, F# or Bb (add --minor for minor)")
     if args.style not in music.STYLES:
         raise EncoreError(f"--style {args.style} is not one of {', '.join(music.STYLES)}")
     generator = load_generator(f"models:/{name}@{CHAMPION}")
-    plans = None
-    if cfg.music.generate.chord_plan:   # progressions of the champion's own training pieces
-        from encore.delta_reader import read_table
-        from encore.tracking import client
-        from ray_jobs.music_quality import ChordPlans
-        from schemas.table_names import GOLD_MUSIC_SEQUENCES
-        version = int(client(cfg).get_run(champion.run_id).data.params["source.gold.music_sequences.version"])
-        corpus = read_table(cfg, GOLD_MUSIC_SEQUENCES, version, ["style", "key", "split", "token_ids"]).frame
-        plans = ChordPlans.from_corpus(generator.tokenizer, corpus[corpus["style"] == args.style], args.bars)
     sketch = generator.generate([(args.style, key, args.tempo)], [args.seed], bars=args.bars,
-                                temperature=args.temperature, top_p=args.top_p, plans=plans,
+                                temperature=args.temperature, top_p=args.top_p,
                                 in_key=cfg.music.generate.in_key, tonic_frame=cfg.music.generate.tonic_frame)[0]
     if sketch.midi is None:
         raise EncoreError(f"the sample did not decode to MIDI ({sketch.checks.get('error')}): try another --seed")

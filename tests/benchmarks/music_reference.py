@@ -37,8 +37,6 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=8)
     parser.add_argument("--in-key", action="store_true", help="sample with notes outside the key banned")
     parser.add_argument("--tonic-frame", action="store_true", help="first and last bar on the tonic triad")
-    parser.add_argument("--chord-plan", action="store_true",
-                        help="each bar on the chord of a real opening's progression (music.generate.chord_plan)")
     args = parser.parse_args()
     config = load_config()
     prep = prepare(config)
@@ -77,7 +75,7 @@ def main() -> None:
     for name, generator in generators.items():
         started = time.perf_counter()
         table = report(generator, prep.frame, args.sketches, args.bars, references=references, in_key=args.in_key,
-                       tonic_frame=args.tonic_frame, chord_plan=args.chord_plan)
+                       tonic_frame=args.tonic_frame)
         print(f"[reference] measures of {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         tables.append(table.assign(model=name))
     both = pd.concat(tables)
