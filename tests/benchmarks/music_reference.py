@@ -18,15 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from encore.config import load_config  # noqa: E402
-from ray_jobs.music_bundle import MusicGenerator  # noqa: E402
+from ray_jobs.music_bundle import MusicGenerator, check  # noqa: E402
 from ray_jobs.music_ngram import KneserNey, NgramGenerator  # noqa: E402
-from ray_jobs.music_quality import METRICS, fit_references, report  # noqa: E402
+from ray_jobs.music_quality import METRICS, _held_out, fit_references, report  # noqa: E402
 from ray_jobs.train_music import prepare, validation_nll  # noqa: E402
 
 
@@ -98,10 +99,39 @@ def main() -> None:
     for style in sorted(set(both["style"])):
         print(f"| {style} | " + " | ".join("met" if check(mine, style) else "**missed**" for check in GOALS.values())
               + " |")
+    _first_attempts(config, prep.frame, generators, args)
     counts = both[both["metric"] == METRICS[0]].groupby("model")["generated_n"].sum()
     styles = both["style"].nunique()
     print("\nSketches that decoded to measurable music: "
           + ", ".join(f"{m} {int(counts[m])}/{args.sketches * styles}" for m in generators))
+
+
+def _first_attempts(config, frame: pd.DataFrame, generators: dict, args) -> None:
+    """How many sketches pass the generation-time checks (music.generate) at the first attempt, and
+    which checks the others fail: the same conditions and seeds as the measures."""
+    rules = {k: getattr(config.music.generate, k) for k in (
+        "min_bar_fill", "min_in_scale", "min_diatonic_share", "require_key", "max_shared_intervals", "retries")}
+    intervals = [np.diff(np.asarray(m, dtype=np.int32)) for m in frame[frame["split"] == "train"]["melody"]]
+    failed_by = {"bar fill": lambda r: r.get("bar_fill", 0) < rules["min_bar_fill"],
+                 "in scale": lambda r: r.get("in_scale", 0) < rules["min_in_scale"],
+                 "diatonic share": lambda r: r.get("diatonic_share", 0) < rules["min_diatonic_share"],
+                 "key": lambda r: rules["require_key"] and r.get("detected_key") != r["requested_key"],
+                 "originality": lambda r: r.get("longest_shared_intervals", 0) >= rules["max_shared_intervals"]}
+    print("\nThe generation-time checks at the first attempt (the same sketches; a sketch may fail several):\n")
+    print("| model | passed | " + " | ".join(f"failed {name}" for name in failed_by) + " |")
+    print("|---|---|" + "---|" * len(failed_by))
+    for name, generator in generators.items():
+        conditions, seeds = [], []
+        for style, held in _held_out(frame).groupby("style"):
+            first = held.head(args.sketches)
+            conditions += ([(style, k, t) for k, t in zip(first["key"], first["tempo_bucket"])] * args.sketches)[
+                :args.sketches]
+            seeds += range(args.sketches)   # report()'s seeds, style by style
+        sketches = generator.generate(conditions, seeds, bars=args.bars, in_key=args.in_key,
+                                      tonic_frame=args.tonic_frame)
+        results = [{**check(generator, sk, args.bars, intervals, rules), "requested_key": sk.key} for sk in sketches]
+        print(f"| {name} | {sum(bool(r.get('passed')) for r in results)} of {len(results)} | "
+              + " | ".join(str(sum(bool(failed(r)) for r in results)) for failed in failed_by.values()) + " |")
 
 
 def _within_std(mine: pd.DataFrame, style: str) -> bool:
