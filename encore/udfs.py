@@ -63,26 +63,37 @@ def build_jar(jar_dir: Path, java: str) -> Path:
     return jar
 
 
-def parse_text_fields(spark, column, schema):
+NON_SCALAR = "_non_scalar"
+
+
+def parse_text_fields(spark, column, schema, watched: tuple[str, ...] = ()):
     """A JSON-lines column to a struct of ``schema``'s text fields, null where a line is not a JSON
-    object. The same values as ``from_json(column, schema)`` in about half the time (FlatJsonRecord.java)."""
+    object. The same values as ``from_json(column, schema)`` in about half the time (FlatJsonRecord.java).
+
+    With ``watched`` fields the struct also has ``NON_SCALAR``: those of them whose value is a JSON
+    object, array or boolean, as ``name:kind`` joined by commas (``user_id:array``), else null."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType
+    from pyspark.sql.types import StringType, StructField, StructType
 
     if not all(isinstance(f.dataType, StringType) for f in schema.fields):
         raise EncoreError("parse_text_fields reads text fields only; use from_json for nested schemas")
     names = [f.name for f in schema.fields]
-    name = "encore_text_fields_" + hashlib.sha256(",".join(names).encode()).hexdigest()[:10]
+    watched = tuple(w for w in watched if w in names)
+    name = "encore_text_fields_" + hashlib.sha256((",".join(names) + "|" + ",".join(watched)).encode()).hexdigest()[:10]
     if not spark.catalog.functionExists(name):
-        jvm = spark.sparkContext._jvm
-        java_names = spark.sparkContext._gateway.new_array(jvm.java.lang.String, len(names))
-        for i, field in enumerate(names):
-            java_names[i] = field
+        gateway, jvm = spark.sparkContext._gateway, spark.sparkContext._jvm
+
+        def strings(values):
+            array = gateway.new_array(jvm.java.lang.String, len(values))
+            for i, value in enumerate(values):
+                array[i] = value
+            return array
         try:
-            function = jvm.encore.jvm.FlatJsonRecord(java_names)
+            function = jvm.encore.jvm.FlatJsonRecord(strings(names), strings(watched))
         except TypeError as exc:   # py4j: the class is not on the classpath (a JavaPackage, not callable)
             raise EncoreError("Encore's JVM functions are not on Spark's classpath: start Spark through "
                               "encore.spark.build_session, or add the jar from encore/udfs.py to spark.jars") from exc
-        spark._jsparkSession.udf().register(name, function, spark._jsparkSession.parseDataType(schema.json()))
+        returned = StructType(schema.fields + [StructField(NON_SCALAR, StringType())]) if watched else schema
+        spark._jsparkSession.udf().register(name, function, spark._jsparkSession.parseDataType(returned.json()))
     # As bytes: the function scans plain lines without decoding them to Java text first.
     return F.call_function(name, (F.col(column) if isinstance(column, str) else column).cast("binary"))

@@ -8,6 +8,9 @@ validates them and gives each rejected row one reason code (first rule that fail
                          character); the quarantined copy has them replaced by U+FFFD, the exact
                          bytes stay in bronze
   malformed_record       not a JSON object (truncated line, wrong TSV field count, blank line)
+  wrong_type             an id or a name (event_id, user_id, artist_id, artist_name, track_id,
+                         track_name) sent as a JSON object, array or boolean; numbers are read as
+                         their digits (ts and ms_played of a wrong type fail their own rules below)
   missing_event_id       event_id absent or blank
   missing_user_id        user_id absent or blank
   missing_item           neither artist_id nor artist_name
@@ -54,7 +57,7 @@ from pyspark.sql.types import StructType
 
 from encore.errors import DateHeldBack, EncoreError, NoDataForDate
 from encore.lakehouse import Lakehouse, retry_conflicts
-from encore.udfs import parse_text_fields
+from encore.udfs import NON_SCALAR, parse_text_fields
 from schemas.events import CORRUPT_COLUMN, parse_schema, record_schema
 from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PLAY_COUNTS_RAW,
                                    SILVER_CATALOG, SILVER_PLAYS, SILVER_PLAYS_QUARANTINE, SILVER_PLAY_COUNTS)
@@ -65,7 +68,7 @@ log = logging.getLogger(__name__)
 # out of silver) up to this many rows (a few MB); past it, shuffle joins: slower, no memory ceiling.
 BROADCAST_MAX_ROWS = 2_000_000
 
-EVENT_REASONS = ["line_too_long", "invalid_utf8", "malformed_record", "missing_event_id", "missing_user_id",
+EVENT_REASONS = ["line_too_long", "invalid_utf8", "malformed_record", "wrong_type", "missing_event_id", "missing_user_id",
                  "missing_item", "bad_timestamp", "timestamp_too_old", "timestamp_in_future", "bad_ms_played", "negative_ms_played",
                  "absurd_ms_played", "duplicate_event_id", "duplicate_play", "bot_user"]
 
@@ -101,6 +104,7 @@ def _first_reason(rules: list[tuple[str, object]]):
 
 # The raw fields the rules read; the other fields of a line only pass through to silver.
 RULE_FIELDS = ("event_id", "user_id", "artist_id", "artist_name", "track_id", "track_name", "ts", "ms_played")
+TEXT_KEYS = RULE_FIELDS[:6]   # the fields wrong_type watches
 
 
 def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False, judge: bool = True):
@@ -117,7 +121,8 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False, judge:
     # A byte-order mark is read past (only lines that have one pay for the substring).
     unmarked = F.when(value.startswith("\ufeff"), F.substring(value, 2, 1 << 30)).otherwise(value)
     parsed = raw.select("_rid", "value", "source_format", "source_file",
-                        parse_text_fields(raw.sparkSession, unmarked, schema).alias("e"))
+                        parse_text_fields(raw.sparkSession, unmarked, schema,
+                                          watched=TEXT_KEYS if judge else ()).alias("e"))
 
     def text(name: str):
         return _blank_to_null(e[name]) if name in schema.fieldNames() else F.lit(None).cast("string")
@@ -144,6 +149,7 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False, judge:
         "_rid", F.when(utf8, value).otherwise(F.make_valid_utf8(value)).alias("value"),
         "source_format", "source_file", F.octet_length(value).alias("_bytes"), utf8.alias("_utf8"),
         e.isNull().alias("_malformed"),
+        e[NON_SCALAR].alias("_non_scalar"),
         *typed_columns,
         # What duplicate_play compares: the track, however the line names it (see the module docstring).
         F.coalesce(F.concat(F.lit("id:"), text("track_id")),
@@ -160,6 +166,7 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False, judge:
         ("line_too_long", F.col("_bytes") > cfg.max_line_bytes),
         ("invalid_utf8", ~F.col("_utf8")),
         ("malformed_record", F.col("_malformed")),
+        ("wrong_type", F.col("_non_scalar").isNotNull()),
         ("missing_event_id", F.col("event_id").isNull()),
         ("missing_user_id", F.col("user_id").isNull()),
         ("missing_item", F.col("item_id").isNull()),
@@ -175,10 +182,11 @@ def _typed_events(raw, day: dt.date, cfg: dict, rules_only: bool = False, judge:
                .when(reason.isin("bad_ms_played", "negative_ms_played", "absurd_ms_played"),
                      F.concat(F.lit("ms_played="), F.col("ms_text")))
                .when(reason == "line_too_long", F.format_string("%d bytes", F.col("_bytes")))
+               .when(reason == "wrong_type", F.col("_non_scalar"))
                .when(reason == "invalid_utf8", F.lit("bytes that are not UTF-8 shown as U+FFFD; the exact line is in "
                                                      "bronze.plays_raw")))
     return (typed.withColumn("reason", reason).withColumn("detail", detail)
-            .drop("_malformed", "ts_text", "ms_text", "_bytes", "_utf8"))
+            .drop("_malformed", "_non_scalar", "ts_text", "ms_text", "_bytes", "_utf8"))
 
 
 def _key(column: str) -> list:

@@ -43,8 +43,10 @@ def test_synthetic_logs_look_like_clients(tmp_path):
         except json.JSONDecodeError:
             broken += 1
     assert broken > 0                                       # truncated lines
-    ids = [p.get("event_id") for p in parsed]
+    ids = [p.get("event_id") for p in parsed if not isinstance(p.get("event_id"), dict)]
     assert len(ids) > len(set(ids))                          # duplicate deliveries
+    assert {type(p["user_id"]) for p in parsed if "user_id" in p} >= {str, list}   # ids of a wrong JSON type
+    assert any(isinstance(p.get("event_id"), dict) for p in parsed) and any(p.get("artist_id") is True for p in parsed)
     assert any(isinstance(p.get("ts"), int) for p in parsed) and any(isinstance(p.get("ts"), str) for p in parsed)
     assert any("client_version" in p for p in parsed)        # unknown extra fields
     assert any("\udce9" in line for line in lines)            # a Latin-1 byte: not UTF-8
@@ -53,7 +55,8 @@ def test_synthetic_logs_look_like_clients(tmp_path):
     assert raw.startswith(b"\xef\xbb\xbf{") and b"\r\n" in raw      # written as a Windows client writes
     users = {}
     for p in parsed:
-        users[p.get("user_id")] = users.get(p.get("user_id"), 0) + 1
+        user = str(p.get("user_id"))
+        users[user] = users.get(user, 0) + 1
     assert max(users.values()) > 1200                        # the bot
     plays = np.array(sorted(users.values()))[:-1]
     assert plays.max() < 1000                                # humans stay human

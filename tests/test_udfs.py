@@ -107,6 +107,29 @@ def test_reading_fewer_fields_gives_their_values_and_the_same_malformed_lines(sp
     assert [tuple(r.few) for r in rows[-4:] if r.few is not None] == [("a", None), ('"a', None)]
 
 
+def test_watched_fields_of_a_wrong_json_type_are_named_and_others_read_as_before(spark):
+    """clean's wrong_type: ids and names that are objects, arrays or booleans are named with their
+    kind; numbers, strings and nulls are not; the values read are from_json's either way."""
+    schema = StructType([f for f in record_schema("play_event").fields
+                         if f.name in ("event_id", "user_id", "artist_id", "ms_played")])
+    lines = ['{"event_id":"e1","user_id":"u1","artist_id":"a1","ms_played":5}',          # plain: the scanner
+             '{"event_id":"e2","user_id":["u2"],"artist_id":true,"ms_played":true}',     # ms_played not watched
+             '{"event_id":{"id":"e3"},"user_id":12345,"artist_id":null}',
+             '{"event_id":"e4","user_id":[],"user_id":"u4"}',                           # the last duplicate wins
+             '{"event_id":"\u00e9","user_id":false,"artist_id":1.5}',
+             '{"event_id":"e6","user_id":["u6"]',                                       # truncated: malformed
+             '{"event_id":"e7","other":{"nested":[true]}}']                             # unknown fields are not judged
+    df = spark.createDataFrame([(i, line) for i, line in enumerate(lines)], "i int, value string")
+    rows = df.select("i", udfs.parse_text_fields(spark, "value", schema, watched=("event_id", "user_id", "artist_id"))
+                     .alias("w"), udfs.parse_text_fields(spark, "value", schema).alias("plain")).orderBy("i").collect()
+    assert [None if r.w is None else r.w[udfs.NON_SCALAR] for r in rows] == [
+        None, "user_id:array,artist_id:boolean", "event_id:object", None, "user_id:boolean", None, None]
+    for row in rows:
+        assert (row.w is None) == (row.plain is None)
+        assert row.w is None or tuple(row.w)[:-1] == tuple(row.plain)
+    assert rows[2].w.user_id == "12345" and rows[1].w.user_id == '["u2"]'
+
+
 def test_invalid_utf8_bytes_read_the_same(spark):
     """Bronze keeps a line's bytes as they came; both readings decode invalid UTF-8 to U+FFFD."""
     raw = b'{"event_id":"bad\xff\xfe","user_id":"\xc3(","artist_id":"ok"}'

@@ -39,6 +39,10 @@ import org.apache.spark.unsafe.types.UTF8String;
  * alternating runs), and copies only the fields asked for: the others are checked, so a line is
  * malformed or not whatever fields are asked for.
  *
+ * With watched fields, the row gets one more text field: the watched fields whose value is an
+ * object, an array or a boolean, as "name:kind" joined by commas (e.g. "user_id:array"), else null.
+ * Only Jackson reads such lines (the scanner leaves them to it), so plain lines pay nothing for it.
+ *
  * Compiled by Spark's own Janino (jobs/udfs.py), hence raw types and no try-with-resources.
  */
 public class FlatJsonRecord implements UDF1 {
@@ -46,12 +50,20 @@ public class FlatJsonRecord implements UDF1 {
     private static final Object NOT_READ = new Object();   // a skipped field's value (never stored)
 
     private final String[] names;
+    private final String[] watched;
+    private transient boolean[] watch;
+    private transient int width;
     private transient byte[][] nameBytes;
     private transient HashMap positions;
     private transient JsonFactory factory;
 
     public FlatJsonRecord(String[] names) {
+        this(names, new String[0]);
+    }
+
+    public FlatJsonRecord(String[] names, String[] watched) {
         this.names = names;
+        this.watched = watched;
     }
 
     private static synchronized JsonFactory sparkFactory() {
@@ -68,10 +80,13 @@ public class FlatJsonRecord implements UDF1 {
             factory = sparkFactory();
             positions = new HashMap();
             nameBytes = new byte[names.length][];
+            watch = new boolean[names.length];
             for (int i = 0; i < names.length; i++) {
                 positions.put(names[i], new Integer(i));
                 nameBytes[i] = names[i].getBytes(StandardCharsets.UTF_8);
+                for (int w = 0; w < watched.length; w++) if (watched[w].equals(names[i])) watch[i] = true;
             }
+            width = names.length + (watched.length > 0 ? 1 : 0);
         }
         if (input instanceof byte[]) {
             byte[] bytes = (byte[]) input;
@@ -84,7 +99,8 @@ public class FlatJsonRecord implements UDF1 {
 
     /** Jackson's reading of one line of text. */
     private Object parse(String input) throws IOException {
-        Object[] out = new Object[names.length];
+        Object[] out = new Object[width];
+        String[] kinds = new String[names.length];
         JsonParser parser = null;
         try {
             parser = factory.createParser((String) input);
@@ -96,6 +112,7 @@ public class FlatJsonRecord implements UDF1 {
                 if (at == null) {
                     parser.skipChildren();
                 } else {
+                    kinds[at.intValue()] = watch[at.intValue()] ? kind(value) : null;
                     out[at.intValue()] = text(parser, value);
                 }
             }
@@ -107,14 +124,31 @@ public class FlatJsonRecord implements UDF1 {
         } finally {
             if (parser != null) parser.close();
         }
+        if (width > names.length) {
+            StringBuilder marked = new StringBuilder();
+            for (int f = 0; f < names.length; f++) {
+                if (kinds[f] == null) continue;
+                if (marked.length() > 0) marked.append(',');
+                marked.append(names[f]).append(':').append(kinds[f]);
+            }
+            if (marked.length() > 0) out[names.length] = marked.toString();
+        }
         return RowFactory.create(out);
+    }
+
+    // The JSON kind of a value that is not text: what a watched field must not be (null otherwise).
+    private static String kind(JsonToken value) {
+        if (value == JsonToken.START_OBJECT) return "object";
+        if (value == JsonToken.START_ARRAY) return "array";
+        if (value == JsonToken.VALUE_TRUE || value == JsonToken.VALUE_FALSE) return "boolean";
+        return null;
     }
 
     // Fields of a plain line; null when the line is not plain (then Jackson reads it).
     private Object[] scanPlain(byte[] b) {
         int n = b.length;
         if (n == 0 || n > 40000 || b[0] != '{') return null;   // Jackson's name-length limit is 50,000
-        Object[] out = new Object[names.length];
+        Object[] out = new Object[width];
         int i = skipSpace(b, 1);
         if (i < n && b[i] == '}') return out;
         while (true) {

@@ -68,6 +68,7 @@ FAULTS = {
     "unparseable_timestamp": 1,
     "extra_fields": 2,          # unknown fields: valid, must be kept
     "invalid_utf8": 1,          # the artist's name written in Latin-1 by an old client
+    "wrong_type_id": 1,         # an id as a JSON array, object or boolean (a client's serialiser bug)
     "oversized_line": 1,        # a 2 KB payload field: over clean.max_line_bytes only where that is set
                                 # below it (tests); kept at the default 1 MiB
 }
@@ -279,6 +280,13 @@ def _render(rng, world: World, plays: Plays, day_start_ms: int, fault_rate: floa
             ts = '"20/11/2026 25:61"'
         elif kind == "extra_fields":
             extra = f',"client_version":"{int(rng.integers(1, 9))}.{int(rng.integers(0, 20))}","ab_bucket":"b{int(rng.integers(0, 4))}"'
+        elif kind == "wrong_type_id":
+            if i % 3 == 0:
+                user = f'[{user}]'
+            elif i % 3 == 1:
+                event_id = f'{{"id":{event_id}}}'
+            else:
+                artist = f'"artist_id":true,"artist_name":{world.artist_name_json[a]}'
         elif kind == "invalid_utf8":   # \udce9 is written as the lone byte 0xE9 (Latin-1 'é'): surrogateescape
             artist = f'"artist_id":"{world.artist_ids[a]}","artist_name":"Beyonc\udce9"'
         elif kind == "oversized_line":

@@ -50,12 +50,21 @@ WITH raw AS (
 ), parsed AS (
   SELECT value, source_file,
          CASE WHEN json_valid(value) AND json_type(value::JSON) = 'OBJECT' THEN json_transform(value,
-           '{{"event_id":"VARCHAR","user_id":"VARCHAR","artist_id":"VARCHAR","artist_name":"VARCHAR",
-             "track_id":"VARCHAR","track_name":"VARCHAR","ts":"VARCHAR","ms_played":"VARCHAR",
-             "platform":"VARCHAR","country":"VARCHAR"}}') END AS e
+           '{{"event_id":"JSON","user_id":"JSON","artist_id":"JSON","artist_name":"JSON",
+             "track_id":"JSON","track_name":"JSON","ts":"VARCHAR","ms_played":"VARCHAR",
+             "platform":"VARCHAR","country":"VARCHAR"}}') END AS j
   FROM raw
+), fields AS (  -- ids and names read as JSON: their type decides wrong_type, their text is the value
+  SELECT value, source_file, j IS NULL AS malformed,
+         list_has_any([json_type(j.event_id), json_type(j.user_id), json_type(j.artist_id), json_type(j.artist_name),
+                       json_type(j.track_id), json_type(j.track_name)], ['ARRAY', 'OBJECT', 'BOOLEAN']) AS wrong_type,
+         struct_pack(event_id := j.event_id ->> '$', user_id := j.user_id ->> '$', artist_id := j.artist_id ->> '$',
+                     artist_name := j.artist_name ->> '$', track_id := j.track_id ->> '$',
+                     track_name := j.track_name ->> '$', ts := j.ts, ms_played := j.ms_played,
+                     platform := j.platform, country := j.country) AS e
+  FROM parsed
 ), typed AS (
-  SELECT value, source_file, e IS NULL AS malformed, strlen(value) AS line_bytes,
+  SELECT value, source_file, malformed, wrong_type, strlen(value) AS line_bytes,
          coalesce('id:' || nullif(trim(e.track_id), ''),
                   'item:' || coalesce(nullif(trim(e.artist_id), ''), 'name:' || lower(nullif(trim(e.artist_name), '')))
                     || ' name:' || lower(nullif(trim(e.track_name), '')),
@@ -73,11 +82,12 @@ WITH raw AS (
          nullif(trim(e.ms_played), '') AS ms_text,
          TRY_CAST(nullif(trim(e.ms_played), '') AS BIGINT) AS ms_played,
          lower(nullif(trim(e.platform), '')) AS platform, upper(nullif(trim(e.country), '')) AS country
-  FROM parsed
+  FROM fields
 ), ruled AS (
   SELECT *, CASE
       WHEN line_bytes > {max_line_bytes} THEN 'line_too_long'
       WHEN malformed THEN 'malformed_record'
+      WHEN wrong_type THEN 'wrong_type'
       WHEN event_id IS NULL THEN 'missing_event_id'
       WHEN user_id IS NULL THEN 'missing_user_id'
       WHEN item_id IS NULL THEN 'missing_item'
