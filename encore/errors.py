@@ -3,6 +3,9 @@ the two kinds of it that a backfill over a date range reports and steps past ins
 at, and ``describe``, the one line for any other exception (Spark, Delta, MLflow, Ray; exit 1)."""
 
 
+import re
+
+
 class EncoreError(Exception):
     """A problem the user can fix: bad config, bad path, bad input, failed quality gate."""
 
@@ -40,6 +43,25 @@ def first_line(exc: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)): \S")
+
+
+def _ray_cause(exc: BaseException) -> str:
+    """The error raised inside a Ray task or actor, as ``Class: message``: a task's travels as its
+    ``cause``; when Ray wraps it (Ray Data's UserCodeException, an actor that died in its constructor),
+    it is the last ``Class: message`` line of the traceback text that is not Ray's own."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None and not type(cause).__module__.startswith("ray"):
+        return f"{type(cause).__name__}: {first_line(cause)}"
+    for text in (str(exc), str(cause or "")):
+        found = [x.strip() for x in _ANSI.sub("", text).splitlines()
+                 if _ERROR_LINE.match(x.strip()) and not x.strip().startswith(("ray.", "SystemException"))]
+        if found:
+            return found[-1] if len(found[-1]) <= 300 else found[-1][:297] + "..."
+    return f"{type(exc).__name__}: {_ANSI.sub('', first_line(exc))}"
+
+
 def describe(exc: BaseException) -> str:
     """One line: what went wrong and what to do, for an exception that is not an EncoreError."""
     names, line = _names(exc), first_line(exc)
@@ -57,7 +79,8 @@ def describe(exc: BaseException) -> str:
         return (f"the MLflow store failed ({kind}: {line}): check mlflow.tracking_uri and that the store is "
                 "reachable and writable")
     if type(exc).__module__.startswith("ray") or names & {"RayError", "RayTaskError", "RaySystemError"}:
-        return f"a Ray job or task failed ({kind}: {line}): the task's own error is in the log"
+        what = "a Ray actor could not start" if "RayActorError" in names else "a Ray task failed"
+        return f"{what} ({_ray_cause(exc)}): the task's traceback is in the log"
     if isinstance(exc, MemoryError):
         return "out of memory in the Python process: give the step more memory or a smaller date"
     if isinstance(exc, OSError) and exc.strerror:

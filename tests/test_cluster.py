@@ -42,8 +42,16 @@ jobs = {j.entrypoint: j for j in client.list_jobs()}
 said = []
 score = jobs[f"encore score --date {sys.argv[1]}"].submission_id
 run_as_ray_job(config, ["score", "--date", sys.argv[1]], score, echo=said.append)
+jobs_after = len(client.list_jobs())
+# A job that fails: its own error line comes back as the step's one line.
+from encore.errors import EncoreError
+try:
+    run_as_ray_job(config, ["score", "--date", "1999-01-01"], "encore-failing-probe", echo=said.append, poll_s=1)
+    failed = None
+except EncoreError as exc:
+    failed = str(exc)
 print(json.dumps({"jobs": {e: j.status.value for e, j in jobs.items()}, "reattached": said[0],
-                  "jobs_after": len(client.list_jobs())}))
+                  "jobs_after": jobs_after, "failed": failed}))
 """
 
 
@@ -140,6 +148,11 @@ def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow
         # A retried task with the same submission id re-attaches to the finished job: no second run.
         assert result["reattached"].startswith("re-attaching to Ray job ") and "(SUCCEEDED)" in result["reattached"]
         assert result["jobs_after"] == len(result["jobs"])
+        # A failed Ray job ends the step with the job's own error line, once.
+        failed = result["failed"] or ""
+        assert failed.startswith("Ray job encore-failing-probe (score --date 1999-01-01) ended FAILED: "
+                                 "score 1999-01-01: "), failed
+        assert "encore: error" not in failed and "Traceback" not in failed, failed
 
     cluster_recs, cluster_packs = _outputs(config)
     assert cluster_recs.drop(columns="score").equals(local_recs.drop(columns="score"))

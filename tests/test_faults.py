@@ -163,11 +163,14 @@ def _new_fields(folder: Path) -> None:
 
 def _changed_types(folder: Path) -> None:
     import json
-    rows = [json.loads(line) for line in _plays("typed", 4)]
+    rows = [json.loads(line) for line in _plays("typed", 7)]
     rows[0]["ms_played"] = "200000"                             # a number sent as a string: read as 200000
     rows[1]["ms_played"] = 200000.5                             # a fraction of a millisecond
     rows[2]["user_id"] = 12345                                  # an id sent as a number
     rows[3]["ts"] = int(dt.datetime(2026, 11, 20, 9, tzinfo=dt.timezone.utc).timestamp() * 1000)   # epoch millis
+    rows[4]["user_id"] = [rows[4]["user_id"]]                   # an id sent as an array
+    rows[5]["track_name"] = {"title": rows[5].get("track_name", "x")}   # a name sent as an object
+    rows[6]["artist_id"] = True                                 # an id sent as a boolean
     write_landing(folder.parents[1], DAY.isoformat(), [json.dumps(r) for r in rows], "part-typed.jsonl.gz")
 
 
@@ -182,7 +185,10 @@ INPUT_FAULTS = {
                           {"fast-0", "fast-1", "fast-2"}),
     "schema drift: new fields": (_new_fields, {}, {}, {f"drift-{i}" for i in range(5)}),
     # Digits sent as a JSON string are read as the number; a fraction of a millisecond is not an integer.
-    "schema drift: changed types": (_changed_types, {}, {"typed-1": "bad_ms_played"}, {"typed-0", "typed-2", "typed-3"}),
+    # Ids and names that are objects, arrays or booleans are wrong_type; numbers are read as their digits.
+    "schema drift: changed types": (_changed_types, {}, {"typed-1": "bad_ms_played", "typed-4": "wrong_type",
+                                                         "typed-5": "wrong_type", "typed-6": "wrong_type"},
+                                    {"typed-0", "typed-2", "typed-3"}),
 }
 
 
@@ -226,6 +232,47 @@ def test_input_fault_matrix(lake_factory, fault):
     assert set(kept) == {f"base-{i}" for i in range(10)} | kept_extra
 
 
+@pytest.mark.ray
+def test_a_failed_ray_task_or_actor_is_one_line_naming_its_own_error(tmp_path):
+    """Ray wraps a task's error in its own (RayTaskError, Ray Data's UserCodeException, ActorDiedError
+    with the traceback as text): the line names the error raised inside, without terminal colours."""
+    from conftest import make_config
+    from encore.errors import describe
+    from encore.ray_runtime import connect
+    ray = connect(make_config(tmp_path))
+    import ray.data
+
+    @ray.remote
+    def load_champion():
+        raise ValueError("state.pt: unexpected end of file")
+
+    class _NoModelFile:   # defined here: Ray's workers cannot import the test module, so it goes by value
+        """A Ray Data actor that cannot load its model, as a generation actor given a corrupt champion."""
+        def __init__(self):
+            raise ValueError("state.pt: unexpected end of file")
+
+        def __call__(self, batch):
+            return batch
+
+    class _MissingColumn:
+        def __call__(self, batch):
+            raise KeyError("user_id")
+
+    failures = {"a task": lambda: ray.get(load_champion.remote()),
+                "an actor's constructor": lambda: ray.data.range(4).map_batches(_NoModelFile, concurrency=1).take_all(),
+                "an actor's batch": lambda: ray.data.range(4).map_batches(_MissingColumn, concurrency=1).take_all()}
+    lines = {}
+    for name, fail in failures.items():
+        with pytest.raises(Exception) as caught:
+            fail()
+        lines[name] = describe(caught.value)
+    assert lines == {
+        "a task": "a Ray task failed (ValueError: state.pt: unexpected end of file): the task's traceback is in the log",
+        "an actor's constructor": "a Ray actor could not start (ValueError: state.pt: unexpected end of file): the "
+                                  "task's traceback is in the log",
+        "an actor's batch": "a Ray task failed (KeyError: 'user_id'): the task's traceback is in the log"}
+
+
 def test_an_unreachable_mlflow_store_is_one_line_and_never_reads_as_no_champion(tmp_path, monkeypatch, capsys):
     """A night that took a store outage for "no champion yet" would train and promote a new model."""
     from encore.pipeline.cli import main
@@ -236,7 +283,7 @@ def test_an_unreachable_mlflow_store_is_one_line_and_never_reads_as_no_champion(
     assert main(["sample", "--style", "folk", "--key", "D", "-o", str(tmp_path / "x.mid")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith("encore: error: the MLflow store at http://127.0.0.1:9 did not answer for model "
+    assert err[0].startswith("encore: error: sample: the MLflow store at http://127.0.0.1:9 did not answer for model "
                              "encore-music-model (") and err[0].endswith("check mlflow.tracking_uri and that the "
                                                                          "store is running and reachable"), err
     assert "champion" not in err[0].split("(")[0]

@@ -209,7 +209,7 @@ def test_sample_command_writes_midi_and_names_a_missing_champion(corpus_home, tm
                            env={**base, **TEST_ENV, "ENCORE_HOME": str(tmp_path / "nothing")}, capture_output=True,
                            text=True, timeout=300)
     assert empty.returncode == 2
-    assert empty.stderr.strip().splitlines()[-1].startswith("encore: error: no 'champion' version of MLflow model")
+    assert empty.stderr.strip().splitlines()[-1].startswith("encore: error: sample: no 'champion' version of MLflow model")
 
 
 def test_a_run_trained_where_only_torch_is_installed_is_imported_and_gated(corpus_home, tmp_path):

@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.profile, args.config)
         args.func(cfg, args)
     except EncoreError as exc:
-        print(f"encore: error: {exc}", file=sys.stderr)
+        print(f"encore: error: {_named(args, str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"encore: error: {_what(args)}: interrupted; a rerun replaces whatever it had written", file=sys.stderr)
@@ -335,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"encore: error: {_what(args)}: {describe(exc)}{where} (or rerun with --debug)", file=sys.stderr)
         return 1
     return 0
+
+
+def _named(args, message: str) -> str:
+    """``message`` after the command and date it is about, unless it already starts with them."""
+    what = _what(args)
+    return message if message.startswith((f"{what}:", f"{args.command}:", f"{args.command} ")) else f"{what}: {message}"
 
 
 def _what(args) -> str:

@@ -114,5 +114,7 @@ def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: floa
     if status != JobStatus.SUCCEEDED:
         info = client.get_job_info(job_id)
         tail = [line for line in logs.splitlines() if line.strip()][-1:] or [info.message or ""]
-        raise EncoreError(f"Ray job {job_id} ({' '.join(args)}) ended {status.value}: {tail[0]}")
+        # The job's own `encore: error: ...` line, without its prefix: this line gets one of its own.
+        cause = tail[0].strip().removeprefix("encore: error: ")
+        raise EncoreError(f"Ray job {job_id} ({' '.join(args)}) ended {status.value}: {cause}")
     return job_id
