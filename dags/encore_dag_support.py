@@ -1,6 +1,9 @@
 """What both Encore DAGs share: their tasks, built from the step registry (encore.pipeline.steps),
 each a thin call of the ``encore`` CLI (the same entry point people run by hand); retries with
-backoff, the failure summary, and the table assets each task writes.
+backoff, the failure summary, and the table assets each task writes. The export task also emits
+the ready signal for consumers: an event of the asset ``encore://exports/nightly`` whose ``extra`` is the
+export's summary (``encore.notify.export_summary``: run date, manifest URI, rows per dataset);
+``dags/encore_export_consumer.py`` is an example consumer.
 
 Where a task runs follows the profile's ``airflow.submit`` (profile from ``ENCORE_PROFILE``):
 
@@ -145,13 +148,37 @@ def table_asset(name: str):
     return Asset(name=f"encore.{name}", uri=f"encore://{layer}/{table}", extra={"location": table_path(_config(), name)})
 
 
+EXPORT_STEP = "export"
+
+
+def exports_asset():
+    """The Airflow Asset a published export is announced on; its events' ``extra`` is the export's summary."""
+    from airflow.sdk import Asset
+    return Asset(name="encore.exports", uri="encore://exports/nightly")
+
+
+def announce_export(context, result) -> None:
+    """post_execute of the export task (whichever operator runs it): its asset event carries the summary."""
+    import datetime as dt
+    from encore.notify import export_summary
+    summary = export_summary(_config(), dt.date.fromisoformat(context["ds"]))
+    context["outlet_events"][exports_asset()].extra = summary
+    log.info("announced %s on %s: %s", summary["export_uri"], exports_asset().uri, summary["rows"])
+
+
 def step_tasks(dag: str) -> list:
     """One task per registered step of ``dag`` ("nightly" or "training"), chained in registry order;
-    a nightly step runs for ``{{ ds }}``, and each task's outlets are the tables its step writes."""
+    a nightly step runs for ``{{ ds }}``, and each task's outlets are the tables its step writes (the
+    export task's, the exports asset with the export's summary)."""
     from airflow.sdk import chain
     from encore.pipeline import steps
-    tasks = [step(s.task_id, f"{s.name} --date {{{{ ds }}}}" if s.dated else s.name, s.engine,
-                  outlets=[table_asset(name) for name in s.writes])
-             for s in steps.of_dag(dag)]
+    tasks = []
+    for s in steps.of_dag(dag):
+        outlets, extra = [table_asset(name) for name in s.writes], {}
+        if s.name == EXPORT_STEP:
+            outlets.append(exports_asset())
+            extra["post_execute"] = announce_export
+        tasks.append(step(s.task_id, f"{s.name} --date {{{{ ds }}}}" if s.dated else s.name, s.engine,
+                          outlets=outlets, **extra))
     chain(*tasks)
     return tasks

@@ -229,6 +229,8 @@ class Packs(Section):
 class Export(Section):
     keep_runs: int
     max_file_mb: float = Field(gt=0)
+    notify_url: str | None = None
+    notify_attempts: int = Field(ge=1)
 
 
 class Maintain(Section):

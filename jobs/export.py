@@ -230,6 +230,9 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
         mlflow.log_dict(manifest, "manifest.json")
     log.info("export %s: %s (%d files, %.1f MB)%s", run_date, root / folder, len(manifest["files"]), total_bytes / 1e6,
              f"; removed old runs {removed}" if removed else "")
+    if config.export.notify_url:
+        from encore.notify import export_summary, post_summary
+        post_summary(config.export.notify_url, export_summary(config, run_date), attempts=config.export.notify_attempts)
     return ExportResult(run_date, root / folder, run.info.run_id,
                         {k: v["rows"] for k, v in manifest["datasets"].items()}, len(manifest["files"]),
                         total_bytes, removed, seconds)

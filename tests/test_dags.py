@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import warnings
@@ -33,7 +35,7 @@ def test_dagbag_imports_without_errors_or_warnings(airflow_home):
     bag, ours = _dagbag()
     assert bag.import_errors == {}
     assert not bag.dag_warnings and not ours, (bag.dag_warnings, [str(w.message) for w in ours])
-    assert set(bag.dag_ids) == {"encore_nightly", "encore_training"}
+    assert set(bag.dag_ids) == {"encore_nightly", "encore_training", "encore_export_consumer"}
 
 
 def _chain(dag) -> list[str]:
@@ -61,10 +63,16 @@ def test_task_order_retries_and_assets(airflow_home):
     assert {a.name for a in score.outlets} == {"encore.warehouse.recommendations"}
     assert {a.name for a in nightly.get_task("features").outlets} == {
         "encore.gold.interactions", "encore.gold.items", "encore.gold.user_profiles"}
+    # The ready signal: the export task's event of encore://exports/nightly, the example consumer's schedule.
+    export = nightly.get_task("export")
+    assert "encore://exports/nightly" in {a.uri for a in export.outlets} and export.post_execute is not None
+    consumer = bag.get_dag("encore_export_consumer")
+    condition = consumer.timetable.asset_condition            # schedule=[asset] is "all of these"
+    assert [a.uri for a in getattr(condition, "objects", [condition])] == ["encore://exports/nightly"]
 
 
 @pytest.mark.e2e
-def test_nightly_dag_runs_end_to_end_with_dag_test(dag_night):
+def test_nightly_dag_runs_end_to_end_with_dag_test(dag_night, tmp_path):
     """``airflow dags test`` (Dag.test) in its own process, as an operator would run it (the session's
     ``dag_night`` fixture): every task ran in order and the date has its export and its lists."""
     from encore.delta_reader import read_filtered
@@ -84,6 +92,25 @@ def test_nightly_dag_runs_end_to_end_with_dag_test(dag_night):
     report = json.loads((Path(config.path("reports")) / f"run_date={day}" / "report.json").read_text())
     steps = [r["step"] for r in report["sections"]["night"]["data"]["steps"]]
     assert steps == [t.replace("_", "-") for t in NIGHTLY_ORDER[:-1]]
+
+    # The export task announced the export on encore://exports/nightly, with its summary; the example consumer
+    # accepts that export, and refuses a copy with a changed file.
+    with sqlite3.connect(dag_night.home.parent / "airflow" / "airflow.db") as db:
+        events = db.execute("SELECT e.source_task_id, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                            "WHERE a.uri = 'encore://exports/nightly'").fetchall()
+    assert [task for task, _ in events] == ["export"], events
+    summary = json.loads(events[0][1])
+    assert summary["run_date"] == SMALL_NIGHT_DAY and summary["rows"]["recommendations"] == len(recs)
+    assert summary["manifest_uri"] == (export / "manifest.json").resolve().as_uri()
+    sys.path.insert(0, str(DAGS))
+    from encore_export_consumer import check_export
+    assert check_export(summary)["files"] == summary["files"]
+    copy = tmp_path / "copy"
+    shutil.copytree(export, copy)
+    tampered = next((copy / "midi").iterdir())
+    tampered.write_bytes(tampered.read_bytes() + b"x")
+    with pytest.raises(RuntimeError, match="missing or not"):
+        check_export({**summary, "export_uri": copy.as_uri(), "manifest_uri": (copy / "manifest.json").as_uri()})
 
 
 def test_cluster_profile_submits_spark_steps_with_spark_submit_and_ray_steps_as_ray_jobs(airflow_home, monkeypatch):
@@ -134,7 +161,7 @@ def test_a_date_without_landing_data_fails_the_run_at_ingest_and_writes_nothing(
     output = done.stdout + done.stderr
     finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=encore_nightly" in line]
     assert finished and "state=failed" in finished[-1], output[-3000:]
-    assert "encore: error: no landing data for 2026-11-20" in output, output[-6000:]
+    assert "encore: error: ingest 2026-11-20: no landing data for 2026-11-20" in output, output[-6000:]
     assert "ENCORE FAILURE dag=encore_nightly task=ingest" in output
     assert "[DAG TEST] start task task_id=clean" not in output     # nothing after ingest ran
     home = Path(env["ENCORE_HOME"])

@@ -290,16 +290,22 @@ def test_export_manifest_matches_files_and_a_crash_keeps_the_previous_export(nig
 def test_export_datasets_are_split_into_bounded_files_by_user(night, spark):
     """export.max_file_mb bounds each Parquet file; a user's rows stay in one file, sorted; validate still passes.
     Each dataset is 13-15 KB on this night, and a file carries ~6 KB of Parquet footer and Spark schema: 8 KB
-    files split both."""
+    files split both. With export.notify_url, the published export's summary is POSTed there (a busy
+    receiver first)."""
     TARGET_MB = 0.008
     import pyarrow.parquet as pq
     from encore.lakehouse import Lakehouse
     from jobs import export
+    from tests.http_receiver import receiver
     config, _, _ = night
-    lake = Lakehouse(make_config(Path(config.home), **NIGHT, ENCORE__EXPORT__MAX_FILE_MB=str(TARGET_MB)), spark)
-    export.export_run(lake, D2)
+    with receiver(fail_first=1) as webhook:
+        lake = Lakehouse(make_config(Path(config.home), **NIGHT, ENCORE__EXPORT__MAX_FILE_MB=str(TARGET_MB),
+                                     ENCORE__EXPORT__NOTIFY_URL=webhook.url), spark)
+        export.export_run(lake, D2)
     folder = Path(config.path("exports")) / f"run_date={D2}"
     manifest = json.loads((folder / "manifest.json").read_text())
+    assert webhook.statuses == [503, 200] and webhook.bodies[-1]["manifest_uri"] == (folder / "manifest.json").as_uri()
+    assert webhook.bodies[-1]["rows"] == {k: v["rows"] for k, v in manifest["datasets"].items()}
     sizes = {f["path"]: f["bytes"] for f in manifest["files"]}
     for dataset, order in (("recommendations", ["user_id", "rank"]), ("packs", ["user_id", "sketch_index"])):
         files = manifest["datasets"][dataset]["files"]
