@@ -137,7 +137,8 @@ def sample(model: MusicTransformer, prompts: torch.Tensor, max_new_tokens: int, 
     all): a row's tokens depend only on its prompt and seed, with or without the cache, whatever
     else is in the batch. ``banned`` tokens (conditioning, padding) are never sampled, nor a row's
     ``banned_per_row`` tokens (e.g. notes outside its key); ``bar_banned_per_row[row][b]`` are not
-    sampled in the row's bar ``b`` (bars counted by ``stop_ids``), e.g. notes off that bar's planned chord.
+    sampled in the row's bar ``b`` (bars counted by ``stop_ids``), e.g. notes off the tonic triad in
+    the first and last bar.
     """
     model.eval()
     device = prompts.device
