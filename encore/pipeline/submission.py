@@ -113,8 +113,10 @@ def run_as_ray_job(config: Config, args: list[str], job_id: str, *, poll_s: floa
         time.sleep(poll_s)
     if status != JobStatus.SUCCEEDED:
         info = client.get_job_info(job_id)
-        tail = [line for line in logs.splitlines() if line.strip()][-1:] or [info.message or ""]
-        # The job's own `encore: error: ...` line, without its prefix: this line gets one of its own.
-        cause = tail[0].strip().removeprefix("encore: error: ")
+        lines = [line.strip() for line in logs.splitlines() if line.strip()]
+        # The job's own `encore: error: ...` line, without its prefix: this line gets one of its own. Spark's
+        # shutdown can log after it (a WARN from the stopping scheduler), so the last line is not always it.
+        errors = [line for line in lines if line.startswith("encore: error: ")]
+        cause = (errors or lines or [info.message or ""])[-1].removeprefix("encore: error: ")
         raise EncoreError(f"Ray job {job_id} ({' '.join(args)}) ended {status.value}: {cause}")
     return job_id
