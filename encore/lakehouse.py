@@ -189,6 +189,43 @@ class Lakehouse:
         rows = self.spark.sql(f"SHOW TBLPROPERTIES delta.`{self.path(name)}`").collect()
         return {row["key"]: row["value"] for row in rows}
 
+    def checkpoint(self, name: str) -> int:
+        """Write a checkpoint of the table's current version and return that version.
+
+        Through the JVM: neither Delta's Python API nor its SQL has a checkpoint command
+        (``DeltaLog.checkpoint`` has been public since Delta 1.0)."""
+        jvm = self.spark.sparkContext._jvm
+        none = jvm.scala.Option.empty()
+        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, self.path(name))
+        snapshot = delta_log.update(False, none, none)
+        delta_log.checkpoint(snapshot, none)
+        return int(snapshot.version())
+
+    def truncate_history(self, name: str, version: int) -> int:
+        """Delete the table's log entries before ``version``, which must have a checkpoint: its versions
+        before ``version`` can no longer be read. Returns the number of files deleted.
+
+        Delta's own cleanup does this for entries past ``delta.logRetentionDuration``, at a checkpoint
+        (and, as measured with Delta 4.4, not at all for entries before an OPTIMIZE or VACUUM commit);
+        an erasure cannot wait for it: those entries' file statistics may name the listener."""
+        import re
+        jvm = self.spark.sparkContext._jvm
+        log_path = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log")
+        fs = log_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        checkpoint = jvm.org.apache.hadoop.fs.Path(log_path, f"{version:020d}.checkpoint.parquet")
+        if not fs.exists(checkpoint):
+            raise EncoreError(f"{name} has no checkpoint at version {version}: its history is kept")
+        entry = re.compile(r"^\.?(\d{20})\.")   # commits, checksums, checkpoints and their .crc files
+        deleted = 0
+        for folder in (log_path, jvm.org.apache.hadoop.fs.Path(log_path, "_staged_commits")):
+            if not fs.exists(folder):
+                continue
+            for status in fs.listStatus(folder):
+                match = entry.match(status.getPath().getName())
+                if match and int(match.group(1)) < version and fs.delete(status.getPath(), False):
+                    deleted += 1
+        return deleted
+
     @contextmanager
     def staging(self, label: str):
         """A scratch path under the lakehouse root (shared storage on a cluster), removed afterwards."""

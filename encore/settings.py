@@ -27,6 +27,7 @@ class Paths(Section):
     jars: str
     ray_storage: str
     artifacts: str
+    secrets: str
 
 
 class Spark(Section):

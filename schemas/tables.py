@@ -14,7 +14,7 @@ from schemas.table_names import (BRONZE_CATALOG_RAW, BRONZE_PLAYS_RAW, BRONZE_PL
                                    GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
                                    SILVER_CATALOG, SILVER_MUSIC_QUARANTINE, SILVER_PLAYS,
                                    SILVER_PLAYS_QUARANTINE, SILVER_PLAY_COUNTS, WAREHOUSE_INSPIRATION_PACKS,
-                                   WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES)
+                                   WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES, OPS_ERASURE_LOG)
 
 
 def col(name: str, dtype, doc: str, nullable: bool = True) -> StructField:
@@ -362,8 +362,29 @@ INSPIRATION_PACKS = TableSpec(
     "One inspiration pack per user per nightly run: generated musical sketches tied to their taste.",
 )
 
+ERASURE_LOG = TableSpec(
+    OPS_ERASURE_LOG,
+    StructType([
+        col("erased_at", TimestampType(), "When `encore forget` removed the listener (UTC).", False),
+        col("user_hash", StringType(), "SHA-256 (hex) of the salt and the listener id: the raw id is never stored. "
+            "Hash an id with the same salt to find its row (docs/privacy.md).", False),
+        col("salt_id", StringType(), "The first 12 hex digits of the salt's own SHA-256: which salt made user_hash.",
+            False),
+        col("rows_removed", MapType(StringType(), LongType()), "Rows deleted per table, e.g. {'silver.plays': 412}.",
+            False),
+        col("exports_republished", ArrayType(StringType()),
+            "Run dates whose published export held the listener and was published again without them.", False),
+        col("exports_withdrawn", ArrayType(StringType()),
+            "Run dates whose export held the listener and could not be published again (the warehouse no longer "
+            "has the date): the folder was deleted.", False),
+        col("requested_by", StringType(), "The operating-system user who ran `encore forget`.", False),
+    ]),
+    (),
+    "One row per listener erased on request (`encore forget`): what was removed, never who.",
+)
+
 TABLES: dict[str, TableSpec] = {t.name: t for t in [
     PLAYS_RAW, CATALOG_RAW, PLAY_COUNTS_RAW, REJECTED_FILES, PLAYS, QUARANTINE, PLAY_COUNTS, CATALOG,
     INTERACTIONS, ITEMS, USER_PROFILES, MUSIC_SEQUENCES, MUSIC_QUARANTINE, RECOMMENDATIONS, SKETCHES,
-    INSPIRATION_PACKS,
+    INSPIRATION_PACKS, ERASURE_LOG,
 ]}

@@ -454,3 +454,79 @@ def test_spark_sql_refuses_writes_unless_allowed_and_logs_them(night):
                   allow_writes=True)
     audit = (Path(config.home) / "logs" / "sql-writes.log").read_text().splitlines()
     assert audit[-1].endswith("ALTER TABLE silver.plays SET TBLPROPERTIES ('encore.note' = 'sql test')")
+
+
+def _files_naming(root: Path, text: str) -> list[str]:
+    """Files under ``root`` that hold ``text``: Parquet files decoded (every column of every row, as their
+    pages may be compressed), every other file as raw bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def decoded(column) -> bytes:   # text columns as bytes: a raw line may not be valid UTF-8
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            return b"\n".join(v or b"" for v in column.cast(pa.large_binary()).to_pylist())
+        return repr(column.to_pylist()).encode()
+    needle = text.encode()
+    hits = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if data[:4] == b"PAR1":
+            data = b"\n".join(decoded(column) for column in pq.read_table(path).columns)
+        if needle in data:
+            hits.append(str(path.relative_to(root)))
+    return hits
+
+
+def test_forget_erases_a_listener_from_every_table_and_export_and_vacuum_leaves_no_byte(night, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """`encore forget` on a copy of the night's home, then `encore maintain` as if its vacuum window had
+    passed (0 h): no file under the lakehouse or the exports names the id, the Delta logs included."""
+    from encore.pipeline.cli import main
+    from jobs.forget import salt, user_hash, user_tables
+    from tests.conftest import TEST_ENV
+    from tests.homes import copy_home
+    config, lake, _ = night
+    home = copy_home(Path(config.home), tmp_path / "home")
+    for key, value in {**TEST_ENV, **NIGHT, "ENCORE_HOME": str(home)}.items():
+        monkeypatch.setenv(key, value)
+    copy = make_config(home, **NIGHT)
+    from encore.lakehouse import Lakehouse
+    erased = Lakehouse(copy, lake.spark, catalog=False)
+    quarantined = {r["user_id"] for r in erased.read("silver.plays_quarantine").select("user_id").distinct().collect()}
+    served = sorted({r["user_id"] for r in erased.read("warehouse.inspiration_packs").select("user_id").collect()}
+                    & quarantined)
+    listener = served[0]   # in every layer: bronze lines, silver, quarantine, gold, warehouse, the export
+    roots = [Path(copy.path("lakehouse")), Path(copy.path("exports"))]
+    assert all(_files_naming(root, listener) for root in roots)   # the scan finds what is there
+    ids = tmp_path / "erase.txt"
+    ids.write_text(f"# erasure requests of the day\n{listener}\nnever-a-listener\n")
+    capsys.readouterr()
+
+    assert main(["forget", "--users-file", str(ids)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 listeners found; not in any table (nothing to remove): never-a-listener" in out, out
+    assert f"exports published again without them: {D2}" in out, out
+    for name in [t for t in user_tables() if erased.exists(t)]:
+        table = erased.read(name)
+        column = "user_id" if "user_id" in table.columns else "value"
+        assert table.where(table[column].contains(listener)).count() == 0, name
+    assert main(["validate", "--date", D2.isoformat()]) == 0
+    audit = erased.read("ops.erasure_log").collect()
+    assert len(audit) == 1 and audit[0]["user_hash"] == user_hash(salt(copy), listener)
+    assert audit[0]["rows_removed"]["bronze.plays_raw"] > 0 and audit[0]["rows_removed"]["silver.plays_quarantine"] > 0
+    assert audit[0]["exports_republished"] == [D2.isoformat()] and listener not in repr(audit[0].asDict())
+
+    # Past the vacuum window (0 h here): the files the erasure replaced are deleted.
+    monkeypatch.setenv("ENCORE__MAINTAIN__VACUUM_RETENTION_HOURS", "0")
+    assert main(["maintain", "--force"]) == 0
+    # The champion was trained on versions from before the erasure: they cannot be read back any more.
+    assert "encore-recommender v1: lineage lost, its training data can no longer be read" in capsys.readouterr().out
+    left = [hit for root in roots for hit in _files_naming(root, listener)]
+    assert left == [], "\n".join(left)
+
+    # Asked again: nobody is found, which is one line and changes nothing.
+    versions = {name: erased.version(name) for name in user_tables() + ["ops.erasure_log"] if erased.exists(name)}
+    assert main(["forget", "--user", listener]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("encore: error: forget: none of the 1 listener ids is in any table"), err
+    assert {name: erased.version(name) for name in versions} == versions

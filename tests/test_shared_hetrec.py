@@ -39,6 +39,19 @@ def test_as_is_ingest_to_gold(lake):
     counts = build_features(lake, DAY)
     assert counts["gold.interactions"] == 92_834 and counts["gold.user_profiles"] == 1_892
 
+    # Erasure by a real, numeric id: listener 2's rows go, and listeners 20, 200, 1200... keep theirs.
+    from jobs.forget import forget
+    lines = (HETREC_DIR / "user_artists.dat").read_text().splitlines()[1:]
+    rows_of_2 = sum(line.split("\t")[0] == "2" for line in lines)   # 50 in the published file
+    result = forget(lake, ["2", "99999"])
+    users = sorted({r["user_id"] for r in lake.read("bronze.play_counts_raw").select("user_id").collect()})
+    assert "2" not in users and {"20", "200", "1200"} <= set(users) and len(users) == 1_891
+    removed = result.found["2"]
+    assert removed["bronze.play_counts_raw"] == removed["silver.play_counts"] == removed["gold.interactions"] == rows_of_2
+    assert removed["gold.user_profiles"] == 1 and result.unknown == ["99999"]
+    assert lake.read("silver.play_counts").count() == 92_834 - rows_of_2
+    assert lake.read("ops.erasure_log").count() == 1
+
 
 @pytest.mark.parametrize("scale", [0.0005])
 def test_replay_through_clean(lake, scale):

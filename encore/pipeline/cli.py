@@ -1,6 +1,6 @@
 """The ``encore`` command line: one sub-command per registered step (encore.pipeline.steps), plus
-the commands around them: demo, night, generate-logs, sample, recommender-eval, sql, tables,
-schema, config and setup.
+the commands around them: demo, night, generate-logs, sample, recommender-eval, forget, sql,
+tables, schema, config and setup.
 
 Every step command is a thin call of the same function ``night`` and the Airflow DAGs run. Problems
 the user can fix (``EncoreError``) print one ``encore: error: …`` line and exit with status 2.
@@ -111,6 +111,38 @@ def cmd_sql(cfg: Config, args) -> None:
     sql.write_result(result, "csv" if args.format == "table" else args.format, args.output)
     if cut:
         print(f"encore: sql: kept the first {limit} rows (--limit)", file=sys.stderr)
+
+
+def cmd_forget(cfg: Config, args) -> None:
+    """Erase listeners on request (jobs/forget.py, docs/privacy.md)."""
+    from jobs.forget import forget, read_ids
+    ids = read_ids(args.user, args.users_file)
+    r = forget(steps.lakehouse(cfg), ids, dry_run=args.dry_run)
+    if not r.found:
+        raise EncoreError(f"none of the {len(ids)} listener ids is in any table ({', '.join(r.tables)}): nothing was "
+                          "changed; check the ids against warehouse.recommendations or silver.plays")
+    verb = "would remove" if r.dry_run else "removed"
+    totals = {name: sum(removed.get(name, 0) for removed in r.found.values()) for name in r.tables}
+    print_table(["table", f"rows {verb}"], [(name, rows) for name, rows in totals.items()])
+    print(f"{len(r.found)} of {len(ids)} listeners found"
+          + (f"; not in any table (nothing to remove): {', '.join(r.unknown)}" if r.unknown else ""))
+    if r.dry_run:
+        print(f"published exports that hold them: {', '.join(r.exports_holding) or 'none'}")
+        print("\ndry run: nothing was changed")
+        return
+    print(f"exports published again without them: {', '.join(r.exports_republished) or 'none'}")
+    if r.exports_withdrawn:
+        print(f"exports withdrawn (the warehouse no longer has the date): {', '.join(r.exports_withdrawn)}")
+    print(f"audit: {len(r.found)} rows in ops.erasure_log (salted hashes, never the ids); {r.seconds:.0f} s")
+    print("Replaced files still hold the rows until `encore maintain` vacuums them (maintain.vacuum_retention_hours) "
+          "and older Delta log entries may name them until log retention (30 days) passes; models trained before "
+          "now keep the listeners' factors until their next training (docs/privacy.md).")
+
+
+def forget_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", action="append", metavar="ID", help="a listener id to erase (repeatable)")
+    p.add_argument("--users-file", metavar="FILE", help="a text file of listener ids, one per line (# comments)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be removed; change nothing")
 
 
 def cmd_tables(cfg: Config, args) -> None:
@@ -270,6 +302,8 @@ AFTER_STEPS = (
             sample_arguments),
     Command("recommender-eval", "train on a HetRec folder's rows in a temporary lakehouse and write top-10 lists "
             "for every user", cmd_recommender_eval, recommender_eval_arguments),
+    Command("forget", "erase listeners on request: their rows in every table and published export, an audit row in "
+            "ops.erasure_log", cmd_forget, forget_arguments),
     Command("sql", "read-only SQL over the tables (DuckDB; --engine spark for Spark SQL)", cmd_sql, sql_arguments),
     Command("tables", "list the registered tables, their versions and descriptions", cmd_tables),
     Command("schema", "print a contract: play_event, catalog_entry, a table's columns, export.recommendations, "
