@@ -139,8 +139,8 @@ def forget(lake, user_ids: list[str], dry_run: bool = False) -> ForgetResult:
             target = DeltaTable.forPath(spark, lake.path(name))
             key = _listener(lake.read(name), name)
             # The condition names the source's column, never a literal id: the commit keeps no id.
-            merge = lambda target=target, key=key: (target.alias("t").merge(ids.alias("s"), key == F.col("s._forget_id"))  # noqa: E731
-                                                    .whenMatchedDelete().execute())
+            def merge(target=target, key=key):
+                return target.alias("t").merge(ids.alias("s"), key == F.col("s._forget_id")).whenMatchedDelete().execute()
             deleted = retry_conflicts(merge).collect()[0]["num_deleted_rows"]
             # The log before the erasure goes now: its file statistics may name the listener.
             erased = lake.checkpoint(name)
@@ -150,7 +150,8 @@ def forget(lake, user_ids: list[str], dry_run: bool = False) -> ForgetResult:
         republished, withdrawn = _republish(lake, exports)
         _audit(lake, found, republished, withdrawn)
     ids.unpersist()
-    return ForgetResult(found, [u for u in user_ids if u not in found], exports, republished, withdrawn, time.perf_counter() - started, dry_run, tables)
+    return ForgetResult(found, [u for u in user_ids if u not in found], exports, republished, withdrawn,
+                        time.perf_counter() - started, dry_run, tables)
 
 
 def _exports_holding(config, user_ids: list[str]) -> list[str]:

@@ -54,4 +54,5 @@ def test_a_raw_line_is_matched_by_the_id_it_carries_however_it_was_written(spark
     assert found == [expected for _, expected in lines]
     quarantine = spark.createDataFrame([("u050", '{"user_id":"u050"}'), (None, '{"user_id":"u051",')],
                                        "user_id string, value string")
-    assert [r[0] for r in quarantine.select(_listener(quarantine, "silver.plays_quarantine")).collect()] == ["u050", "u051"]
+    found = [r[0] for r in quarantine.select(_listener(quarantine, "silver.plays_quarantine")).collect()]
+    assert found == ["u050", "u051"]

@@ -234,11 +234,11 @@ def test_recommender_eval_writes_top10_in_hetrec_ids_and_leaves_the_main_lakehou
     import subprocess
     import sys
     from pathlib import Path
-    from tests.conftest import TEST_ENV
+    from tests.conftest import PROCESS_ENV
     rows = _write_hetrec_folder(tmp_path / "hetrec")
     main_home = tmp_path / "main-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
-    env.update({**TEST_ENV, **FAST, "ENCORE_HOME": str(main_home)})
+    env.update({**PROCESS_ENV, **FAST, "ENCORE_HOME": str(main_home)})
     out = tmp_path / "top10.parquet"
     done = subprocess.run([str(Path(sys.executable).parent / "encore"), "recommender-eval", "--hetrec-dir",
                            str(tmp_path / "hetrec"), "--out", str(out), "--trials", "0"],
