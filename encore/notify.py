@@ -16,7 +16,6 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from encore.config import Config
 from encore.errors import EncoreError
@@ -27,17 +26,18 @@ EVENT = "encore.export.published"
 
 def export_summary(config: Config, run_date: dt.date) -> dict:
     """The summary of the published export of ``run_date`` (read from its manifest)."""
-    folder = Path(config.path("exports")) / f"run_date={run_date.isoformat()}"
-    manifest_path = folder / "manifest.json"
-    if not (folder / "_SUCCESS").is_file() or not manifest_path.is_file():
-        raise EncoreError(f"{folder} is not a published export (no _SUCCESS or manifest.json): "
-                          f"run `encore export --date {run_date}`")
-    manifest = json.loads(manifest_path.read_text())
+    from encore.export_store import MANIFEST, ExportStore
+    store = ExportStore(config)
+    run = store.published(run_date)
+    if run is None or not store.exists(f"{run.folder}/{MANIFEST}"):
+        raise EncoreError(f"{store.uri(store.path(f'run_date={run_date.isoformat()}'))} is not a published export "
+                          f"(no _SUCCESS or manifest.json): run `encore export --date {run_date}`")
+    manifest = json.loads(store.read_bytes(f"{run.folder}/{MANIFEST}"))
     return {
         "event": EVENT,
         "run_date": manifest["run_date"],
-        "export_uri": folder.resolve().as_uri(),
-        "manifest_uri": manifest_path.resolve().as_uri(),
+        "export_uri": run.uri,
+        "manifest_uri": f"{run.uri}/{MANIFEST}",
         "schema_version": manifest["schema_version"],
         "created_at": manifest["created_at"],
         "rows": {name: dataset["rows"] for name, dataset in sorted(manifest["datasets"].items())},

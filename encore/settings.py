@@ -22,6 +22,7 @@ class Paths(Section):
     landing: str
     catalog: str
     exports: str
+    export_staging: str
     reports: str
     spark_events: str
     jars: str
@@ -234,6 +235,11 @@ class Export(Section):
     notify_attempts: int = Field(ge=1)
 
 
+class SqlServer(Section):
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
 class Maintain(Section):
     experiment: str
     vacuum_retention_hours: int = Field(ge=0)     # whole hours: Delta rounds or drops a fraction
@@ -273,4 +279,5 @@ class Settings(Section):
     score: Score
     packs: Packs
     export: Export
+    sql_server: SqlServer
     maintain: Maintain

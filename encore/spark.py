@@ -166,8 +166,9 @@ def session_settings(config: Config) -> tuple[dict, Path | None]:
     return settings, resolve_into
 
 
-def build_session(config: Config, app_name: str = "encore"):
-    """Start (or return the running) SparkSession configured for Delta and this profile."""
+def build_session(config: Config, app_name: str = "encore", extra: dict[str, str] | None = None):
+    """Start (or return the running) SparkSession configured for Delta and this profile; ``extra``
+    settings go on top (``encore sql-server``: a Hive metastore and its read-only parser)."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -175,6 +176,7 @@ def build_session(config: Config, app_name: str = "encore"):
         return active
     check_java()
     settings, resolve_into = session_settings(config)
+    settings.update(extra or {})
     os.environ.setdefault("PYSPARK_PYTHON", settings["spark.pyspark.python"])
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():

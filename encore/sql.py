@@ -47,6 +47,16 @@ _SPARK_DESCRIPTIONS = {"DescribeRelation", "DescribeColumn", "DescribeDeltaHisto
                        "DescribeFunction", "DescribeNamespace", "ShowTables", "ShowColumns", "ShowNamespaces",
                        "ShowNamespacesCommand", "ShowTableProperties", "ShowCreateTable", "ShowFunctions",
                        "ShowViews", "ShowPartitions", "ExplainCommand"}
+# What a BI client's session also sends: SET, USE, SHOW CATALOGS and the like change nothing stored.
+_SPARK_SESSION_STATEMENTS = {"SetCommand", "ResetCommand", "SetCatalogAndNamespace", "SetNamespaceCommand",
+                             "SetCatalogCommand", "ShowCatalogsCommand", "ShowCurrentNamespaceCommand"}
+
+
+def read_only_plans(endpoint: bool = False) -> tuple[set[str], set[str]]:
+    """(the parsed plans that only read, the wrappers judged by what they wrap): the allowlist of
+    ``encore sql --engine spark`` and, with ``endpoint``, of ``encore sql-server`` (encore/java/ReadOnlySql.java)."""
+    reads = _SPARK_QUERY_ROOTS | _SPARK_DESCRIPTIONS | (_SPARK_SESSION_STATEMENTS if endpoint else set())
+    return reads, set(_SPARK_WRAPPERS)
 
 
 def referenced_tables(query: str) -> list[str]:
@@ -156,7 +166,7 @@ def spark_plan_kind(spark, query: str) -> tuple[str, bool]:
     while name in _SPARK_WRAPPERS:   # WITH … INSERT parses to a CTE above the INSERT: judge what it wraps
         plan = plan.child()
         name = plan.getClass().getSimpleName()
-    return name, name in _SPARK_QUERY_ROOTS or name in _SPARK_DESCRIPTIONS
+    return name, name in read_only_plans()[0]
 
 
 def audit_write(config: Config, query: str) -> None:

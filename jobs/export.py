@@ -1,14 +1,12 @@
 """The nightly export for platform teams: one run date of the warehouse tables as files under
 ``paths.exports``, following the contract in ``schemas/export.py``.
 
-Publishing is atomic for readers: everything is written into a hidden staging folder next to
-the target (``.staging-run_date=D-<id>``), the manifest is validated, ``_SUCCESS`` is written
-last, and only then is the folder renamed to ``run_date=D``. A rerun renames the previous
-folder aside and the new one into place, then deletes the old one, so a reader sees the old
-export, the new one, or (for an instant during a rerun) none; never a mixture. A crash leaves
-the staging folder behind, without ``_SUCCESS``; the next export of that date removes it.
-After publishing, only the newest ``export.keep_runs`` run dates are kept (the date just
-exported always stays).
+The run is assembled in a local staging folder: the datasets, the MIDI files, ``manifest.json``
+(validated) and ``SHA256SUMS``. ``encore.export_store`` then publishes it, atomically for readers:
+on a local folder by a rename, on an object store by an upload to an attempt prefix and a
+``_SUCCESS`` pointer written last. A crash before that leaves the previous export untouched and
+unpublished leftovers, which the next export of that date removes. After publishing, only the
+newest ``export.keep_runs`` run dates are kept (the date just exported always stays).
 
 Each dataset is split into Parquet files of about ``export.max_file_mb``, by ranges of user ids;
 each distinct sketch's MIDI file is written once, from ``warehouse.sketches``.
@@ -19,26 +17,22 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import re
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from encore.errors import EncoreError
+from encore.export_store import CHECKSUMS, MANIFEST, SUCCESS, ExportStore
 from schemas import export as contract
 from schemas.table_names import WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES
 
 log = logging.getLogger(__name__)
-RUN_FOLDER = re.compile(r"^run_date=(\d{4}-\d{2}-\d{2})$")
 
 
 @dataclass
 class ExportResult:
     run_date: dt.date
-    path: Path
+    location: str          # the published run's folder: a local path, or an s3:// URI
     run_id: str
     rows: dict[str, int]
     files: int
@@ -102,34 +96,6 @@ def _write_sharded(df, folder: Path, order: list[str], rows_per_file: int, targe
         log.info("export: %s files over the target; writing again with %d rows per file", folder.name, rows_per_file)
 
 
-def _publish(staging: Path, target: Path) -> None:
-    """Write _SUCCESS, then swap the staging folder into place (see the module docstring)."""
-    with open(staging / "_SUCCESS", "wb") as f:
-        os.fsync(f.fileno())
-    if target.exists():
-        aside = target.with_name(f".replaced-{target.name}-{uuid.uuid4().hex[:8]}")
-        os.rename(target, aside)
-        os.rename(staging, target)
-        shutil.rmtree(aside)
-    else:
-        os.rename(staging, target)
-
-
-def _apply_retention(root: Path, keep: int, current: str) -> list[str]:
-    runs = sorted((p.name for p in root.iterdir() if p.is_dir() and RUN_FOLDER.match(p.name)), reverse=True)
-    removed = [name for name in runs[max(keep, 1):] if name != current]
-    for name in removed:
-        shutil.rmtree(root / name)
-    return removed
-
-
-def _remove_leftovers(root: Path, folder: str) -> None:
-    """Staging or replaced folders of this run date left by a crashed export."""
-    for stale in root.glob(f".*-{folder}-*"):
-        log.warning("export: removing %s left by an interrupted export", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def export_run(lake, run_date: dt.date) -> ExportResult:
     """Write ``exports/run_date=D/`` from the warehouse tables' rows of that date."""
     import mlflow
@@ -137,15 +103,10 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
     from encore import tracking
 
     config = lake.config
-    root_text = config.path("exports")
-    if "://" in root_text:
-        raise EncoreError(f"paths.exports is {root_text}: exports are written to a local or mounted folder "
-                          "(object-store publishing is not supported yet); point paths.exports at a mounted path")
     started = time.perf_counter()
-    root = Path(root_text)
-    root.mkdir(parents=True, exist_ok=True)
-    folder = f"run_date={run_date.isoformat()}"
-    _remove_leftovers(root, folder)
+    store = ExportStore(config)
+    store.check()
+    store.remove_leftovers(run_date)
 
     versions = {}
     frames = {}
@@ -190,8 +151,7 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
                                    if font else F.lit(None).cast("string"))
     target_bytes = int(config.export.max_file_mb * 2 ** 20)
 
-    staging = root / f".staging-{folder}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging = store.staging_folder(run_date)
     tracking.experiment(config, config.nightly.experiment)
     with mlflow.start_run(run_name=f"export {run_date}") as run:
         mlflow.set_tags({"job": "export", "run_date": str(run_date)})
@@ -213,13 +173,14 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
                 midi_count += 1
             audio_seconds = _render_previews(staging, font, audio.format) if font else None
             manifest = _manifest(staging, run_date, run.info.run_id, recs, packs, versions, midi_count)
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            _publish(staging, root / folder)
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            (staging / CHECKSUMS).write_text(checksums_text(manifest))
+            published = store.publish(staging, run_date)
         except BaseException:
-            log.error("export %s failed before publishing; %s is left without _SUCCESS and the previous export "
+            log.error("export %s failed before publishing; %s is left unpublished and the previous export "
                       "(if any) is untouched", run_date, staging)
             raise
-        removed = _apply_retention(root, config.export.keep_runs, folder)
+        removed = store.apply_retention(config.export.keep_runs, run_date.isoformat())
         total_bytes = sum(f["bytes"] for f in manifest["files"])
         seconds = time.perf_counter() - started
         mlflow.log_metrics({"rows.recommendations": manifest["datasets"]["recommendations"]["rows"],
@@ -228,12 +189,12 @@ def export_run(lake, run_date: dt.date) -> ExportResult:
         if audio_seconds is not None:
             mlflow.log_metrics({"files.audio": manifest["datasets"]["audio"]["rows"], "seconds.audio": audio_seconds})
         mlflow.log_dict(manifest, "manifest.json")
-    log.info("export %s: %s (%d files, %.1f MB)%s", run_date, root / folder, len(manifest["files"]), total_bytes / 1e6,
+    log.info("export %s: %s (%d files, %.1f MB)%s", run_date, published.uri, len(manifest["files"]), total_bytes / 1e6,
              f"; removed old runs {removed}" if removed else "")
     if config.export.notify_url:
         from encore.notify import export_summary, post_summary
         post_summary(config.export.notify_url, export_summary(config, run_date), attempts=config.export.notify_attempts)
-    return ExportResult(run_date, root / folder, run.info.run_id,
+    return ExportResult(run_date, published.uri if store.remote else published.folder, run.info.run_id,
                         {k: v["rows"] for k, v in manifest["datasets"].items()}, len(manifest["files"]),
                         total_bytes, removed, seconds)
 
@@ -295,37 +256,55 @@ def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versio
     return manifest
 
 
+def checksums_text(manifest: dict) -> str:
+    """``SHA256SUMS``: every file the manifest lists, as ``sha256sum`` writes it (``sha256sum -c`` checks it)."""
+    return "".join(f"{f['sha256']}  {f['path']}\n" for f in sorted(manifest["files"], key=lambda f: f["path"]))
+
+
 def validate_export(lake, run_date: dt.date) -> dict[str, int]:
     """Check a published export against its manifest and the warehouse rows it came from.
 
     Raises ``EncoreError`` listing every problem: no ``_SUCCESS``, a manifest that breaks the
-    contract, a file missing, changed (sha256, size) or not listed, Parquet row counts that differ
-    from the manifest, or from the warehouse tables at the Delta versions the manifest records, and
-    audio previews that do not match the MIDI files one to one.
+    contract (or, on an object store, differs from the one ``_SUCCESS`` names), ``SHA256SUMS`` that
+    disagrees with the manifest, a file missing, changed (sha256, size) or not listed, Parquet row
+    counts that differ from the manifest, or from the warehouse tables at the Delta versions the
+    manifest records, and audio previews that do not match the MIDI files one to one.
     """
+    import hashlib
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    folder = Path(lake.config.path("exports")) / f"run_date={run_date.isoformat()}"
-    if not (folder / "_SUCCESS").is_file():
-        raise EncoreError(f"{folder} is not a published export (no _SUCCESS): run `encore export --date {run_date}`")
-    manifest = json.loads((folder / "manifest.json").read_text())
+    store = ExportStore(lake.config)
+    run = store.published(run_date)
+    if run is None:
+        raise EncoreError(f"{store.uri(store.path(f'run_date={run_date.isoformat()}'))} is not a published export "
+                          f"(no _SUCCESS): run `encore export --date {run_date}`")
+    folder = run.folder
+    manifest_bytes = store.read_bytes(f"{folder}/{MANIFEST}")
+    manifest = json.loads(manifest_bytes)
     problems = []
+    if store.remote:
+        pointer = json.loads(store.read_bytes(store.path(f"run_date={run_date.isoformat()}", SUCCESS)))
+        if hashlib.sha256(manifest_bytes).hexdigest() != pointer.get("manifest_sha256"):
+            problems.append(f"{MANIFEST} differs from the one {SUCCESS} names (sha256)")
     try:
         contract.validate_manifest(manifest)
     except Exception as exc:  # jsonschema.ValidationError: report it with the other problems
         problems.append(f"manifest breaks the contract: {str(exc).splitlines()[0]}")
     listed = {f["path"]: f for f in manifest.get("files", [])}
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json", "_SUCCESS"}
+    sizes = store.files(folder)
+    if CHECKSUMS in sizes and store.read_bytes(f"{folder}/{CHECKSUMS}").decode() != checksums_text(manifest):
+        problems.append(f"{CHECKSUMS} disagrees with the manifest")
+    present = set(sizes) - {MANIFEST, SUCCESS, CHECKSUMS}
     problems += [f"{p} is not in the manifest" for p in sorted(present - set(listed))]
     problems += [f"{p} is missing" for p in sorted(set(listed) - present)]
     for path, entry in sorted(listed.items()):
-        if path in present and (_sha256(folder / path) != entry["sha256"] or (folder / path).stat().st_size != entry["bytes"]):
+        if path in present and (sizes[path] != entry["bytes"] or store.sha256(f"{folder}/{path}") != entry["sha256"]):
             problems.append(f"{path} differs from its manifest entry (sha256 or size)")
     rows = {}
     for dataset, table in (("recommendations", WAREHOUSE_RECOMMENDATIONS), ("packs", WAREHOUSE_INSPIRATION_PACKS)):
         files = manifest.get("datasets", {}).get(dataset, {}).get("files", [])
-        rows[dataset] = sum(pq.read_metadata(folder / f).num_rows for f in files if (folder / f).is_file())
+        rows[dataset] = sum(pq.read_metadata(f"{folder}/{f}", filesystem=store.fs).num_rows for f in files if f in present)
         if rows[dataset] != manifest["datasets"][dataset]["rows"]:
             problems.append(f"{dataset}: {rows[dataset]} rows in the files, {manifest['datasets'][dataset]['rows']} "
                             "in the manifest")
@@ -341,7 +320,7 @@ def validate_export(lake, run_date: dt.date) -> dict[str, int]:
             problems.append(f"audio previews and MIDI files differ: {len(stems['midi'] - stems['audio'])} sketches "
                             f"without a preview, {len(stems['audio'] - stems['midi'])} previews without a sketch")
     if problems:
-        raise EncoreError(f"export {folder} failed validation: " + "; ".join(problems))
+        raise EncoreError(f"export {run.uri} failed validation: " + "; ".join(problems))
     rows["midi"] = len(datasets["midi"]["files"])
     if "audio" in datasets:
         rows["audio"] = len(datasets["audio"]["files"])

@@ -22,9 +22,7 @@ import hashlib
 import logging
 import os
 import secrets
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,38 +155,34 @@ def forget(lake, user_ids: list[str], dry_run: bool = False) -> ForgetResult:
 def _exports_holding(config, user_ids: list[str]) -> list[str]:
     """Run dates of published exports whose recommendations or packs name one of the ids."""
     import pyarrow.dataset as ds
-    from jobs.export import RUN_FOLDER
-    root = config.path("exports")
-    if "://" in root or not Path(root).is_dir():
-        return []
+    from encore.export_store import ExportStore
+    store = ExportStore(config)
     dates = []
-    for folder in sorted(Path(root).iterdir()):
-        match = RUN_FOLDER.match(folder.name)
-        if not match:
+    for day in store.run_dates():
+        run = store.published(day)
+        if run is None:
             continue
+        files = store.files(run.folder)
         for dataset in ("recommendations", "packs"):
-            files = sorted((folder / dataset).glob("*.parquet"))
-            if files and ds.dataset(files).count_rows(filter=ds.field("user_id").isin(user_ids)):
-                dates.append(match.group(1))
+            parts = sorted(f"{run.folder}/{p}" for p in files if p.startswith(f"{dataset}/") and p.endswith(".parquet"))
+            if parts and ds.dataset(parts, filesystem=store.fs).count_rows(filter=ds.field("user_id").isin(user_ids)):
+                dates.append(day)
                 break
     return dates
 
 
 def _republish(lake, dates: list[str]) -> tuple[list[str], list[str]]:
     """Export each date again from the (now erased) warehouse; withdraw a date it cannot export."""
+    from encore.export_store import ExportStore
     from jobs.export import export_run
     republished, withdrawn = [], []
-    root = Path(lake.config.path("exports"))
     for text in dates:
         day = dt.date.fromisoformat(text)
         try:
             export_run(lake, day)
             republished.append(text)
         except EncoreError as exc:
-            folder = root / f"run_date={text}"
-            aside = root / f".withdrawn-{folder.name}-{uuid.uuid4().hex[:8]}"
-            folder.rename(aside)   # readers see the export or nothing, never half of one
-            shutil.rmtree(aside)
+            ExportStore(lake.config).withdraw(day)
             withdrawn.append(text)
             log.warning("forget: the export of %s held a forgotten listener and could not be published again (%s): "
                         "withdrawn", text, exc)

@@ -10,7 +10,12 @@ columns, and the manifest (``export_manifest.schema.json``). Versioned by ``SCHE
       audio/<sketch_id>.ogg            since 1.1: one audio preview per distinct sketch, only when
                                        music.audio.soundfont is set (format: music.audio.format)
       manifest.json                    counts, sha256 per file, model and data versions, run ids
+      SHA256SUMS                       since 1.2: the manifest's checksums as `sha256sum -c` reads them
       _SUCCESS                         written last; only a folder with it is a published export
+
+On an object store (``paths.exports: s3a://…``, since 1.2) the files above except ``_SUCCESS`` sit in
+``run_date=YYYY-MM-DD/attempt=<time>-<id>/``, and ``run_date=YYYY-MM-DD/_SUCCESS`` is a JSON pointer
+``{"attempt": …, "manifest_sha256": …}`` written last (``encore/export_store.py``).
 
 Compatibility: adding a column or a file is a minor version bump; removing or retyping one is a
 major bump, announced ahead. Consumers should select columns by name.
@@ -24,7 +29,7 @@ from pyspark.sql.types import ArrayType, DateType, DoubleType, IntegerType, Stri
 
 from schemas.tables import SKETCH_FACTS, col
 
-SCHEMA_VERSION = "1.1.0"   # 1.1: audio previews (audio/, packs.audio_path)
+SCHEMA_VERSION = "1.2.0"   # 1.1: audio previews (audio/, packs.audio_path); 1.2: SHA256SUMS, object stores
 
 RECOMMENDATIONS = StructType([
     col("run_date", DateType(), "Logical date of the run.", False),

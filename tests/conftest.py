@@ -91,6 +91,44 @@ def airflow_home(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    """A real S3 endpoint on this machine: moto's S3 server (MinIO is neither on PyPI nor in Debian); its URL."""
+    import socket
+    import subprocess
+    from encore.devtools.waiting import wait_until
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT)
+
+    def listening():
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
+    def exited():
+        return f"moto exited with {server.returncode}" if server.poll() is not None else None
+    try:
+        try:
+            wait_until("the moto S3 server", listening, 60, every=0.3, died=exited)
+        except (RuntimeError, TimeoutError) as error:
+            pytest.fail(f"{error}: {log.read_text()[-2000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def s3_client(url: str):
+    """boto3 on the test endpoint, with moto's throwaway credentials."""
+    import boto3
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
+                        region_name="us-east-1")
+
+
 def requires_shared_data(path: Path = SHARED_DATA):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent: the shared data set sits beside the "
                               "clone in CI and on developer machines, not on a user's machine")

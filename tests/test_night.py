@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -241,10 +242,12 @@ def test_export_manifest_matches_files_and_a_crash_keeps_the_previous_export(nig
     manifest = json.loads((folder / "manifest.json").read_text())
     contract.validate_manifest(manifest)
     listed = {f["path"] for f in manifest["files"]}
-    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json", "_SUCCESS"}
-    assert listed == on_disk
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert listed == on_disk - {"manifest.json", "_SUCCESS", "SHA256SUMS"}
     for f in manifest["files"]:
         assert _sha(folder / f["path"]) == f["sha256"] and (folder / f["path"]).stat().st_size == f["bytes"]
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.count(": OK\n") == len(listed), checked.stdout[-2000:]
     recs = pq.read_table(folder / "recommendations")
     sketches = pq.read_table(folder / "packs")
     assert recs.num_rows == manifest["datasets"]["recommendations"]["rows"] == len(_recs(lake))
@@ -261,9 +264,9 @@ def test_export_manifest_matches_files_and_a_crash_keeps_the_previous_export(nig
     assert export.validate_export(lake, D2)["recommendations"] == recs.num_rows
     published = (folder / "manifest.json").read_bytes()
 
-    def crash(staging, target):
+    def crash(store, staging, run_date):
         raise RuntimeError("injected crash between writing the files and publishing")
-    monkeypatch.setattr(export, "_publish", crash)
+    monkeypatch.setattr(export.ExportStore, "publish", crash)
     with pytest.raises(RuntimeError, match="injected crash"):
         export.export_run(lake, D2)
     assert (folder / "manifest.json").read_bytes() == published and (folder / "_SUCCESS").is_file()
@@ -331,7 +334,7 @@ def test_with_a_soundfont_the_export_carries_audio_previews(night, spark):
     folder = Path(config.path("exports")) / f"run_date={D2}"
     export.export_run(lake, D2)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["schema_version"] == "1.1.0"
+    assert manifest["schema_version"] == "1.2.0"
     audio, midi = manifest["datasets"]["audio"], manifest["datasets"]["midi"]
     assert audio["rows"] == midi["rows"] > 0
     assert {Path(f).stem for f in audio["files"]} == {Path(f).stem for f in midi["files"]}
@@ -347,13 +350,82 @@ def test_with_a_soundfont_the_export_carries_audio_previews(night, spark):
     assert f"{audio['files'][0]} is missing" in str(failure.value)
 
 
+def test_an_object_store_export_is_published_by_a_pointer_written_last(night, spark, s3_endpoint, monkeypatch):
+    """paths.exports on S3 (moto's server): the run goes to an attempt prefix, then _SUCCESS names it. A crash
+    between the upload and _SUCCESS leaves the published run as it was; the next export removes the orphan."""
+    import pyarrow.fs
+    from encore.export_store import ExportStore
+    from encore.lakehouse import Lakehouse
+    from encore.notify import export_summary
+    from jobs import export
+    from tests.conftest import s3_client
+    s3 = s3_client(s3_endpoint)
+    s3.create_bucket(Bucket="exports")
+    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    config, _, _ = night
+    remote = {"ENCORE__PATHS__EXPORTS": "s3a://exports/encore", "ENCORE__SPARK__CONF__SPARK.HADOOP.FS.S3A.ENDPOINT": s3_endpoint,
+              "ENCORE__SPARK__CONF__SPARK.HADOOP.FS.S3A.ENDPOINT.REGION": "us-east-1"}
+    lake = Lakehouse(make_config(Path(config.home), **NIGHT, **remote), spark)
+
+    def keys() -> set[str]:
+        """The objects under the prefix, less the empty folder markers pyarrow leaves."""
+        return {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="exports", Prefix="encore/")
+                for o in page.get("Contents", []) if not o["Key"].endswith("/")}
+
+    def pointer() -> dict:
+        return json.loads(s3.get_object(Bucket="exports", Key=f"encore/run_date={D2}/_SUCCESS")["Body"].read())
+
+    first = export.export_run(lake, D2)
+    attempt = pointer()["attempt"]
+    assert first.location == f"s3://exports/encore/run_date={D2}/{attempt}"
+    manifest_key = f"encore/run_date={D2}/{attempt}/manifest.json"
+    manifest = json.loads(s3.get_object(Bucket="exports", Key=manifest_key)["Body"].read())
+    assert pointer()["manifest_sha256"] == hashlib.sha256(s3.get_object(Bucket="exports", Key=manifest_key)["Body"]
+                                                            .read()).hexdigest()
+    assert {f"encore/run_date={D2}/{attempt}/{f['path']}" for f in manifest["files"]} | {
+        manifest_key, f"encore/run_date={D2}/{attempt}/SHA256SUMS", f"encore/run_date={D2}/_SUCCESS"} == keys()
+    assert export.validate_export(lake, D2)["recommendations"] == manifest["datasets"]["recommendations"]["rows"]
+    assert export_summary(lake.config, D2)["manifest_uri"] == f"s3://exports/encore/run_date={D2}/{attempt}/manifest.json"
+    assert not list(Path(lake.config.path("export_staging")).iterdir())     # the local staging is gone once uploaded
+
+    real_copy = pyarrow.fs.copy_files
+
+    def upload_then_crash(*args, **kwargs):
+        real_copy(*args, **kwargs)
+        raise OSError("injected crash between the upload and _SUCCESS")
+    monkeypatch.setattr(pyarrow.fs, "copy_files", upload_then_crash)
+    with pytest.raises(EncoreError, match="cannot reach the object store.*injected crash.*spark.hadoop.fs.s3a.endpoint"):
+        export.export_run(lake, D2)
+    monkeypatch.undo()
+    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    orphans = {k.split("/")[2] for k in keys() if k.split("/")[2].startswith("attempt=")} - {attempt}
+    assert len(orphans) == 1 and pointer()["attempt"] == attempt          # readers still get the first run, whole
+    assert ExportStore(lake.config).published(D2).folder.endswith(attempt)
+    assert export.validate_export(lake, D2)["packs"] == manifest["datasets"]["packs"]["rows"]
+
+    again = export.export_run(lake, D2)                                   # publishes anew and removes both others
+    assert {k.split("/")[2] for k in keys() if "attempt=" in k} == {pointer()["attempt"]} != {attempt}
+    assert again.location.endswith(pointer()["attempt"])
+    ExportStore(lake.config).withdraw(D2)
+    assert not keys()
+
+    for setting, value, message in (
+            ("ENCORE__SPARK__CONF__SPARK.HADOOP.FS.S3A.ENDPOINT", "http://127.0.0.1:9", "cannot reach the object store"),
+            ("ENCORE__PATHS__EXPORTS", "s3a://no-such-bucket/x", "bucket of paths.exports .* does not exist")):
+        broken = Lakehouse(make_config(Path(config.home), **NIGHT, **{**remote, setting: value}), spark)
+        with pytest.raises(EncoreError, match=message):
+            export.export_run(broken, D2)
+
+
 def test_retention_keeps_the_newest_runs_and_the_current_one(tmp_path):
-    from jobs.export import _apply_retention
+    from encore.export_store import ExportStore
     for day in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-10-01"):
         (tmp_path / f"run_date={day}").mkdir()
     (tmp_path / "unrelated").mkdir()
-    removed = _apply_retention(tmp_path, 2, "run_date=2026-10-01")
-    assert sorted(removed) == ["run_date=2026-11-01"]
+    removed = ExportStore(make_config(tmp_path, ENCORE__PATHS__EXPORTS=str(tmp_path))).apply_retention(2, "2026-10-01")
+    assert sorted(removed) == ["2026-11-01"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_date=2026-10-01", "run_date=2026-11-02",
                                                            "run_date=2026-11-03", "unrelated"]
 
@@ -475,6 +547,55 @@ def _files_naming(root: Path, text: str) -> list[str]:
         if needle in data:
             hits.append(str(path.relative_to(root)))
     return hits
+
+
+def test_bi_tools_query_the_sql_server_which_refuses_writes_and_stops_on_sigterm(night, tmp_path):
+    """`encore sql-server` as its own process, queried with beeline (pyspark's HiveServer2 client, as DBeaver's
+    driver is): the night's tables by name, a DELETE refused, a second server on the port refused with one
+    line, SIGTERM a clean stop."""
+    import os
+    import signal
+    import socket
+    import sys
+    import pyspark
+    from encore.devtools.waiting import wait_until
+    from tests.conftest import PROCESS_ENV
+    config, lake, _ = night
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    env.update(PROCESS_ENV, **NIGHT, ENCORE_HOME=config.home)
+    encore = [str(Path(sys.executable).parent / "encore"), "sql-server", "--port", str(port)]
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(encore, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until("encore sql-server", lambda: "ready, read-only" in log.read_text(), 300, every=1,
+                   died=lambda: f"exited with {server.returncode}: {log.read_text()[-3000:]}"
+                   if server.poll() is not None else None)
+
+        def beeline(statement: str) -> subprocess.CompletedProcess:
+            return subprocess.run([str(Path(pyspark.__file__).parent / "bin" / "beeline"), "-u",
+                                   f"jdbc:hive2://127.0.0.1:{port}/default", "-n", "analyst", "--silent=true",
+                                   "--outputformat=csv2", "--showNestedErrs=false", "-e", statement],
+                                  env=env, capture_output=True, text=True, timeout=120)
+        expected = lake.read("warehouse.recommendations").where(f"run_date = DATE'{D2}'").count()
+        answer = beeline(f"SELECT count(*) AS n FROM warehouse.recommendations WHERE run_date = DATE'{D2}'")
+        assert answer.stdout.split()[-2:] == ["n", str(expected)], (answer.stdout[-2000:], answer.stderr[-2000:])
+        refused = beeline("DELETE FROM warehouse.recommendations WHERE rank > 1")
+        assert "encore sql-server is read-only: DeleteFromTable changes data" in refused.stdout + refused.stderr
+        assert lake.read("warehouse.recommendations").where(f"run_date = DATE'{D2}'").count() == expected
+
+        second = subprocess.run(encore, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and second.stderr.strip().splitlines() == [
+            f"encore: error: sql-server: port {port} on 127.0.0.1 is in use (Address already in use): stop what holds "
+            "it or pick another with --port (or sql_server.port)"], second.stderr
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0 and log.read_text().rstrip().endswith("encore sql-server: stopped")
+    finally:
+        if server.poll() is None:
+            server.kill()
 
 
 def test_forget_erases_a_listener_from_every_table_and_export_and_vacuum_leaves_no_byte(night, tmp_path,

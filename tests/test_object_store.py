@@ -8,59 +8,18 @@ clean must leave the same rows, and a second process must read the tables back.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-from conftest import PROCESS_ENV
-from encore.devtools.waiting import wait_until
+from conftest import PROCESS_ENV, s3_client
 
 ENCORE = str(Path(sys.executable).parent / "encore")
 BUCKET = "encore-test"
 DAY = "2026-11-20"
 HADOOP_AWS = "org.apache.hadoop:hadoop-aws:3.5.0"   # matches pyspark 4.2's Hadoop 3.5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def listening():
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-
-    def exited():
-        return f"moto exited with {server.returncode}" if server.poll() is not None else None
-    try:
-        try:
-            wait_until("the moto S3 server", listening, 60, every=0.3, died=exited)
-        except (RuntimeError, TimeoutError) as error:
-            pytest.fail(f"{error}: {log.read_text()[-2000:]}")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _s3(url: str):
-    import boto3
-    return boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
-                        region_name="us-east-1")
 
 
 def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -75,7 +34,7 @@ def _rows(out: subprocess.CompletedProcess) -> list[list[str]]:
 
 
 def test_spark_steps_on_an_s3a_lakehouse(s3_endpoint, tmp_path, monkeypatch):
-    s3 = _s3(s3_endpoint)
+    s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
     config = tmp_path / "encore.yaml"
     config.write_text(yaml.safe_dump({"profiles": {"objectstore": {

@@ -113,6 +113,20 @@ def cmd_sql(cfg: Config, args) -> None:
         print(f"encore: sql: kept the first {limit} rows (--limit)", file=sys.stderr)
 
 
+def cmd_sql_server(cfg: Config, args) -> None:
+    """The SQL endpoint for BI tools (encore/sql_server.py): the Spark Thrift Server, read-only."""
+    from encore.sql_server import serve
+    serve(cfg, args.host or cfg.sql_server.host, args.port or cfg.sql_server.port, allow_writes=args.allow_writes)
+
+
+def sql_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, help="port to listen on (default sql_server.port: 10000)")
+    p.add_argument("--host", help="address to bind (default sql_server.host: 127.0.0.1; the endpoint has no "
+                   "authentication)")
+    p.add_argument("--allow-writes", action="store_true",
+                   help="let statements that change tables through; each is logged to <home>/logs/sql-writes.log")
+
+
 def cmd_forget(cfg: Config, args) -> None:
     """Erase listeners on request (jobs/forget.py, docs/privacy.md)."""
     from jobs.forget import forget, read_ids
@@ -305,6 +319,8 @@ AFTER_STEPS = (
     Command("forget", "erase listeners on request: their rows in every table and published export, an audit row in "
             "ops.erasure_log", cmd_forget, forget_arguments),
     Command("sql", "read-only SQL over the tables (DuckDB; --engine spark for Spark SQL)", cmd_sql, sql_arguments),
+    Command("sql-server", "a JDBC/ODBC endpoint for BI tools (Spark Thrift Server, HiveServer2 protocol), read-only",
+            cmd_sql_server, sql_server_arguments),
     Command("tables", "list the registered tables, their versions and descriptions", cmd_tables),
     Command("schema", "print a contract: play_event, catalog_entry, a table's columns, export.recommendations, "
             "export.packs or export.manifest", cmd_schema, schema_arguments),

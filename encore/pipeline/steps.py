@@ -337,14 +337,14 @@ def generate_command(cfg: Config, args) -> None:
 def export_run(ctx: StepContext) -> str:
     from jobs.export import export_run as publish
     r = publish(ctx.lake, ctx.day)
-    return f"{r.path} ({r.files} files, {r.rows['recommendations']} recommendations, {r.rows['packs']} sketches)"
+    return f"{r.location} ({r.files} files, {r.rows['recommendations']} recommendations, {r.rows['packs']} sketches)"
 
 
 def export_command(cfg: Config, args) -> None:
     from jobs.export import export_run as publish
     r = publish(lakehouse(cfg), args.date)
     print_table(["run_date", "folder", "recommendations", "sketches", "files", "MB", "removed old runs"],
-                [(r.run_date, r.path, r.rows["recommendations"], r.rows["packs"], r.files, f"{r.bytes / 1e6:.1f}",
+                [(r.run_date, r.location, r.rows["recommendations"], r.rows["packs"], r.files, f"{r.bytes / 1e6:.1f}",
                   ", ".join(r.removed_runs) or "-")], max_width=100)
 
 
