@@ -212,8 +212,9 @@ def trained_home(spark, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dag_night(trained_home, tmp_path_factory):
-    """The small world's date run once per session by ``airflow dags test encore_nightly`` in the local
-    profile, on a copy of ``trained_home`` (tests/homes.py): the DAG test checks the run, the cluster
-    test starts from its tables as the local night to compare with. Copy ``home`` before writing to it."""
-    from tests.homes import run_nightly_dag
-    return run_nightly_dag(trained_home, tmp_path_factory.mktemp("dag-night"))
+    """The small world's two dates backfilled once per session by a real Airflow scheduler in the local
+    profile (tests/homes.py ``run_nightly_backfill``), on a copy of ``trained_home``: the scheduler and DAG
+    tests check the runs, the cluster test starts from its tables as the local night to compare with.
+    Copy ``home`` before writing to it."""
+    from tests.homes import run_nightly_backfill
+    return run_nightly_backfill(trained_home, tmp_path_factory.mktemp("dag-night"))

@@ -128,8 +128,8 @@ def migrated_airflow(home: Path) -> dict[str, str]:
 
 @dataclass
 class DagNight:
-    """What ``airflow dags test encore_nightly`` left: the home it ran on, the ENCORE_* settings,
-    the process's exit status and its output (stdout, then stderr)."""
+    """What a run of encore_nightly left: the home it ran on, the ENCORE_* settings, the process's exit
+    status and its output (stdout, then stderr)."""
     home: Path
     env: dict[str, str]
     returncode: int
@@ -139,17 +139,24 @@ class DagNight:
         return make_config(self.home, **{k: v for k, v in self.env.items() if k.startswith("ENCORE__")})
 
 
-def run_nightly_dag(trained_home: Path, workdir: Path) -> DagNight:
-    """Copy ``trained_home`` into ``workdir``, land the small world's date and run the nightly DAG for
-    it with ``airflow dags test`` in a process of its own, as an operator would: Airflow's task
-    runner then shares nothing with the test process and its Spark session."""
+BACKFILL_DATES = ("2026-11-19", SMALL_NIGHT_DAY)
+LOCAL_AIRFLOW = REPO / "infra" / "airflow" / "local_airflow.py"
+
+
+def run_nightly_backfill(trained_home: Path, workdir: Path) -> DagNight:
+    """Copy ``trained_home`` into ``workdir``, land the small world's two dates and backfill encore_nightly
+    for them on a real Airflow (scheduler, DAG processor, API server, LocalExecutor) through
+    infra/airflow/local_airflow.py, the script the README documents, in a process of its own: Airflow's
+    task runners then share nothing with the test process and its Spark session. Airflow's home is
+    ``workdir / "airflow"``."""
     from encore.sources.generate_logs import generate_from_config
-    env = small_night_env(copy_home(trained_home, workdir / "encore"))
+    env = {**small_night_env(copy_home(trained_home, workdir / "encore")), "ENCORE__GENERATE__DAYS": "2"}
     night = DagNight(Path(env["ENCORE_HOME"]), env, -1, "")
     generate_from_config(night.config())
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCORE", "AIRFLOW"))}
-    process_env.update(migrated_airflow(workdir / "airflow"), **env)
-    done = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "test", "encore_nightly",
-                           SMALL_NIGHT_DAY], env=process_env, capture_output=True, text=True, timeout=1500)
+    process_env.update(env)
+    done = subprocess.run([sys.executable, str(LOCAL_AIRFLOW), "--backfill", *BACKFILL_DATES,
+                           "--airflow-home", str(workdir / "airflow"), "--timeout", "1800"],
+                          env=process_env, capture_output=True, text=True, timeout=2100)
     night.returncode, night.output = done.returncode, done.stdout + done.stderr
     return night

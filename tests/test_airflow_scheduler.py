@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, make_config
-from tests.homes import copy_home, small_night_env
+from tests.homes import BACKFILL_DATES, LOCAL_AIRFLOW
 
-DATES = ("2026-11-19", "2026-11-20")
-SCRIPT = REPO / "infra" / "airflow" / "local_airflow.py"
+DATES = BACKFILL_DATES
+SCRIPT = LOCAL_AIRFLOW
 
 
 def test_a_failed_airflow_call_reports_the_error_not_sqlalchemys_link():
@@ -35,24 +31,17 @@ def test_a_failed_airflow_call_reports_the_error_not_sqlalchemys_link():
 
 
 @pytest.mark.e2e
-def test_a_real_scheduler_backfills_the_nightly_dag_one_export_per_date(trained_home, tmp_path):
-    from encore.sources.generate_logs import generate_from_config
+def test_a_real_scheduler_backfills_the_nightly_dag_one_export_per_date(dag_night):
+    """The session's ``dag_night`` is that backfill (tests/homes.py); tests/test_dags.py checks its tasks."""
     from encore.delta_reader import read_filtered
-    env = {**small_night_env(copy_home(trained_home, tmp_path / "encore")), "ENCORE__GENERATE__DAYS": "2"}
-    config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
-    generate_from_config(config)
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCORE", "AIRFLOW"))}
-    full_env.update(env)
-    done = subprocess.run([sys.executable, str(SCRIPT), "--backfill", *DATES,
-                           "--airflow-home", str(tmp_path / "airflow"), "--timeout", "1800"],
-                          env=full_env, capture_output=True, text=True, timeout=2100)
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
-    database = sqlite3.connect(tmp_path / "airflow" / "airflow.db")
+    assert dag_night.returncode == 0, dag_night.output[-6000:]
+    database = sqlite3.connect(dag_night.home.parent / "airflow" / "airflow.db")
     assert database.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     database.close()
     for date in DATES:
-        assert f"encore_nightly {date}: success (run backfill__{date}" in done.stdout, done.stdout
-        assert f"{date} validate        success" in done.stdout
+        assert f"encore_nightly {date}: success (run backfill__{date}" in dag_night.output, dag_night.output
+        assert f"{date} validate        success" in dag_night.output
+    config = dag_night.config()
     exports = sorted(p.name for p in Path(config.path("exports")).iterdir() if not p.name.startswith("."))
     assert exports == [f"run_date={d}" for d in DATES]
     assert all((Path(config.path("exports")) / e / "_SUCCESS").is_file() for e in exports)

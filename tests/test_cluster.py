@@ -3,8 +3,8 @@
 infra/cluster/local_cluster.py brings up a Spark standalone cluster (master + 2 workers) and a Ray
 cluster (head + 1 node) on this machine; ``airflow dags test encore_nightly`` then runs the date with
 ``ENCORE_PROFILE=cluster``: Spark steps through SparkSubmitOperator to the master, Ray steps as Ray
-jobs to the head. The local night is the session's ``dag_night`` (``airflow dags test`` in the local
-profile); the cluster night runs on a copy of its home, so both use the same landing files, the same
+jobs to the head. The local night is the session's ``dag_night`` (a real scheduler's backfill in the
+local profile, ending on this date); the cluster night runs on a copy of its home, so both use the same landing files, the same
 champion models and the same seeds on the same lakehouse: the cluster night replaces the local night's
 partitions, so this also checks that a rerun on another
 engine gives the same tables. Recommendation lists and packs must be identical: scores come from
@@ -116,7 +116,7 @@ def _run(argv: list[str], env: dict, timeout: int) -> str:
 
 @pytest.mark.cluster
 def test_the_night_through_spark_and_ray_clusters_equals_the_local_night(airflow_home, dag_night, tmp_path):
-    assert dag_night.returncode == 0, "the local night (airflow dags test) failed: " + dag_night.output[-3000:]
+    assert dag_night.returncode == 0, "the local night (the scheduler's backfill) failed: " + dag_night.output[-3000:]
     env = small_night_env(copy_home(dag_night.home, tmp_path / "encore"))
     config = make_config(Path(env["ENCORE_HOME"]), **{k: v for k, v in env.items() if k.startswith("ENCORE__")})
     base = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}

@@ -1,6 +1,7 @@
 """The Airflow DAGs on real Airflow 3: the DagBag imports cleanly, tasks run in the documented
-order, and ``dag.test()`` runs the nightly DAG end to end (every task a real ``encore`` process on
-small data) against an Airflow metadata database of its own."""
+order, a real scheduler's backfill of the nightly DAG (every task a real ``encore`` process on small
+data) ran each task in order and announced each export, and ``airflow dags test`` fails a date without
+landing data at ingest."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.homes import SMALL_NIGHT_DAY, small_night_env
+from tests.homes import BACKFILL_DATES, SMALL_NIGHT_DAY, small_night_env
 
 DAGS = REPO / "dags"
 NIGHTLY_ORDER = ["ingest", "clean", "features", "ensure_models", "score", "generate", "export", "validate", "report"]
@@ -72,35 +73,37 @@ def test_task_order_retries_and_assets(airflow_home):
 
 
 @pytest.mark.e2e
-def test_nightly_dag_runs_end_to_end_with_dag_test(dag_night, tmp_path):
-    """``airflow dags test`` (Dag.test) in its own process, as an operator would run it (the session's
-    ``dag_night`` fixture): every task ran in order and the date has its export and its lists."""
+def test_the_scheduled_nightly_runs_end_every_task_in_order_and_announce_each_export(dag_night, tmp_path):
+    """The session's ``dag_night``, a real scheduler's backfill of two dates (tests/homes.py): each run's
+    tasks ended in the DAG's order, the last date has its export and its lists, every task process
+    recorded its step in the ledger, and each export task announced its export."""
     from encore.delta_reader import read_filtered
+    assert dag_night.returncode == 0, dag_night.output[-3000:]
     day = dt.date.fromisoformat(SMALL_NIGHT_DAY)
-    output = dag_night.output
-    assert dag_night.returncode == 0 and "DagRun Finished: dag_id=encore_nightly" in output, output[-3000:]
-    finished = [line for line in output.splitlines() if "DagRun Finished: dag_id=encore_nightly" in line][-1]
-    assert "state=success" in finished, output[-3000:]
-    ended = [output.index(f"[DAG TEST] end task task_id={task}") for task in NIGHTLY_ORDER]
-    assert ended == sorted(ended), "tasks ended out of the DAG's order"
+    with sqlite3.connect(dag_night.home.parent / "airflow" / "airflow.db") as db:
+        for date in BACKFILL_DATES:
+            ended = [task for (task,) in db.execute(
+                "SELECT task_id FROM task_instance WHERE dag_id = 'encore_nightly' AND run_id LIKE ? "
+                "AND state = 'success' ORDER BY end_date", (f"backfill__{date}%",))]
+            assert ended == NIGHTLY_ORDER, (date, ended)
+        events = db.execute("SELECT e.source_task_id, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                            "WHERE a.uri = 'encore://exports/nightly' ORDER BY e.timestamp").fetchall()
     config = dag_night.config()
     export = Path(config.path("exports")) / f"run_date={day}"
     assert (export / "_SUCCESS").is_file()
     recs = read_filtered(config, "warehouse.recommendations", [("run_date", "=", day)], ["user_id", "rank"]).frame
     assert len(recs) == 10 * recs["user_id"].nunique() > 0
-    # Every task process recorded its step in the ledger; the report task drew the night from them.
     report = json.loads((Path(config.path("reports")) / f"run_date={day}" / "report.json").read_text())
     steps = [r["step"] for r in report["sections"]["night"]["data"]["steps"]]
     assert steps == [t.replace("_", "-") for t in NIGHTLY_ORDER[:-1]]
 
     # The export task announced the export on encore://exports/nightly, with its summary; the example consumer
     # accepts that export, and refuses a copy with a changed file.
-    with sqlite3.connect(dag_night.home.parent / "airflow" / "airflow.db") as db:
-        events = db.execute("SELECT e.source_task_id, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                            "WHERE a.uri = 'encore://exports/nightly'").fetchall()
-    assert [task for task, _ in events] == ["export"], events
-    summary = json.loads(events[0][1])
-    assert summary["run_date"] == SMALL_NIGHT_DAY and summary["rows"]["recommendations"] == len(recs)
+    assert [task for task, _ in events] == ["export"] * len(BACKFILL_DATES), events
+    summaries = [json.loads(extra) for _, extra in events]
+    assert [s["run_date"] for s in summaries] == list(BACKFILL_DATES)
+    summary = summaries[-1]
+    assert summary["rows"]["recommendations"] == len(recs)
     assert summary["manifest_uri"] == (export / "manifest.json").resolve().as_uri()
     sys.path.insert(0, str(DAGS))
     from encore_export_consumer import check_export
