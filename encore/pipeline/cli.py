@@ -210,6 +210,10 @@ def cmd_setup(cfg: Config, args) -> None:
     lake.spark.range(1).write.format("delta").mode("overwrite").save(probe)
     assert lake.spark.read.format("delta").load(probe).count() == 1
     print(f"Spark {lake.spark.version} with Delta is ready; home: {cfg.home}")
+    from encore.spark import build_class_archive, class_archive
+    archive = class_archive(cfg) or build_class_archive(cfg)
+    print(f"Class archive for faster JVM starts: {archive}" if archive else
+          "No class archive (see the log): Spark starts without it, a few seconds slower")
 
 
 def cmd_sample(cfg: Config, args) -> None:
