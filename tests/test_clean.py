@@ -181,6 +181,32 @@ def test_generated_scrobble_habits_are_all_kept(lake_factory):
     assert same_second > 0, "the generator laid out no album tracks sharing a second"
 
 
+def test_heavy_listeners_are_people_and_a_scripted_client_is_a_bot(lake_factory):
+    """bot_user against real heavy listening: an album looped from midnight to midnight (11 tracks of real
+    lengths, 3:05 to 6:40) and a grindcore fan's 18 hours of 1:10 tracks are people, and every play of
+    theirs is kept; a client that scrobbles a 20-second play every 20 s around the clock is not."""
+    lake = lake_factory(ENCORE__CLEAN__MAX_QUARANTINE_SHARE="0.9")
+    midnight = dt.datetime.combine(DAY, dt.time(), dt.timezone.utc)
+
+    def day_of(user: str, artist: str, lengths: list[int], start: dt.datetime, hours: float) -> list[str]:
+        lines, at, i = [], start, 0
+        while at + dt.timedelta(seconds=lengths[i % len(lengths)]) <= start + dt.timedelta(hours=hours):
+            length = lengths[i % len(lengths)]
+            lines.append(event(f"{user}-{i}", user=user, artist=artist, ts=at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                               ms=length * 1000, track_id=f"{artist}-t{i % len(lengths)}",
+                               track_name=f"Track {i % len(lengths)}"))
+            at, i = at + dt.timedelta(seconds=length), i + 1
+        return lines
+    looper = day_of("looper", "album-artist", [185, 242, 400, 201, 263, 318, 222, 190, 287, 355, 234], midnight, 24)
+    grinder = day_of("grinder", "grind-artist", [70], midnight + dt.timedelta(hours=5), 18)
+    scripted = day_of("scripted", "spam-artist", [20], midnight, 24)
+    write_landing(Path(lake.config.path("landing")), DAY.isoformat(), looper + grinder + scripted)
+    ingest_landing(lake)
+    result = clean_date(lake, DAY)
+    assert len(looper) > 300 and len(grinder) > 900 and len(scripted) == 4320
+    assert result.reasons == {"bot_user": len(scripted)} and result.kept == len(looper) + len(grinder)
+
+
 def test_rerun_of_a_date_changes_nothing(lake_factory, monkeypatch):
     lake = lake_factory(**PERMISSIVE)
     _prepare(lake)

@@ -17,6 +17,7 @@ from pyspark.sql.types import LongType
 from encore import lakehouse
 from encore.errors import describe
 from landing_helpers import event, write_landing
+from tests.kills import kill_inside_write
 from tests.conftest import TEST_ENV
 
 DAY = dt.date(2026, 11, 20)
@@ -294,47 +295,6 @@ def test_an_unreachable_mlflow_store_is_one_line_and_never_reads_as_no_champion(
 D1, D2 = dt.date(2026, 11, 19), dt.date(2026, 11, 20)
 
 
-def _committed_files(table: Path) -> set[str]:
-    """The file names every commit in the table's log added."""
-    import json
-    names = set()
-    for commit in (table / "_delta_log").glob("*.json"):
-        for line in commit.read_text().splitlines():
-            action = json.loads(line) if line.strip() else {}
-            if "add" in action:
-                names.add(Path(action["add"]["path"]).name)
-    return names
-
-
-def _kill_inside_write(argv: list[str], env: dict, table: Path, timeout: float = 300) -> None:
-    """Run a step as its own process group and SIGKILL it (the Python driver and Spark's JVM) as soon
-    as its first new data file lands in ``table``: the write has started and is not committed."""
-    import os
-    import signal
-    import subprocess
-    def data_files() -> set[Path]:
-        return {p for p in table.rglob("*.parquet") if "_delta_log" not in p.parts} if table.exists() else set()
-    before = data_files()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            new = data_files() - before
-            if new:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=60)
-                committed = _committed_files(table)
-                assert not {p.name for p in new} & committed, "the kill came after the commit: not inside the write"
-                return
-            if proc.poll() is not None:
-                raise AssertionError(f"{argv[1:]} ended before it wrote a data file: {proc.stderr.read()[-2000:]}")
-            time.sleep(0.01)
-        raise AssertionError(f"{argv[1:]} wrote no data file in {timeout} s")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def test_spark_steps_killed_inside_their_write_and_rerun_lose_and_double_nothing(spark, tmp_path):
     """ingest, clean and features each SIGKILLed (driver and JVM) after their first data file is written and
     before their commit, then rerun: every landed line is in bronze once, every bronze line in silver or
@@ -366,7 +326,7 @@ def test_spark_steps_killed_inside_their_write_and_rerun_lose_and_double_nothing
         assert done.returncode == 0, done.stderr[-2000:]
 
     tables = Path(config.path("lakehouse"))
-    _kill_inside_write([encore, "ingest", "--date", D2.isoformat()], env, tables / "bronze" / "plays_raw")
+    kill_inside_write([encore, "ingest", "--date", D2.isoformat()], env, tables / "bronze" / "plays_raw")
     step("ingest", "--date", D2.isoformat())
     def lines_in(path: Path) -> int:
         text = gzip.decompress(path.read_bytes())
@@ -377,7 +337,7 @@ def test_spark_steps_killed_inside_their_write_and_rerun_lose_and_double_nothing
     bronze = lake.read("bronze.plays_raw").where(F.col("landing_date") == F.lit(D2))
     assert {r["source_key"]: r["count"] for r in bronze.groupBy("source_key").count().collect()} == per_file
 
-    _kill_inside_write([encore, "clean", "--date", D2.isoformat()], env, tables / "silver" / "plays")
+    kill_inside_write([encore, "clean", "--date", D2.isoformat()], env, tables / "silver" / "plays")
     step("clean", "--date", D2.isoformat())
     kept = lake.read("silver.plays").where(F.col("date") == F.lit(D2))
     held = lake.read("silver.plays_quarantine").where((F.col("date") == F.lit(D2))
@@ -385,7 +345,7 @@ def test_spark_steps_killed_inside_their_write_and_rerun_lose_and_double_nothing
     assert kept.count() + held.count() == landed
     assert kept.select("event_id").distinct().count() == kept.count()
 
-    _kill_inside_write([encore, "features", "--date", D2.isoformat()], env, tables / "gold" / "interactions")
+    kill_inside_write([encore, "features", "--date", D2.isoformat()], env, tables / "gold" / "interactions")
     step("features", "--date", D2.isoformat())
     pairs = lake.read("gold.interactions").where(F.col("as_of_date") == F.lit(D2))
     assert pairs.count() > 0 and pairs.select("user_id", "item_id").distinct().count() == pairs.count()

@@ -462,6 +462,57 @@ def test_maintain_beside_a_running_night_breaks_neither(night):
     assert "OPTIMIZE" in {d["operation"] for d in details}
 
 
+def test_score_generate_and_export_killed_inside_their_write_and_rerun_lose_and_double_nothing(night, tmp_path,
+                                                                                             monkeypatch):
+    """Fault matrix rows (tests/test_faults.py has ingest, clean and features): on a copy of the night's home,
+    score, generate and export each SIGKILLed, with the process group (driver, JVM, a local Ray's
+    workers), once their first new data file is written and before their commit or publish; each is
+    rerun. The date's lists and packs are then as before the kills, with no row twice, and the export
+    validates with no staging left behind."""
+    import os
+    import sys
+    from encore.lakehouse import Lakehouse
+    from encore.pipeline.cli import main
+    from tests.conftest import PROCESS_ENV, TEST_ENV
+    from tests.homes import copy_home
+    from tests.kills import kill_inside_write, kill_when
+    config, lake, _ = night
+    home = copy_home(Path(config.home), tmp_path / "home")
+    copy = make_config(home, **NIGHT)
+    killed = Lakehouse(copy, lake.spark, catalog=False)
+
+    def outputs():
+        recs = killed.read("warehouse.recommendations").where(f"run_date = DATE'{D2}'")
+        packs = killed.read("warehouse.inspiration_packs").where(f"run_date = DATE'{D2}'")
+        return (sorted(tuple(r) for r in recs.select("user_id", "rank", "item_id").collect()),
+                sorted((r["user_id"], tuple(s["sketch_id"] for s in r["sketches"]))
+                       for r in packs.select("user_id", "sketches").collect()))
+    before = outputs()
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
+    process_env.update(PROCESS_ENV, **NIGHT, ENCORE_HOME=str(home))
+    for key, value in {**TEST_ENV, **NIGHT, "ENCORE_HOME": str(home)}.items():
+        monkeypatch.setenv(key, value)
+    encore = str(Path(sys.executable).parent / "encore")
+    tables = Path(copy.path("lakehouse")) / "warehouse"
+    exports = Path(copy.path("exports"))
+
+    kill_inside_write([encore, "score", "--date", D2.isoformat()], process_env, tables / "recommendations")
+    assert main(["score", "--date", D2.isoformat()]) == 0
+    kill_inside_write([encore, "generate", "--date", D2.isoformat()], process_env, tables / "inspiration_packs")
+    assert main(["generate", "--date", D2.isoformat()]) == 0
+    kill_when([encore, "export", "--date", D2.isoformat()], process_env,
+              lambda: set(exports.glob(f".staging-run_date={D2}-*/recommendations/*.parquet")))
+    assert [p.name for p in exports.iterdir() if p.name.startswith(".staging-")], "the kill left no staging to tidy"
+    assert main(["export", "--date", D2.isoformat()]) == 0
+    assert main(["validate", "--date", D2.isoformat()]) == 0
+
+    after = outputs()
+    assert after == before
+    assert len(after[0]) == len(set((user, rank) for user, rank, _ in after[0]))
+    assert len(after[1]) == len(set(user for user, _ in after[1]))
+    assert not [p.name for p in exports.iterdir() if p.name.startswith(".")]
+
+
 def test_a_date_without_landing_data_fails_first_and_writes_nothing(night):
     from encore.pipeline.night import run_night
     config, lake, _ = night

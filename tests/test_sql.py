@@ -134,3 +134,32 @@ def test_spark_reads_only_queries_and_descriptions(spark):
     plans, so only an allowlist of query and description roots is safe."""
     assert [q for q in SPARK_READS if not sql.spark_plan_kind(spark, q)[1]] == []
     assert [q for q in SPARK_WRITES if sql.spark_plan_kind(spark, q)[1]] == []
+
+
+@pytest.mark.spark
+def test_the_endpoint_s_parser_check_refuses_writes_or_logs_them_when_allowed(spark, tmp_path):
+    """encore/java/ReadOnlySql.java, which `encore sql-server` puts in front of Spark's parser (tests/test_night.py
+    drives the server itself): the CLI's verdicts, plus a BI client's session statements; with an audit file
+    (--allow-writes), a write passes and is logged."""
+    checker = spark.sparkContext._jvm.encore.jvm.ReadOnlySql
+    parser = spark._jsparkSession.sessionState().sqlParser()
+    reads, wrappers = (",".join(sorted(names)) for names in sql.read_only_plans(endpoint=True))
+    audit = tmp_path / "sql-writes.log"
+    try:
+        checker.enforce(reads, wrappers, None)
+        for query in SPARK_READS + ["SET spark.sql.shuffle.partitions = 3", "USE silver", "SHOW CATALOGS"]:
+            checker.check(parser.parsePlan(query), query)
+        refused = []
+        for query in [q for q in SPARK_WRITES if not q.startswith("SET")]:
+            try:
+                checker.check(parser.parsePlan(query), query)
+            except Exception as exc:   # py4j's Py4JJavaError around the IllegalArgumentException
+                refused.append(query)
+                assert "encore sql-server is read-only: " in str(exc) and " changes data; query with SELECT" in str(exc)
+        assert refused == [q for q in SPARK_WRITES if not q.startswith("SET")]
+        checker.enforce(reads, wrappers, str(audit))
+        statement = "DELETE FROM silver.plays\n  WHERE user_id = 'u1'"
+        checker.check(parser.parsePlan(statement), statement)
+        assert audit.read_text().split("\t")[1:] == ["sql-server", "DELETE FROM silver.plays WHERE user_id = 'u1'\n"]
+    finally:
+        checker.release()
