@@ -42,6 +42,15 @@ CHECKSUMS = "SHA256SUMS"   # `sha256sum -c SHA256SUMS` in the run's folder check
 _SCHEMES = ("s3a://", "s3://")
 
 
+def sha256_of(filesystem, path: str) -> str:
+    """The SHA-256 of a file on a pyarrow filesystem, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with filesystem.open_input_stream(path) as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def run_folder_name(run_date: dt.date | str) -> str:
     return f"run_date={run_date.isoformat() if isinstance(run_date, dt.date) else run_date}"
 
@@ -76,20 +85,19 @@ class ExportStore:
 
     @staticmethod
     def _s3(config: Config):
-        """An S3 filesystem with the endpoint and region of the profile's ``spark.hadoop.fs.s3a.*`` settings (as the
-        lakehouse's readers use) and credentials from the environment (AWS_ACCESS_KEY_ID, …)."""
+        """An S3 filesystem with the endpoint and region the lakehouse's readers take from the profile
+        (``encore.locations.storage_uri``) and credentials from the environment (AWS_ACCESS_KEY_ID, …)."""
         from pyarrow import fs
-        conf = config.spark.conf
-        endpoint = str(conf.get("spark.hadoop.fs.s3a.endpoint") or "") or None
-        options = {"connect_timeout": 5, "request_timeout": 30,
-                   "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3)}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-        region = conf.get("spark.hadoop.fs.s3a.endpoint.region")
-        if region:
-            options["region"] = str(region)
-        return fs.S3FileSystem(**options)
+        from encore.locations import storage_uri
+        options = storage_uri(config.path("exports").replace("s3://", "s3a://", 1), config)[1] or {}
+        settings = {"connect_timeout": 5, "request_timeout": 30,
+                    "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3)}
+        if options.get("AWS_ENDPOINT_URL"):
+            scheme, _, host = options["AWS_ENDPOINT_URL"].partition("://")
+            settings.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+        if options.get("AWS_REGION"):
+            settings["region"] = options["AWS_REGION"]
+        return fs.S3FileSystem(**settings)
 
     # --- paths -------------------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -174,11 +182,7 @@ class ExportStore:
         return {info.path[len(folder) + 1:]: info.size for info in infos if info.type == fs.FileType.File}
 
     def sha256(self, path: str) -> str:
-        digest = hashlib.sha256()
-        with self.fs.open_input_stream(path) as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return sha256_of(self.fs, path)
 
     # --- writing -----------------------------------------------------------------------------------------
     def staging_folder(self, run_date: dt.date) -> Path:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from encore.errors import EncoreError
-from encore.export_store import CHECKSUMS, MANIFEST, SUCCESS, ExportStore
+from encore.export_store import CHECKSUMS, MANIFEST, SUCCESS, ExportStore, sha256_of
 from schemas import export as contract
 from schemas.table_names import WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES
 
@@ -39,14 +39,6 @@ class ExportResult:
     bytes: int
     removed_runs: list[str]
     seconds: float
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tidy_spark_output(folder: Path) -> list[Path]:
@@ -212,6 +204,7 @@ def _render_previews(staging: Path, font: Path, suffix: str) -> float:
 
 def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versions: dict, midi_count: int) -> dict:
     import pyarrow.parquet as pq
+    from pyarrow.fs import LocalFileSystem
     from encore.progress import tracked
     datasets, parquet_rows = {}, {}
     for dataset in ("recommendations", "packs"):
@@ -225,9 +218,11 @@ def _manifest(staging: Path, run_date: dt.date, run_id: str, recs, packs, versio
     if previews:
         datasets["audio"] = {"rows": len(previews), "files": [a.relative_to(staging).as_posix() for a in previews]}
     every = [*parquet_rows, *midi, *previews]
+    local = LocalFileSystem()
     files = []
     for path in tracked(every, "export: hashing files", len(every)):
-        entry = {"path": path.relative_to(staging).as_posix(), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+        entry = {"path": path.relative_to(staging).as_posix(), "bytes": path.stat().st_size,
+                 "sha256": sha256_of(local, str(path))}
         if path in parquet_rows:
             entry["rows"] = parquet_rows[path]
         files.append(entry)
@@ -270,7 +265,6 @@ def validate_export(lake, run_date: dt.date) -> dict[str, int]:
     counts that differ from the manifest, or from the warehouse tables at the Delta versions the
     manifest records, and audio previews that do not match the MIDI files one to one.
     """
-    import hashlib
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 

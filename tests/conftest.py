@@ -91,15 +91,21 @@ def airflow_home(tmp_path_factory):
             os.environ[key] = value
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """A real S3 endpoint on this machine: moto's S3 server (MinIO is neither on PyPI nor in Debian); its URL."""
     import socket
     import subprocess
     from encore.devtools.waiting import wait_until
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROCESS_ENV
+from conftest import PROCESS_ENV, free_port
 from jobs.clean import clean_date
 from jobs.ingest import ingest_landing
 from landing_helpers import event, write_landing
@@ -62,7 +62,6 @@ def test_a_spark_step_names_its_ui_and_the_history_server_shows_it_afterwards(tm
     """The embedded profile's Spark UI and event log (the tests turn both off elsewhere), and pyspark's
     own sbin/start-history-server.sh over the event log folder, exactly as docs/data-engineer.md says."""
     import json
-    import socket
     import urllib.request
     from encore.devtools.waiting import wait_until
     on = {"ENCORE__SPARK__CONF__SPARK.UI.ENABLED": "true", "ENCORE__SPARK__CONF__SPARK.EVENTLOG.ENABLED": "true"}
@@ -75,9 +74,7 @@ def test_a_spark_step_names_its_ui_and_the_history_server_shows_it_afterwards(tm
 
     import pyspark
     spark_home = Path(pyspark.__file__).parent
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOG_DIR": str(tmp_path / "logs"),
            "SPARK_PID_DIR": str(tmp_path / "pids"),
            "SPARK_HISTORY_OPTS": f"-Dspark.history.fs.logDirectory={events.as_uri()} -Dspark.history.ui.port={port}"}

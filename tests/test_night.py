@@ -394,12 +394,10 @@ def test_an_object_store_export_is_published_by_a_pointer_written_last(night, sp
     def upload_then_crash(*args, **kwargs):
         real_copy(*args, **kwargs)
         raise OSError("injected crash between the upload and _SUCCESS")
-    monkeypatch.setattr(pyarrow.fs, "copy_files", upload_then_crash)
-    with pytest.raises(EncoreError, match="cannot reach the object store.*injected crash.*spark.hadoop.fs.s3a.endpoint"):
-        export.export_run(lake, D2)
-    monkeypatch.undo()
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
+    with monkeypatch.context() as crashing:
+        crashing.setattr(pyarrow.fs, "copy_files", upload_then_crash)
+        with pytest.raises(EncoreError, match="cannot reach the object store.*injected crash.*spark.hadoop.fs.s3a.endpoint"):
+            export.export_run(lake, D2)
     orphans = {k.split("/")[2] for k in keys() if k.split("/")[2].startswith("attempt=")} - {attempt}
     assert len(orphans) == 1 and pointer()["attempt"] == attempt          # readers still get the first run, whole
     assert ExportStore(lake.config).published(D2).folder.endswith(attempt)
@@ -606,15 +604,12 @@ def test_bi_tools_query_the_sql_server_which_refuses_writes_and_stops_on_sigterm
     line, SIGTERM a clean stop."""
     import os
     import signal
-    import socket
     import sys
     import pyspark
     from encore.devtools.waiting import wait_until
-    from tests.conftest import PROCESS_ENV
+    from tests.conftest import PROCESS_ENV, free_port
     config, lake, _ = night
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
     env.update(PROCESS_ENV, **NIGHT, ENCORE_HOME=config.home)
     encore = [str(Path(sys.executable).parent / "encore"), "sql-server", "--port", str(port)]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
 from encore.errors import EncoreError
 from encore.notify import EVENT, export_summary, post_summary
-from tests.conftest import make_config
+from tests.conftest import free_port, make_config
 from tests.http_receiver import receiver
 
 pytestmark = pytest.mark.unit
@@ -65,8 +64,6 @@ def test_a_receiver_that_never_accepts_is_one_line_and_a_refusal_is_not_retried(
             post_summary(got.url, summary, attempts=3, first_wait_s=0.01)
     assert len(got.bodies) == 1
 
-    with socket.socket() as s:    # a port nobody listens on: connection refused, every attempt
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()    # nobody listens on it: connection refused, every attempt
     with pytest.raises(EncoreError, match=r"failed 2 times \(.*[Cc]onnection refused"):
         post_summary(f"http://127.0.0.1:{port}/", summary, attempts=2, first_wait_s=0.01)
