@@ -16,6 +16,7 @@ from encore.locations import storage_uri, table_path
 
 if TYPE_CHECKING:   # pandas costs a quarter of a second to import: `encore sql` needs only storage_uri
     import pandas as pd
+    import pyarrow as pa
 from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES,
                                    SILVER_PLAYS, WAREHOUSE_INSPIRATION_PACKS, WAREHOUSE_RECOMMENDATIONS,
                                    WAREHOUSE_SKETCHES)
@@ -35,7 +36,7 @@ class PinnedRead:
     name: str
     path: str
     version: int
-    frame: pd.DataFrame
+    frame: pd.DataFrame | pa.Table   # an Arrow table where the read asked for ``arrow=True``
 
 
 def _open(config: Config, name: str, version: int | None):
@@ -62,10 +63,11 @@ def _open(config: Config, name: str, version: int | None):
 
 
 def read_snapshot(config: Config, name: str, as_of: dt.date | None, version: int | None = None,
-                  columns: list[str] | None = None) -> PinnedRead:
+                  columns: list[str] | None = None, arrow: bool = False) -> PinnedRead:
     """One ``as_of_date`` snapshot of a gold table at a pinned Delta version.
 
-    ``as_of=None`` takes the newest snapshot present at that version.
+    ``as_of=None`` takes the newest snapshot present at that version. ``arrow=True`` keeps the rows
+    in Arrow: at a million listeners, pandas would hold a Python object per string, list and map.
     """
     table, path, pinned = _open(config, name, version)
     if as_of is None:
@@ -73,11 +75,13 @@ def read_snapshot(config: Config, name: str, as_of: dt.date | None, version: int
         if not dates:
             raise EncoreError(f"{name} is empty at version {pinned}: run `encore features --date D` first")
         as_of = max(dates)
-    return PinnedRead(name, path, pinned, _frame(table, name, pinned, [("as_of_date", "=", as_of)], columns))
+    return PinnedRead(name, path, pinned, _frame(table, name, pinned, [("as_of_date", "=", as_of)], columns, arrow))
 
 
-def _frame(table, name: str, pinned: int, filters, columns) -> pd.DataFrame:
+def _frame(table, name: str, pinned: int, filters, columns, arrow: bool = False) -> pd.DataFrame | pa.Table:
     try:
+        if arrow:
+            return table.to_pyarrow_table(filters=filters, columns=columns)
         return table.to_pandas(filters=filters, columns=columns)
     except OSError as exc:  # the log still lists files that VACUUM removed
         raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
@@ -100,10 +104,32 @@ def read_table(config: Config, name: str, version: int | None = None, columns: l
 
 
 def read_filtered(config: Config, name: str, filters: list[tuple], columns: list[str] | None = None,
-                  version: int | None = None) -> PinnedRead:
+                  version: int | None = None, arrow: bool = False) -> PinnedRead:
     """Rows of a table matching partition/column ``filters`` (deltalake DNF tuples) at a pinned version."""
     table, path, pinned = _open(config, name, version)
-    return PinnedRead(name, path, pinned, _frame(table, name, pinned, filters, columns))
+    return PinnedRead(name, path, pinned, _frame(table, name, pinned, filters, columns, arrow))
+
+
+def distinct_values(config: Config, name: str, column: str, filters: list[tuple],
+                    version: int | None = None) -> tuple[int, pa.Array]:
+    """(pinned version, the distinct values of ``column``) over the rows matching ``filters``, read batch by
+    batch: memory holds the distinct values, never the whole column (silver.plays has tens of millions of
+    rows at a million listeners)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow.parquet import filters_to_expression
+    table, _, pinned = _open(config, name, version)
+    dataset = table.to_pyarrow_dataset()
+    parts: list = [pa.array([], type=dataset.schema.field(column).type)]
+    try:
+        for batch in dataset.to_batches(columns=[column], filter=filters_to_expression(filters)):
+            parts.append(pc.unique(batch.column(0)))
+            if len(parts) >= 64:
+                parts = [pc.unique(pa.chunked_array(parts))]
+    except OSError as exc:  # the log still lists files that VACUUM removed
+        raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
+                          f"its files were vacuumed; use a newer version (latest is {table_latest(table)})") from None
+    return pinned, pc.unique(pa.chunked_array(parts))
 
 
 def data_files(config: Config, name: str, version: int | None = None):
@@ -128,10 +154,14 @@ def partition_size(config: Config, name: str, version: int, column: str, value) 
     return int(size), int(rows or 0)
 
 
-def version_files(config: Config, name: str, version: int) -> list[str]:
-    """The data files (URIs) a version of a table reads; raises ``EncoreError`` when its log is gone."""
+def version_files(config: Config, name: str, version: int | None, partition: tuple | None = None) -> list[str]:
+    """The data files (URIs) a version of a table reads (the latest with ``version=None``), or those of one
+    partition, ``(column, value)``; raises ``EncoreError`` when its log is gone."""
     table, _, _ = _open(config, name, version)
-    return table.file_uris()
+    if partition is None:
+        return table.file_uris()
+    column, value = partition
+    return table.file_uris(file_pruning_predicate=[(column, "=", str(value))])
 
 
 def current_version(config: Config, name: str) -> int | None:

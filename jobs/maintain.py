@@ -12,10 +12,15 @@ Per table, in this order:
    ``maintain.zorder``'s columns where listed (per-user queries then skip most files).
 3. **VACUUM** with ``maintain.vacuum_retention_hours``, refused below Delta's safety minimum of
    168 hours unless forced (a shorter window can delete the files of a write still in flight).
-   The versions the current champions were trained on (their MLflow runs'
-   ``source.<table>.version`` params) stay readable: a table whose pinned version needs a longer
-   window gets one, and says so. Lineage that is lost anyway (the Delta log no longer reaches the
-   version) is reported by model.
+
+The data the current champions were trained on stays readable (their MLflow runs'
+``source.<table>.version`` params pin a version). A gold snapshot read takes one ``as_of_date``
+(the run's ``as_of_date`` tag, else the newest at that version): retention and compaction leave
+that date alone, so its files stay in the current version and VACUUM, with any window, keeps them.
+Storage then stays flat however old the champion is. Where a pinned version's files have left the
+current version anyway (a rewritten unpartitioned table, a rerun date), the VACUUM window
+stretches back to the commit that removed them, and the note says so. Lineage that is lost anyway
+(the Delta log no longer reaches the version, or someone vacuumed by hand) is reported by model.
 
 Running beside a night is safe: each commit goes through Delta's optimistic concurrency with the
 lakehouse's retries (``encore.lakehouse.retry_conflicts``); the deletes and compactions touch other
@@ -79,19 +84,53 @@ def check_settings(config, force: bool) -> float:
     return hours
 
 
-def pinned_versions(config) -> dict[str, list[tuple[str, int]]]:
-    """table -> [(model label, version)] that the current champions were trained on."""
+@dataclass(frozen=True)
+class Pin:
+    """Data a champion was trained on: a table version, and the snapshot date it read (None: all of it)."""
+    model: str                     # e.g. "encore-recommender v3"
+    version: int
+    as_of: dt.date | None = None
+
+    def partition(self) -> tuple | None:
+        return None if self.as_of is None else (SNAPSHOT_COLUMN, self.as_of)
+
+
+SNAPSHOT_COLUMN = "as_of_date"   # gold's snapshot tables are partitioned by it; a training run reads one
+
+
+def pinned_versions(config) -> dict[str, list[Pin]]:
+    """table -> the data the current champions were trained on."""
     from encore import tracking
-    pins: dict[str, list[tuple[str, int]]] = {}
+    pins: dict[str, list[Pin]] = {}
     for name in (config.recommender.model_name, config.music.model_name):
         champion = tracking.champion(config, name)
         if champion is None:
             continue
-        params = tracking.client(config).get_run(champion.run_id).data.params
-        for key, value in params.items():
+        run = tracking.client(config).get_run(champion.run_id)
+        for key, value in run.data.params.items():
             if key.startswith("source.") and key.endswith(".version") and key[7:-8] in TABLES:
-                pins.setdefault(key[7:-8], []).append((f"{name} v{champion.version}", int(value)))
+                table, version = key[7:-8], int(value)
+                as_of = _snapshot_read(config, table, version, run.data.tags.get("as_of_date"))
+                pins.setdefault(table, []).append(Pin(f"{name} v{champion.version}", version, as_of))
     return pins
+
+
+def _snapshot_read(config, table: str, version: int, tagged: str | None) -> dt.date | None:
+    """The as_of_date a training read of a snapshot table took: the run's tag, else (a run on "latest")
+    the newest date at that version; None for other tables, or when the version can no longer be read."""
+    import pyarrow.compute as pc
+    from encore.delta_reader import data_files
+    if TABLES[table].partition_by != (SNAPSHOT_COLUMN,):
+        return None
+    try:
+        return dt.date.fromisoformat(tagged or "")
+    except ValueError:
+        pass
+    try:
+        actions = data_files(config, table, version)
+    except EncoreError:
+        return None
+    return pc.max(actions[f"partition.{SNAPSHOT_COLUMN}"]).as_py() if actions.num_rows else None
 
 
 def maintain(lake, force: bool = False, dry_run: bool = False) -> MaintainResult:
@@ -108,9 +147,10 @@ def maintain(lake, force: bool = False, dry_run: bool = False) -> MaintainResult
         if not lake.exists(name):
             continue
         upkeep = TableUpkeep(name, retention_hours=hours)
-        _apply_retention(lake, upkeep, config.maintain.keep.get(name), dry_run)
+        held = {pin.as_of for pin in pins.get(name, []) if pin.as_of is not None}
+        _apply_retention(lake, upkeep, config.maintain.keep.get(name), dry_run, held)
         if not dry_run:
-            _compact(lake, upkeep, config.maintain.optimize_days, config.maintain.zorder.get(name))
+            _compact(lake, upkeep, config.maintain.optimize_days, config.maintain.zorder.get(name), held)
         upkeep.retention_hours = _window_for_pins(lake, name, hours, pins.get(name, []), upkeep)
         _vacuum(lake, upkeep, force or upkeep.retention_hours < DELTA_SAFETY_HOURS, dry_run)
         upkeep.files, upkeep.bytes = _current_size(lake, name)
@@ -162,18 +202,30 @@ def _files_by_date(lake, name: str) -> dict:
     return counts
 
 
-def _apply_retention(lake, upkeep: TableUpkeep, keep: int | None, dry_run: bool) -> None:
+def _not_in(column: str, dates) -> str:
+    """`` AND column NOT IN (DATE'…', …)``, or nothing when there are no dates."""
+    if not dates:
+        return ""
+    listed = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(dates))
+    return f" AND {column} NOT IN ({listed})"
+
+
+def _apply_retention(lake, upkeep: TableUpkeep, keep: int | None, dry_run: bool, held: set) -> None:
+    """Delete the dates past the newest ``keep``, except ``held`` ones (a champion's training snapshot)."""
     if keep is None:
         return
     from delta.tables import DeltaTable
     column = TABLES[upkeep.table].partition_by[0]
     values = sorted((v for v in _files_by_date(lake, upkeep.table) if v is not None), reverse=True)
-    old = values[keep:]
+    spared = sorted(v for v in values[keep:] if v in held)
+    if spared:
+        upkeep.note = f"kept {column} {', '.join(map(str, spared))}: a champion was trained on it"
+    old = [v for v in values[keep:] if v not in held]
     if not old:
         return
     cutoff = old[0]
     upkeep.dates_deleted = [str(v) for v in sorted(old)]
-    condition = f"{column} <= DATE'{cutoff.isoformat()}'"
+    condition = f"{column} <= DATE'{cutoff.isoformat()}'" + _not_in(column, spared)
     # Counted first: a delete of whole partitions removes files without reading them and may not count rows.
     upkeep.rows_deleted = lake.read(upkeep.table).where(condition).count()
     if not dry_run:
@@ -181,18 +233,20 @@ def _apply_retention(lake, upkeep: TableUpkeep, keep: int | None, dry_run: bool)
         retry_conflicts(lambda: table.delete(condition))
 
 
-def _compact(lake, upkeep: TableUpkeep, days: int, zorder: list[str] | None) -> None:
+def _compact(lake, upkeep: TableUpkeep, days: int, zorder: list[str] | None, held: set) -> None:
     """OPTIMIZE the newest ``days`` dates, when one of them has more than one file (else nothing to gain:
-    a weekly run over compacted dates rewrites nothing)."""
+    a weekly run over compacted dates rewrites nothing). ``held`` dates are left as they are: rewriting
+    a champion's training snapshot would take its files out of the current version."""
     from delta.tables import DeltaTable
     files = _files_by_date(lake, upkeep.table)
     partition = TABLES[upkeep.table].partition_by
     newest = sorted((v for v in files if v is not None), reverse=True)[:days] if partition else [None]
-    if not any(files.get(v, 0) > 1 for v in newest):
+    if not any(files.get(v, 0) > 1 for v in newest if v not in held):
         return
     builder = DeltaTable.forPath(lake.spark, lake.path(upkeep.table)).optimize()
     if partition:
-        builder = builder.where(f"{partition[0]} >= DATE'{min(newest).isoformat()}'")
+        builder = builder.where(f"{partition[0]} >= DATE'{min(newest).isoformat()}'"
+                                + _not_in(partition[0], held & set(newest)))
     run = (lambda: builder.executeZOrderBy(*zorder)) if zorder else builder.executeCompaction
     metrics = retry_conflicts(run).collect()[0]["metrics"]
     upkeep.files_compacted, upkeep.files_written = int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
@@ -204,40 +258,63 @@ def _commit_times(lake, name: str) -> dict[int, dt.datetime]:
     return {int(r["version"]): r["timestamp"] for r in history}
 
 
-def _window_for_pins(lake, name: str, hours: float, pins: list[tuple[str, int]], upkeep: TableUpkeep) -> float:
-    """The VACUUM window for ``name``: ``hours``, or longer so that every pinned version's files stay.
+def _window_for_pins(lake, name: str, hours: float, pins: list[Pin], upkeep: TableUpkeep) -> float:
+    """The VACUUM window for ``name``: ``hours``, or longer where a pinned version's files have left the
+    current version, so that they stay.
 
-    A version's files are removed by commits after it; VACUUM deletes a removed file once its removal
-    is older than the window. So the window must reach back to the first commit after the version."""
+    VACUUM only deletes files the current version does not use, once their removal is older than the
+    window. A pin whose files are all current needs nothing more; otherwise the window must reach back
+    to the first commit after the pinned version."""
+    from encore.delta_reader import version_files
     if not pins:
         return hours
-    times = _commit_times(lake, name)
+    current = set(version_files(lake.config, name, None))
+    times = None
     now = dt.datetime.now()
     needed = hours
-    for label, version in pins:
-        after = times.get(version + 1)
+    for pin in pins:
+        try:
+            if set(version_files(lake.config, name, pin.version, pin.partition())) <= current:
+                continue
+        except EncoreError:
+            continue   # its log is gone: nothing to keep, and the lineage check says so
+        times = times or _commit_times(lake, name)
+        after = times.get(pin.version + 1)
         if after is None:
             continue   # the pinned version is the newest: none of its files has been removed
         age = (now - after).total_seconds() / 3600
         if age + 1 > needed:
             needed = math.ceil(age + 1)
-            upkeep.note = f"window {needed:g} h to keep version {version} ({label})"
+            upkeep.note = "; ".join(filter(None, [upkeep.note, f"window {needed:g} h to keep version {pin.version} "
+                                                                f"({pin.model})"]))
     return needed
+
+
+# Delta 4.4 ignores VACUUM's RETAIN clause unless it is 0 hours (the table property
+# delta.deletedFileRetentionDuration, 7 days by default, applies instead) while this is on; maintain
+# turns it off for its VACUUM so that its window, and a window stretched for a pin, are what apply.
+IGNORE_RETAIN = "spark.databricks.delta.vacuum.retentionWindowIgnore.enabled"
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
 
 def _vacuum(lake, upkeep: TableUpkeep, unchecked: bool, dry_run: bool) -> None:
     path = lake.path(upkeep.table)
     spark = lake.spark
-    previous = spark.conf.get("spark.databricks.delta.retentionDurationCheck.enabled", "true")
+    previous = {key: spark.conf.get(key, None) for key in (RETENTION_CHECK, IGNORE_RETAIN)}
+    spark.conf.set(IGNORE_RETAIN, "false")
     if unchecked:
-        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+        spark.conf.set(RETENTION_CHECK, "false")
     try:
         sql = f"VACUUM delta.`{path}` RETAIN {upkeep.retention_hours:g} HOURS"
         upkeep.files_vacuumed = spark.sql(sql + " DRY RUN").count()   # the files it deletes, listed
         if not dry_run and upkeep.files_vacuumed:
             retry_conflicts(lambda: spark.sql(sql).collect())
     finally:
-        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", previous)
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def _current_size(lake, name: str) -> tuple[int, int]:
@@ -249,20 +326,20 @@ def _current_size(lake, name: str) -> tuple[int, int]:
     return actions.num_rows, size
 
 
-def _check_lineage(lake, pins: dict[str, list[tuple[str, int]]]) -> list[str]:
-    """One line per champion: its pinned versions all readable, or which are not (and why)."""
+def _check_lineage(lake, pins: dict[str, list[Pin]]) -> list[str]:
+    """One line per champion: the data it was trained on all readable, or which is not (and why)."""
     from encore.delta_reader import version_files
     lost: dict[str, list[str]] = {}
-    labels = sorted({label for entries in pins.values() for label, _ in entries})
+    labels = sorted({pin.model for entries in pins.values() for pin in entries})
     for name, entries in sorted(pins.items()):
-        for label, version in entries:
+        for pin in entries:
             try:
-                missing = _missing(lake, version_files(lake.config, name, version))
+                missing = _missing(lake, version_files(lake.config, name, pin.version, pin.partition()))
             except EncoreError as exc:
-                lost.setdefault(label, []).append(f"{name} v{version} ({exc})")
+                lost.setdefault(pin.model, []).append(f"{name} v{pin.version} ({exc})")
                 continue
             if missing:
-                lost.setdefault(label, []).append(f"{name} v{version} ({missing} data files vacuumed)")
+                lost.setdefault(pin.model, []).append(f"{name} v{pin.version} ({missing} data files vacuumed)")
     return [f"{label}: lineage lost, its training data can no longer be read: {'; '.join(lost[label])}"
             if label in lost else f"{label}: the table versions it was trained on are still readable"
             for label in labels]

@@ -14,6 +14,7 @@ from tests.conftest import make_config
 DATES = [dt.date(2026, 11, 1) + dt.timedelta(days=i) for i in range(5)]
 RECS = "warehouse.recommendations"
 SKETCHES = "warehouse.sketches"
+GOLD = "gold.interactions"
 
 
 def _recommendations(spark, day: dt.date, users: int = 40):
@@ -35,13 +36,23 @@ def _sketches(spark, day: dt.date):
         FROM range(4)""")
 
 
-def _register_champion(config, name: str, params: dict) -> None:
+def _interactions(spark, day: dt.date, users: int = 40):
+    return spark.sql(f"""
+        SELECT DATE'{day}' AS as_of_date, concat('u', CAST(id % {users} AS STRING)) AS user_id,
+               concat('a', CAST(id AS STRING)) AS item_id, CAST(id + 1 AS BIGINT) AS plays,
+               CAST(NULL AS BIGINT) AS ms_played, log1p(id + 1) AS confidence,
+               CAST(NULL AS TIMESTAMP) AS last_played, map('silver.plays', CAST(1 AS BIGINT)) AS source_versions
+        FROM range({users * 3})""")
+
+
+def _register_champion(config, name: str, params: dict, tags: dict | None = None) -> None:
     """A registered model whose champion's run pins table versions, as the training jobs' runs do."""
     import mlflow
     from encore import tracking
     tracking.experiment(config, "maintain-test")
     with mlflow.start_run() as run:
         mlflow.log_params(params)
+        mlflow.set_tags(tags or {})
         mlflow.log_dict({"model": name}, "model/MLmodel.json")
     client = tracking.client(config)
     client.create_registered_model(name)
@@ -51,8 +62,9 @@ def _register_champion(config, name: str, params: dict) -> None:
 
 @pytest.fixture
 def kept_lake(lake_factory, spark):
-    """Five nights of recommendations (each date written twice: a rerun leaves removed files behind) and
-    sketches; the recommender's champion pins the version the second date's first write made."""
+    """Five nights of recommendations (each date written twice: a rerun leaves removed files behind),
+    sketches and gold snapshots. The recommender's champion pins the version of the recommendations
+    that the second date's first write made, and the gold snapshot of the second date, as training does."""
     lake = lake_factory("home")
     pinned = None
     for day in DATES:
@@ -62,13 +74,18 @@ def kept_lake(lake_factory, spark):
                 pinned = lake.version(RECS)
         for _ in range(2):
             lake.replace_partition(_sketches(spark, day), SKETCHES, "run_date", day)
-    _register_champion(lake.config, lake.config.recommender.model_name, {f"source.{RECS}.version": pinned})
-    return lake, pinned
+        lake.replace_partition(_interactions(spark, day).repartition(3), GOLD, "as_of_date", day)
+        if day == DATES[1]:
+            gold_pinned = lake.version(GOLD)
+    _register_champion(lake.config, lake.config.recommender.model_name,
+                       {f"source.{RECS}.version": pinned, f"source.{GOLD}.version": gold_pinned},
+                       {"as_of_date": str(DATES[1])})
+    return lake, pinned, gold_pinned
 
 
 def _config(lake, **overrides):
     return make_config(Path(lake.config.home), **{"ENCORE__MAINTAIN__KEEP__WAREHOUSE.RECOMMENDATIONS": "3",
-                                                  **overrides})
+                                                  "ENCORE__MAINTAIN__KEEP__GOLD.INTERACTIONS": "2", **overrides})
 
 
 def test_maintain_keeps_the_newest_dates_compacts_vacuums_and_keeps_the_champion_s_versions(kept_lake, spark):
@@ -76,7 +93,7 @@ def test_maintain_keeps_the_newest_dates_compacts_vacuums_and_keeps_the_champion
     from encore.delta_reader import version_files
     from encore.lakehouse import Lakehouse
     from jobs.maintain import maintain
-    lake, pinned = kept_lake
+    lake, pinned, gold_pinned = kept_lake
     config = _config(lake, ENCORE__MAINTAIN__VACUUM_RETENTION_HOURS="0")
     assert config.maintain.keep[RECS] == 3
     lake = Lakehouse(config, spark)
@@ -103,6 +120,15 @@ def test_maintain_keeps_the_newest_dates_compacts_vacuums_and_keeps_the_champion
     # The recommendations' window stretches back to the champion's version: its files are all still there.
     assert recs.retention_hours >= 1 and f"version {pinned}" in recs.note
     assert all(Path(uri.removeprefix("file://")).exists() for uri in version_files(config, RECS, pinned))
+    # The champion's gold snapshot is neither deleted nor compacted, so no window has to stretch for it:
+    # the deleted snapshots' files go at once, and the pinned version still reads the snapshot it trained on.
+    gold = upkeep[GOLD]
+    assert gold.dates_deleted == [str(d) for d in DATES[:1] + DATES[2:3]] and str(DATES[1]) in gold.note
+    assert sorted(r[0] for r in lake.read(GOLD).select("as_of_date").distinct().collect()) == [DATES[1], *DATES[3:]]
+    assert gold.retention_hours == 0 and gold.files_vacuumed >= 2 * 3
+    assert gold.files_compacted == 2 * 3 and gold.files == 3 + 2          # the newest two compacted, the held one not
+    snapshot = version_files(config, GOLD, gold_pinned, ("as_of_date", DATES[1]))
+    assert len(snapshot) == 3 and all(Path(uri.removeprefix("file://")).exists() for uri in snapshot)
     assert result.lineage == ["encore-recommender v1: the table versions it was trained on are still readable"]
     run = mlflow.get_run(result.run_id)
     assert run.data.metrics[f"{RECS}.dates_deleted"] == 2 and run.data.metrics[f"{RECS}.files"] == 3

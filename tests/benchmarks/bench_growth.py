@@ -9,10 +9,9 @@ what encore_training's weekly run ends with: a new recommender (promoted only pa
 ``encore maintain``. The retention settings are shortened so that retention starts inside the
 run: 14-day feature window, silver and bronze (plays and catalogue) 16 dates, quarantine 14, gold 7 snapshots, warehouse
 14 run dates, exports 7. The run compresses months into an hour, so VACUUM runs with a window of
-0 hours (forced; nothing else writes to this home). The versions the champions were trained on still
-stretch it, to at least an hour (Delta rounds VACUUM windows to whole hours): in this compressed run
-the tables the recommender pins (gold.interactions, gold.items) keep every file deleted within the
-hour, which in real time is a fraction of the default 168-hour window.
+0 hours (forced; nothing else writes to this home). The recommender's champion pins its training
+snapshot of gold.interactions and gold.items: retention and compaction leave that one date alone, so
+its files stay current and the 0-hour window applies to those tables too.
 
 Per night it prints: lakehouse bytes on storage, data files on storage per table (Parquet files,
 Delta log excluded), and the median time of a per-user query on silver.plays and on
