@@ -52,14 +52,16 @@ def experiment(config: Config, name: str) -> str:
 
 
 def log_delta_input(frame, name: str, path: str, version: int, context: str = "training") -> None:
-    """Record a pinned Delta read as an MLflow dataset input plus ``source.<table>.version`` params."""
+    """Record a pinned Delta read (a pandas frame or an Arrow table) as an MLflow dataset input plus
+    ``source.<table>.version`` params. Only the schema is logged."""
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
+    empty = frame.head(0) if hasattr(frame, "head") else frame.schema.empty_table().to_pandas()
     mlflow.log_param(f"source.{name}.version", version)
     mlflow.log_param(f"source.{name}.path", path)
     with warnings.catch_warnings():  # MLflow warns about integer columns and ambiguous local sources
         warnings.simplefilter("ignore")
-        dataset = from_pandas(frame.head(0), source=path, name=f"{name}@v{version}")
+        dataset = from_pandas(empty, source=path, name=f"{name}@v{version}")
     mlflow.log_input(dataset, context=context, tags={"delta_version": str(version)})
 
 

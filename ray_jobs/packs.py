@@ -56,11 +56,13 @@ def tag_styles(tag: str, style_tags: dict[str, list[str]], known: list[str]) -> 
     return [style for style in known if any(word in text for word in style_tags.get(style, []))]
 
 
-def user_styles(distribution, style_tags: dict, known: list[str], limit: int, default: str) -> list[tuple[str, float]]:
-    """(style, share) of a user's strongest known styles, strongest first, shares summing to 1."""
+def user_styles(distribution, style_tags: dict, known: list[str], limit: int, default: str,
+                styles_of=None) -> list[tuple[str, float]]:
+    """(style, share) of a user's strongest known styles, strongest first, shares summing to 1.
+    ``styles_of(tag)``, when given, stands in for ``tag_styles`` (a cache)."""
     weights: dict[str, float] = {}
     for entry in (distribution if distribution is not None else []):
-        styles = tag_styles(entry["tag"], style_tags, known)
+        styles = styles_of(entry["tag"]) if styles_of else tag_styles(entry["tag"], style_tags, known)
         for style in styles:
             weights[style] = weights.get(style, 0.0) + float(entry["weight"]) / len(styles)
     ranked = sorted(((s, w) for s, w in weights.items() if w > 0), key=lambda sw: (-sw[1], sw[0]))[:limit]
@@ -175,19 +177,22 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
     train = corpus.frame[corpus.frame["split"] == "train"]
     known = sorted(train["style"].unique())
     default = section.default_style if section.default_style in known else known[0]
-    recs = read_filtered(config, WAREHOUSE_RECOMMENDATIONS, [("run_date", "=", run_date)],
+    # Every listener with a list has a rank-1 row, so the seed items' ranks name every user: at a million
+    # listeners that is 3 rows each instead of the whole list.
+    recs = read_filtered(config, WAREHOUSE_RECOMMENDATIONS,
+                         [("run_date", "=", run_date), ("rank", "<=", max(1, section.seed_items))],
                          ["user_id", "rank", "item_id", "item_name"])
     if recs.frame.empty:
         raise EncoreError(f"warehouse.recommendations has no rows for {run_date}: run `encore score --date {run_date}` "
                           "first")
-    profiles = read_snapshot(config, GOLD_USER_PROFILES, run_date, columns=["user_id", "tag_distribution"])
-    tastes = dict(zip(profiles.frame["user_id"].astype(str), profiles.frame["tag_distribution"]))
+    recs.frame["user_id"] = recs.frame["user_id"].astype(str)
+    recs.frame.sort_values(["user_id", "rank"], inplace=True, kind="stable", ignore_index=True)
+    profiles = read_snapshot(config, GOLD_USER_PROFILES, run_date, columns=["user_id", "tag_distribution"], arrow=True)
     n_sketches = min(4, max(2, section.sketches))
     style_tags = {k: [str(w).lower() for w in v] for k, v in section.style_tags.items()}
 
-    users = sorted(recs.frame["user_id"].astype(str).unique())
-    slots = {u: allocate(user_styles(tastes.get(u), style_tags, known, section.styles_per_pack, default),
-                         n_sketches) for u in users}
+    users = recs.frame["user_id"].drop_duplicates().to_list()
+    slots = pack_slots(users, profiles.frame, style_tags, known, section.styles_per_pack, default, n_sketches)
     used_styles = sorted({s for styles in slots.values() for s in styles})
     combos = {style: [tuple(kt) for kt in train[train["style"] == style].groupby(["key", "tempo_bucket"]).size()
                       .sort_values(ascending=False, kind="stable").index[: section.conditions_per_style]]
@@ -241,8 +246,9 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
 
         sketches["sketch_id"] = [sketch_id(champion.version, *cond) for cond in
                                  zip(sketches["style"], sketches["key"], sketches["tempo_bucket"], sketches["used_seed"])]
-        rows, short = _assemble(users, slots, combos, sketches, recs.frame, run_date, champion.version,
-                                section.seed_items)
+        assembled: dict[str, int] = {"short": 0}
+        chunks = _pack_chunks(users, slots, combos, sketches, recs.frame, run_date, champion.version,
+                              section.seed_items, assembled)
         written_by = {"run_date": run_date, "model_name": name, "model_version": champion.version,
                       "mlflow_run_id": run.info.run_id}
         run_info = {"job": "generate", "mlflow_run_id": run.info.run_id, "model_version": champion.version,
@@ -252,7 +258,9 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
         _replace(lake, WAREHOUSE_SKETCHES, run_date, [{**r, **written_by} for r in _sketch_rows(sketches, bars)],
                  run_info)
         _replace(lake, WAREHOUSE_INSPIRATION_PACKS, run_date,
-                 [{**r, **written_by, "data_versions": sorted(versions.items())} for r in rows], run_info)
+                 ([{**r, **written_by, "data_versions": sorted(versions.items())} for r in rows] for rows in chunks),
+                 run_info)
+        short = assembled["short"]
         written = lake.read(WAREHOUSE_INSPIRATION_PACKS).where(F.col("run_date") == F.lit(run_date))
         n_packs = written.count()
         n_sketches_written = written.select(F.sum(F.size("sketches"))).first()[0] or 0
@@ -283,16 +291,60 @@ def _sketch_rows(sketches: pd.DataFrame, bars: int) -> list[dict]:
             for s in passed.to_dict("records")]
 
 
-def _replace(lake, name: str, run_date: dt.date, rows: list[dict], run_info: dict) -> None:
-    """Replace ``run_date``'s rows of a warehouse table with ``rows`` (staged as Parquet by Ray Data)."""
+def _replace(lake, name: str, run_date: dt.date, rows, run_info: dict) -> None:
+    """Replace ``run_date``'s rows of a warehouse table with ``rows`` (staged as Parquet by Ray Data).
+
+    ``rows`` is a list of dicts, or an iterable of such lists: each chunk becomes Arrow before the next
+    one is built, so the Python rows of a million packs never exist at once."""
     import pyarrow as pa
     import ray
     from pyspark.sql.pandas.types import to_arrow_schema
     from schemas.tables import TABLES
-    table = pa.Table.from_pylist(rows, schema=to_arrow_schema(TABLES[name].schema))
+    schema = to_arrow_schema(TABLES[name].schema)
+    chunks = [rows] if isinstance(rows, list) else rows
+    tables = [pa.Table.from_pylist(chunk, schema=schema) for chunk in chunks] or [schema.empty_table()]
     with lake.staging(f"{name}-{run_date}") as staging:
-        ray.data.from_arrow(table).write_parquet(storage_uri(staging)[0])
+        ray.data.from_arrow(tables).write_parquet(storage_uri(staging)[0])
         lake.replace_partition(lake.spark.read.parquet(staging), name, "run_date", run_date, run_info)
+
+
+PACK_CHUNK = 50_000   # users whose pack rows exist as Python objects at once
+
+
+def pack_slots(users: list[str], profiles, style_tags: dict, known: list[str], limit: int, default: str,
+               n_sketches: int) -> dict[str, tuple[str, ...]]:
+    """Each user's sketch slots (style per slot) from their tag distribution in ``profiles`` (an Arrow
+    table of user_id, tag_distribution). The profiles become Python objects a chunk at a time, and a
+    tag's styles are worked out once per distinct tag."""
+    wanted = set(users)
+    styles_of: dict[str, list[str]] = {}
+
+    def styles(tag: str) -> list[str]:
+        if tag not in styles_of:
+            styles_of[tag] = tag_styles(tag, style_tags, known)
+        return styles_of[tag]
+
+    slots: dict[str, tuple[str, ...]] = {}
+    for batch in profiles.to_batches(max_chunksize=PACK_CHUNK):
+        for user, distribution in zip(batch.column("user_id").to_pylist(), batch.column("tag_distribution").to_pylist()):
+            if user in wanted:
+                slots[user] = tuple(allocate(user_styles(distribution, style_tags, known, limit, default, styles),
+                                             n_sketches))
+    fallback = tuple(allocate([(default, 1.0)], n_sketches))
+    return {u: slots.get(u, fallback) for u in users}
+
+
+def _pack_chunks(users: list[str], slots, combos, sketches: pd.DataFrame, recs: pd.DataFrame, run_date,
+                 model_version: int, seed_items: int, counts: dict):
+    """Pack rows, a list per PACK_CHUNK users (``recs`` sorted by user_id); adds each chunk's short
+    packs to ``counts["short"]``."""
+    user_column = recs["user_id"].to_numpy()
+    for i in range(0, len(users), PACK_CHUNK):
+        part = users[i:i + PACK_CHUNK]
+        lo, hi = np.searchsorted(user_column, part[0], side="left"), np.searchsorted(user_column, part[-1], side="right")
+        rows, short = _assemble(part, slots, combos, sketches, recs.iloc[lo:hi], run_date, model_version, seed_items)
+        counts["short"] = counts.get("short", 0) + short
+        yield rows
 
 
 def _assemble(users, slots, combos, sketches: pd.DataFrame, recs: pd.DataFrame, run_date, model_version: int,

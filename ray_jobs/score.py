@@ -27,12 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from encore.config import Config
 from encore.errors import EncoreError
 from encore import tracking
-from encore.delta_reader import read_filtered, read_snapshot
+from encore.delta_reader import distinct_values, read_snapshot
 from ray_jobs.recommender_model import RecommenderBundle
 from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES, SILVER_PLAYS,
                                    SILVER_PLAY_COUNTS, WAREHOUSE_RECOMMENDATIONS)
@@ -230,76 +232,111 @@ class BlockScorer:
 
 # --- building the context --------------------------------------------------------------------
 
-def _silver_users(config: Config, run_date: dt.date) -> set[str]:
-    users: set[str] = set()
+def _strings(values) -> pa.ChunkedArray:
+    """Arrow strings of one type (deltalake may hand over string, large_string or string_view)."""
+    values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+    return values.cast(pa.large_string())
+
+
+def _silver_users(config: Config, run_date: dt.date) -> pa.ChunkedArray:
+    """Every user with a play (or an imported count) in silver up to ``run_date``, distinct, in Arrow."""
+    found = [pa.chunked_array([], type=pa.large_string())]
     for name, column in ((SILVER_PLAYS, "date"), (SILVER_PLAY_COUNTS, "snapshot_date")):
         try:
-            frame = read_filtered(config, name, [(column, "<=", run_date)], ["user_id"]).frame
+            found.append(_strings(distinct_values(config, name, "user_id", [(column, "<=", run_date)])[1]))
         except EncoreError as exc:
             if "does not exist" in str(exc):
                 continue
             raise
-        users.update(frame["user_id"].astype(str).unique())
-    return users
+    return pa.chunked_array([c for f in found for c in f.chunks], type=pa.large_string())
 
 
-def _tag_rows(tag_lists, vocabulary: dict[str, int], weighted: bool) -> sp.csr_matrix:
-    indptr, indices, data = [0], [], []
-    for tags in tag_lists:
-        row: dict[int, float] = {}
-        if tags is not None:
-            for rank, tag in enumerate(tags):
-                name, weight = (tag["tag"], float(tag["weight"])) if weighted else (tag, 1.0 / np.sqrt(rank + 1))
-                if name in vocabulary and weight > 0:
-                    row[vocabulary[name]] = row.get(vocabulary[name], 0.0) + weight
-        indices.extend(row)
-        data.extend(row.values())
-        indptr.append(len(indices))
-    m = sp.csr_matrix((np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int64), indptr),
-                      shape=(len(indptr) - 1, len(vocabulary)))
+def _tag_rows(row_of_list: np.ndarray, lists: pa.ChunkedArray, vocabulary: pa.Array, n_rows: int,
+              weighted: bool) -> sp.csr_matrix:
+    """A row-normalised (n_rows x vocabulary) tag matrix from Arrow list columns, without a Python loop.
+
+    ``lists[i]`` goes to row ``row_of_list[i]`` (-1: nowhere). Weighted lists hold ``{tag, weight}``
+    structs; plain lists of tag names weigh the tag at list position r by 1/sqrt(r + 1). Repeated
+    tags in a row add up; unknown, null and non-positive entries are left out."""
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    if isinstance(lists, pa.ChunkedArray):   # no chunks at all
+        lists = pa.array([], type=lists.type)
+    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(lists)
+    if weighted:
+        names, weights = flat.field("tag"), flat.field("weight").fill_null(0).to_numpy(zero_copy_only=False)
+    else:
+        rank = np.arange(len(flat)) - np.searchsorted(parent, parent)   # parent ascends: a list's first entry
+        names, weights = flat, 1.0 / np.sqrt(rank + 1)
+    column = pc.index_in(names.cast(pa.large_string()), value_set=vocabulary).fill_null(-1).to_numpy(
+        zero_copy_only=False)
+    row = row_of_list[parent] if len(parent) else np.zeros(0, dtype=np.int64)
+    keep = (column >= 0) & (row >= 0) & (weights > 0)
+    m = sp.csr_matrix((np.asarray(weights[keep], dtype=np.float32), (row[keep], column[keep])),
+                      shape=(n_rows, len(vocabulary)))
+    m.sum_duplicates()
     norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).reshape(-1))
     return sp.diags(1.0 / np.where(norms > 0, norms, 1.0)).astype(np.float32) @ m
 
 
+def _positions(values, value_set: pa.Array) -> np.ndarray:
+    """The position of each value in ``value_set`` (-1 where absent), as int64."""
+    return pc.index_in(_strings(values), value_set=value_set).fill_null(-1).to_numpy().astype(np.int64)
+
+
 def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, top_k: int):
-    reads = {name: read_snapshot(config, name, run_date) for name in (GOLD_INTERACTIONS, GOLD_ITEMS,
-                                                                      GOLD_USER_PROFILES)}
-    if reads[GOLD_INTERACTIONS].frame.empty:
+    """The scoring context of ``run_date``, built in Arrow and numpy: at a million listeners, only the
+    sorted user ids become Python strings; interactions and tag profiles never leave Arrow."""
+    reads = {
+        GOLD_INTERACTIONS: read_snapshot(config, GOLD_INTERACTIONS, run_date, columns=["user_id", "item_id", "plays"],
+                                         arrow=True),
+        GOLD_ITEMS: read_snapshot(config, GOLD_ITEMS, run_date, columns=["item_id", "name", "top_tags", "listeners"],
+                                  arrow=True),
+        GOLD_USER_PROFILES: read_snapshot(config, GOLD_USER_PROFILES, run_date,
+                                          columns=["user_id", "tag_distribution"], arrow=True),
+    }
+    interactions, items, profiles = (reads[n].frame for n in (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES))
+    if interactions.num_rows == 0:
         raise EncoreError(f"gold has no snapshot as of {run_date}: run `encore features --date {run_date}` first")
-    interactions = reads[GOLD_INTERACTIONS].frame
-    items = reads[GOLD_ITEMS].frame
-    profiles = reads[GOLD_USER_PROFILES].frame
 
-    model_items = pd.Index(bundle.item_ids.astype(str))
-    new_items = sorted(set(items["item_id"].astype(str)) - set(model_items))
-    item_ids = np.asarray(list(model_items) + new_items, dtype=object)
-    item_index = pd.Index(item_ids)
-    names = pd.Series(items["name"].fillna(items["item_id"]).astype(str).to_numpy(), index=items["item_id"].astype(str))
-    item_names = names.reindex(item_ids).fillna(pd.Series(item_ids, index=item_ids)).to_numpy(dtype=object)
-    listeners = items.set_index(items["item_id"].astype(str))["listeners"].reindex(item_ids).fillna(0).to_numpy(float)
-    popularity = np.log1p(listeners) / max(np.log1p(listeners).max(), 1.0)
+    model_items = pa.array(bundle.item_ids.astype(str), type=pa.large_string())
+    item_column = _strings(items["item_id"])
+    new_items = pc.filter(item_column, pc.invert(pc.is_in(item_column, value_set=model_items)))
+    new_items = pc.unique(new_items)
+    new_items = new_items.take(pc.array_sort_indices(new_items))
+    item_set = pa.concat_arrays([model_items, new_items.combine_chunks() if isinstance(new_items, pa.ChunkedArray)
+                                 else new_items])
+    item_ids = item_set.to_numpy(zero_copy_only=False)
+    # Each run item's row in gold.items (-1: the model knows an item this snapshot lacks).
+    item_row = np.full(len(item_ids), -1, dtype=np.int64)
+    found = _positions(items["item_id"], item_set)
+    item_row[found[found >= 0]] = np.flatnonzero(found >= 0)
+    names = pc.coalesce(_strings(items["name"]), item_column).to_numpy(zero_copy_only=False)
+    item_names = np.where(item_row >= 0, names[item_row], item_ids).astype(object)
+    listeners = np.where(item_row >= 0, items["listeners"].fill_null(0).to_numpy().astype(float)[item_row], 0.0)
+    popularity = np.log1p(listeners) / max(np.log1p(listeners).max(initial=0.0), 1.0)
 
-    users = sorted(_silver_users(config, run_date) | set(interactions["user_id"].astype(str)))
-    user_ids = np.asarray(users, dtype=object)
-    user_index = pd.Index(user_ids)
-    played = sp.csr_matrix((interactions["plays"].to_numpy(dtype=np.float32),
-                            (user_index.get_indexer(interactions["user_id"].astype(str)),
-                             item_index.get_indexer(interactions["item_id"].astype(str)))),
+    users = pc.unique(pa.chunked_array(_silver_users(config, run_date).chunks + _strings(interactions["user_id"]).chunks,
+                                       type=pa.large_string()))
+    users = users.take(pc.array_sort_indices(users))   # UTF-8 byte order = code point order, as sorted() gives
+    user_ids = users.to_numpy(zero_copy_only=False)
+    played = sp.csr_matrix((interactions["plays"].to_numpy().astype(np.float32),
+                            (_positions(interactions["user_id"], users), _positions(interactions["item_id"], item_set))),
                            shape=(len(user_ids), len(item_ids)))
     played.sum_duplicates()
 
-    tags = sorted({t for ts in items["top_tags"].dropna() for t in ts}
-                  | {t["tag"] for ds in profiles["tag_distribution"].dropna() for t in ds})
-    vocabulary = {t: i for i, t in enumerate(tags)}
-    item_tag_lists = items.set_index(items["item_id"].astype(str))["top_tags"].reindex(item_ids).to_list()
-    profile_lists = profiles.set_index(profiles["user_id"].astype(str))["tag_distribution"]
-    user_tag_lists = profile_lists.reindex(user_ids).to_list()
+    profile_tags = pc.list_flatten(profiles["tag_distribution"]).combine_chunks().field("tag") \
+        if profiles.num_rows else pa.array([], pa.large_string())
+    tags = pc.unique(pa.chunked_array([_strings(pc.list_flatten(items["top_tags"])).combine_chunks(),
+                                       _strings(profile_tags).combine_chunks()]).drop_null())
+    tags = tags.take(pc.array_sort_indices(tags))
     context = ScoringContext(
         bundle=bundle, item_ids=item_ids, item_names=item_names, popularity=popularity.astype(np.float32),
-        item_tags=_tag_rows([t if isinstance(t, (list, np.ndarray)) else None for t in item_tag_lists], vocabulary, False),
-        tag_names=np.asarray(tags, dtype=object), user_ids=user_ids,
-        user_model_index=pd.Index(bundle.user_ids.astype(str)).get_indexer(user_ids).astype(np.int64),
-        user_tags=_tag_rows([t if isinstance(t, (list, np.ndarray)) else None for t in user_tag_lists], vocabulary, True),
+        item_tags=_tag_rows(_positions(items["item_id"], item_set), items["top_tags"], tags, len(item_ids), False),
+        tag_names=tags.to_numpy(zero_copy_only=False), user_ids=user_ids,
+        user_model_index=_positions(users, pa.array(bundle.user_ids.astype(str), type=pa.large_string())),
+        user_tags=_tag_rows(_positions(profiles["user_id"], users), profiles["tag_distribution"], tags, len(user_ids),
+                            True),
         played=played, top_k=top_k)
     return context, reads
 

@@ -14,7 +14,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +46,19 @@ class TrainResult:
     trials: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
+# The columns training reads: at a million listeners the others (a map and a timestamp per row) cost
+# gigabytes as pandas objects.
+GOLD_COLUMNS = {GOLD_INTERACTIONS: ["user_id", "item_id", "plays"], GOLD_ITEMS: ["item_id", "top_tags"]}
+
+
 def load_gold(config: Config, as_of: dt.date | None, versions: dict[str, int] | None = None):
+    """(the indexed plays and tags, the pinned reads with their rows dropped: only their schema is logged)."""
     versions = versions or {}
-    reads = {name: read_snapshot(config, name, as_of, versions.get(name))
-             for name in (GOLD_INTERACTIONS, GOLD_ITEMS)}
+    reads = {name: read_snapshot(config, name, as_of, versions.get(name), columns=columns)
+             for name, columns in GOLD_COLUMNS.items()}
     data = recsys.build_interactions(reads[GOLD_INTERACTIONS].frame, reads[GOLD_ITEMS].frame,
                                      what=f"as of {as_of or 'latest'}")
-    return data, reads
+    return data, {name: replace(read, frame=read.frame.head(0)) for name, read in reads.items()}
 
 
 # --- one trial: fit on `fit`, early-stop on `valid`, choose the blend weight ------------------

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from ray_jobs.packs import _assemble, _sketch_rows, allocate, tag_styles, user_styles
 from ray_jobs.recommender_model import RecommenderBundle
-from ray_jobs.score import POPULAR_REASON, BlockScorer, ScoringContext
+from ray_jobs.score import POPULAR_REASON, BlockScorer, ScoringContext, _tag_rows
 
 pytestmark = pytest.mark.unit
 
@@ -71,6 +71,27 @@ def test_a_listener_without_data_gets_the_popular_items_and_k_bounds_every_list(
     got = lists(out)
     assert [item for _, item, _, _ in got["u2"]] == ["i1", "i0", "i3"]
     assert {u: len(rows) for u, rows in got.items()} == {"u0": 3, "u1": 3, "u2": 3}
+
+
+def test_tag_matrices_are_built_from_arrow_lists_as_the_rows_say():
+    import pyarrow as pa
+    vocabulary = pa.array(["folk", "jazz", "rock"], type=pa.large_string())
+    weighted = pa.chunked_array([pa.array([
+        [{"tag": "rock", "weight": 0.6}, {"tag": "folk", "weight": 0.3}, {"tag": "rock", "weight": 0.1}],
+        None,
+        [{"tag": "unheard-of", "weight": 0.5}, {"tag": "jazz", "weight": 0.0}],
+        [{"tag": "jazz", "weight": 1.0}],
+    ])])
+    # List 3 belongs to no row; list 0 goes to row 2; repeated tags add up; unknown and zero weights vanish.
+    m = _tag_rows(np.array([2, 0, 1, -1]), weighted, vocabulary, 3, weighted=True).toarray()
+    assert np.allclose(m[0], 0) and np.allclose(m[1], 0)
+    assert np.allclose(m[2], np.array([0.3, 0.0, 0.7]) / np.hypot(0.3, 0.7))
+    # Plain lists weigh position r by 1/sqrt(r + 1), also in a sliced array.
+    plain = pa.array([["jazz"], ["rock", "folk", "jazz"], [], ["folk", None, "jazz"]]).slice(1)
+    m = _tag_rows(np.array([0, 1, 2]), plain, vocabulary, 3, weighted=False).toarray()
+    expected = np.array([[1 / np.sqrt(2), 1 / np.sqrt(3), 1.0], [0, 0, 0], [1.0, 1 / np.sqrt(3), 0]])
+    expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
+    assert np.allclose(m, expected)
 
 
 def test_styles_come_from_tags_and_slots_follow_the_shares():

@@ -57,6 +57,8 @@ from tests.homes import LENIENT_CHECKS, TINY  # noqa: E402
 ENCORE = str(Path(sys.executable).parent / "encore")
 END = dt.date(2026, 11, 30)
 AFTER_FEATURES = ("score", "generate", "export", "validate")
+STEPS = ("generate-logs", "ingest", "clean", "features", "train-recommender", "corpus", "train-music",
+         *AFTER_FEATURES)
 GIB = 2 ** 30
 
 
@@ -169,8 +171,8 @@ def world_settings(listeners: int, args) -> dict[str, str]:
         "ENCORE__GENERATE__EVENTS_PER_DAY": str(int(listeners * args.plays)),
         "ENCORE__GENERATE__DAYS": str(args.days), "ENCORE__GENERATE__END_DATE": END.isoformat(),
         "ENCORE__GENERATE__BOTS": "0",
-        # The night needs a champion, not a good one: one model of 10 epochs (the gate admits the first).
-        "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0", "ENCORE__RECOMMENDER__PARAMS__EPOCHS": "10",
+        # The night needs a champion, not a good one: one model of --rec-epochs (the gate admits the first).
+        "ENCORE__RECOMMENDER__SEARCH__TRIALS": "0", "ENCORE__RECOMMENDER__PARAMS__EPOCHS": str(args.rec_epochs),
         "ENCORE__RECOMMENDER__PARAMS__ENSEMBLE": "1",
         "ENCORE__SPARK__DRIVER_MEMORY": args.driver_memory,
     }
@@ -178,7 +180,8 @@ def world_settings(listeners: int, args) -> dict[str, str]:
 
 def run_size(listeners: int, root: Path, args) -> list[StepResult]:
     home = root / f"n{listeners}"
-    shutil.rmtree(home, ignore_errors=True)
+    if not args.steps:
+        shutil.rmtree(home, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE")}
     env.update(world_settings(listeners, args), ENCORE_HOME=str(home))
     lake = home / "lakehouse"
@@ -201,8 +204,9 @@ def run_size(listeners: int, root: Path, args) -> list[StepResult]:
         ("validate", ["validate", "--date", day], lambda: export_rows(home, END)),
     ]
     print(f"{listeners:,} listeners: {home}", flush=True)
-    results = [run_step(name, argv, env, home, rows) for name, argv, rows in steps]
-    if not args.keep:
+    chosen = [(name, argv, rows) for name, argv, rows in steps if not args.steps or name in args.steps]
+    results = [run_step(name, argv, env, home, rows) for name, argv, rows in chosen]
+    if not args.keep and not args.steps:
         shutil.rmtree(home, ignore_errors=True)
     return results
 
@@ -226,6 +230,11 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument("--home", type=Path, help="where the homes go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep each size's home")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, metavar="STEP",
+                        help="run only these steps, on the home a kept earlier run left (which is kept): "
+                             "a long size can be built in parts, or one step measured again after a change")
+    parser.add_argument("--rec-epochs", type=int, default=10,
+                        help="epochs of the one recommender model (10; its cost grows with the listeners)")
     parser.add_argument("--out", type=Path, default=Path("bench_scale.json"))
     args = parser.parse_args()
     root = args.home or Path(tempfile.mkdtemp(prefix="encore-scale-"))
