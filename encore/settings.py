@@ -139,6 +139,7 @@ class Recommender(Section):
     seed: int
     holdout_share: float
     min_items: int
+    eval_users: Optional[int] = None
     blend: bool
     final_threads: int
     params: RecommenderParams

@@ -111,7 +111,7 @@ EpochCallback = Callable[[int, dict[str, float], float], bool]  # (epoch, metric
 
 def fit(data: Interactions, train: sp.csr_matrix, params: dict, *, seed: int, threads: int = 1,
         validation: sp.csr_matrix | None = None, eval_every: int = 10, patience: int = 2,
-        on_eval: EpochCallback | None = None):
+        on_eval: EpochCallback | None = None, eval_users: int | None = None):
     """Fit LightFM; with ``validation``, evaluate NDCG@10 every ``eval_every`` epochs and stop after
     ``patience`` evaluations without improvement. Returns (models, features, best_epoch, history).
 
@@ -141,7 +141,7 @@ def fit(data: Interactions, train: sp.csr_matrix, params: dict, *, seed: int, th
         done += step
         if validation is None:
             break
-        metrics = evaluate_scores(factors_of(model, features).score, train, validation)
+        metrics = evaluate_scores(factors_of(model, features).score, train, validation, max_users=eval_users)
         history.append({"epoch": done, "seconds_per_epoch": seconds / step, **metrics})
         stop = on_eval(done, metrics, seconds / step) if on_eval else False
         if metrics["ndcg_at_10"] > best + 1e-6:

@@ -155,8 +155,18 @@ def evaluate(recommended: np.ndarray, users: np.ndarray, held_out: sp.csr_matrix
     }
 
 
-def evaluate_scores(score: ScoreFn, train: sp.csr_matrix, held_out: sp.csr_matrix, k: int = 10) -> dict[str, float]:
+def evaluation_users(held_out: sp.csr_matrix, max_users: int | None = None, seed: int = 0) -> np.ndarray:
+    """The users an evaluation scores: those with held-out items, or a fixed sample of ``max_users`` of
+    them (the same for every model evaluated on ``held_out``, so their metrics stay comparable)."""
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
+    if max_users and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    return users
+
+
+def evaluate_scores(score: ScoreFn, train: sp.csr_matrix, held_out: sp.csr_matrix, k: int = 10,
+                    max_users: int | None = None) -> dict[str, float]:
+    users = evaluation_users(held_out, max_users)
     recommended, _ = top_k(score, users, train, k)
     return evaluate(recommended, users, held_out, train, k)
 

@@ -83,7 +83,7 @@ def _choose_blend(data: recsys.Interactions, factors: lm.Factors, fit, valid, se
     best_w, best = 0.0, -1.0
     for w in BLEND_GRID:
         bundle.blend_ease = w
-        value = recsys.evaluate_scores(bundle.score, fit, valid)[METRIC]
+        value = recsys.evaluate_scores(bundle.score, fit, valid, max_users=settings["eval_users"])[METRIC]
         if value > best + 1e-9:
             best_w, best = w, value
     return best_w, best
@@ -103,7 +103,8 @@ def run_trial(params: dict, data: recsys.Interactions, fit, valid, settings: dic
 
     model, features, best_epoch, history = lm.fit(
         data, fit, params, seed=settings["seed"], threads=settings["threads"], validation=valid,
-        eval_every=settings["eval_every"], patience=settings["patience"], on_eval=on_eval)
+        eval_every=settings["eval_every"], patience=settings["patience"], on_eval=on_eval,
+        eval_users=settings["eval_users"])
     if not history or not all(math.isfinite(h[METRIC]) for h in history):
         raise RuntimeError("LightFM produced non-finite validation scores")
     w, blended = (_choose_blend(data, lm.factors_of(model, features), fit, valid, settings)
@@ -225,7 +226,8 @@ def _settings(config: Config, params: dict) -> dict:
     rc = config.recommender
     return {"seed": rc.seed, "threads": rc.search.cpus_per_trial, "eval_every": rc.search.eval_every,
             "patience": rc.search.patience, "ease_lambda": rc.baselines.ease_lambda,
-            "ease_max_items": rc.baselines.ease_max_items, "blend": rc.blend, "base_params": params}
+            "ease_max_items": rc.baselines.ease_max_items, "blend": rc.blend, "base_params": params,
+            "eval_users": rc.eval_users}
 
 
 def evaluate_champion(config: Config, model_name: str, data: recsys.Interactions, train, test) -> tuple[float, int] | None:
@@ -235,7 +237,7 @@ def evaluate_champion(config: Config, model_name: str, data: recsys.Interactions
         return None
     bundle = load_bundle(f"models:/{model_name}@{tracking.CHAMPION}")
     score = remapped_score(bundle, data)
-    return recsys.evaluate_scores(score, train, test)[METRIC], current.version
+    return recsys.evaluate_scores(score, train, test, max_users=config.recommender.eval_users)[METRIC], current.version
 
 
 def remapped_score(bundle: RecommenderBundle, data: recsys.Interactions):
@@ -268,7 +270,7 @@ def comparison_table(data, train, test, final_score, lightfm_score, settings, la
         scorers[label] = final_score
     for name, fn in scorers.items():
         started = time.perf_counter()
-        metrics = recsys.evaluate_scores(fn, train, test)
+        metrics = recsys.evaluate_scores(fn, train, test, max_users=settings["eval_users"])
         rows.append({"model": name, **metrics, "seconds": time.perf_counter() - started})
     return pd.DataFrame(rows)
 

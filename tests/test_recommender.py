@@ -54,6 +54,20 @@ def test_top_k_excludes_seen_items_and_breaks_ties_by_index():
     assert items.tolist() == [[0, 2, 3]] and scores.tolist() == [[1.0, 1.0, 0.5]]
 
 
+def test_a_large_evaluation_scores_one_fixed_sample_of_the_held_out_users():
+    rng = np.random.default_rng(3)
+    held = sp.random(500, 40, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    everyone = recsys.evaluation_users(held)
+    assert everyone.tolist() == np.flatnonzero(np.diff(held.indptr) > 0).tolist()
+    assert recsys.evaluation_users(held, max_users=len(everyone)).tolist() == everyone.tolist()
+    sample = recsys.evaluation_users(held, max_users=50)
+    assert len(sample) == 50 and set(sample) <= set(everyone) and (np.diff(sample) > 0).all()
+    assert recsys.evaluation_users(held, max_users=50).tolist() == sample.tolist()   # every model, the same users
+    train = sp.csr_matrix(held.shape, dtype=np.float32)
+    metrics = recsys.evaluate_scores(recsys.popularity(held), train, held, max_users=50)
+    assert metrics["evaluated_users"] == 50
+
+
 def _interactions(pairs: list[tuple[str, str]]) -> recsys.Interactions:
     frame = pd.DataFrame(pairs, columns=["user_id", "item_id"]).assign(plays=3)
     items = pd.DataFrame({"item_id": sorted({i for _, i in pairs}), "top_tags": None})
