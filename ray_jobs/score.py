@@ -301,19 +301,17 @@ def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, 
 
     model_items = pa.array(bundle.item_ids.astype(str), type=pa.large_string())
     item_column = _strings(items["item_id"])
-    new_items = pc.filter(item_column, pc.invert(pc.is_in(item_column, value_set=model_items)))
-    new_items = pc.unique(new_items)
-    new_items = new_items.take(pc.array_sort_indices(new_items))
-    item_set = pa.concat_arrays([model_items, new_items.combine_chunks() if isinstance(new_items, pa.ChunkedArray)
-                                 else new_items])
+    new_items = pc.unique(pc.filter(item_column, pc.invert(pc.is_in(item_column, value_set=model_items))))
+    item_set = pa.concat_arrays([model_items, new_items.take(pc.array_sort_indices(new_items))])
     item_ids = item_set.to_numpy(zero_copy_only=False)
-    # Each run item's row in gold.items (-1: the model knows an item this snapshot lacks).
+    # Each run item's row in gold.items; -1 (the model knows an item this snapshot lacks) picks the
+    # appended filler: its id as its name, no listeners.
     item_row = np.full(len(item_ids), -1, dtype=np.int64)
     found = _positions(items["item_id"], item_set)
     item_row[found[found >= 0]] = np.flatnonzero(found >= 0)
-    names = pc.coalesce(_strings(items["name"]), item_column).to_numpy(zero_copy_only=False)
+    names = np.append(pc.coalesce(_strings(items["name"]), item_column).to_numpy(zero_copy_only=False), None)
     item_names = np.where(item_row >= 0, names[item_row], item_ids).astype(object)
-    listeners = np.where(item_row >= 0, items["listeners"].fill_null(0).to_numpy().astype(float)[item_row], 0.0)
+    listeners = np.append(items["listeners"].fill_null(0).to_numpy().astype(float), 0.0)[item_row]
     popularity = np.log1p(listeners) / max(np.log1p(listeners).max(initial=0.0), 1.0)
 
     users = pc.unique(pa.chunked_array(_silver_users(config, run_date).chunks + _strings(interactions["user_id"]).chunks,
