@@ -205,7 +205,12 @@ def run_size(listeners: int, root: Path, args) -> list[StepResult]:
     ]
     print(f"{listeners:,} listeners: {home}", flush=True)
     chosen = [(name, argv, rows) for name, argv, rows in steps if not args.steps or name in args.steps]
-    results = [run_step(name, argv, env, home, rows) for name, argv, rows in chosen]
+    results = []
+    for name, argv, rows in chosen:
+        results.append(run_step(name, argv, env, home, rows))
+        # Saved after every step: a size stopped part-way keeps what it measured.
+        partial = root / f"n{listeners}-steps.json"
+        partial.write_text(json.dumps([asdict(r) for r in results], indent=2))
     if not args.keep and not args.steps:
         shutil.rmtree(home, ignore_errors=True)
     return results
