@@ -84,8 +84,12 @@ def _frame(table, name: str, pinned: int, filters, columns, arrow: bool = False)
             return table.to_pyarrow_table(filters=filters, columns=columns)
         return table.to_pandas(filters=filters, columns=columns)
     except OSError as exc:  # the log still lists files that VACUUM removed
-        raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
-                          f"its files were vacuumed; use a newer version (latest is {table_latest(table)})") from None
+        raise _vacuumed(table, name, pinned, exc) from None
+
+
+def _vacuumed(table, name: str, pinned: int, exc: OSError) -> EncoreError:
+    return EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
+                       f"its files were vacuumed; use a newer version (latest is {table_latest(table)})")
 
 
 def table_latest(table) -> int:
@@ -127,8 +131,7 @@ def distinct_values(config: Config, name: str, column: str, filters: list[tuple]
             if len(parts) >= 64:
                 parts = [pc.unique(pa.chunked_array(parts))]
     except OSError as exc:  # the log still lists files that VACUUM removed
-        raise EncoreError(f"{name} version {pinned} can no longer be read ({str(exc).splitlines()[0][:160]}): "
-                          f"its files were vacuumed; use a newer version (latest is {table_latest(table)})") from None
+        raise _vacuumed(table, name, pinned, exc) from None
     return pinned, pc.unique(pa.chunked_array(parts))
 
 

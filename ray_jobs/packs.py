@@ -24,6 +24,7 @@ actor pool; each actor loads the model once (one GPU each when ``use_gpu``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import tempfile
@@ -317,12 +318,10 @@ def pack_slots(users: list[str], profiles, style_tags: dict, known: list[str], l
     table of user_id, tag_distribution). The profiles become Python objects a chunk at a time, and a
     tag's styles are worked out once per distinct tag."""
     wanted = set(users)
-    styles_of: dict[str, list[str]] = {}
 
+    @functools.cache
     def styles(tag: str) -> list[str]:
-        if tag not in styles_of:
-            styles_of[tag] = tag_styles(tag, style_tags, known)
-        return styles_of[tag]
+        return tag_styles(tag, style_tags, known)
 
     slots: dict[str, tuple[str, ...]] = {}
     for batch in profiles.to_batches(max_chunksize=PACK_CHUNK):
