@@ -184,26 +184,41 @@ def popularity(train: sp.csr_matrix) -> ScoreFn:
     return lambda users: np.broadcast_to(listeners, (len(users), len(listeners)))
 
 
-def item_knn(train: sp.csr_matrix, neighbours: int = 200) -> ScoreFn:
+def item_knn(train: sp.csr_matrix, neighbours: int = 200, block_cells: int = 50_000_000) -> ScoreFn:
     """Cosine item-item similarity, each item keeping its ``neighbours`` most similar items:
-    score(u, j) = sum over the user's items i of cos(i, j) where i is among j's neighbours."""
+    score(u, j) = sum over the user's items i of cos(i, j) where i is among j's neighbours.
+
+    The items x items similarity is built a block of items at a time and pruned at once, so its
+    memory is bounded by ``block_cells`` cells rather than by the whole co-occurrence (hundreds of
+    millions of pairs at a million listeners). Similarity is symmetric, so row j of a block is
+    column j of the full matrix.
+    """
     x = binary(train)
+    n_items = x.shape[1]
     norm = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
     inv = sp.diags(np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0).astype(np.float32))
     xn = (x @ inv).tocsr()
-    sim = (xn.T @ xn).tocsc()
-    sim.setdiag(0)
-    sim.eliminate_zeros()
-    data, indices, indptr = [], [], [0]
-    for j in range(sim.shape[1]):
-        a, b = sim.indptr[j], sim.indptr[j + 1]
-        values, rows = sim.data[a:b], sim.indices[a:b]
-        if len(values) > neighbours:
-            keep = np.argpartition(-values, neighbours - 1)[:neighbours]
-            values, rows = values[keep], rows[keep]
-        data.append(values); indices.append(rows); indptr.append(indptr[-1] + len(values))
-    pruned = sp.csc_matrix((np.concatenate(data) if data else [], np.concatenate(indices) if indices else [],
-                            np.array(indptr)), shape=sim.shape, dtype=np.float32).tocsr()
+    xn_by_item = xn.T.tocsr()
+    step = max(1, block_cells // max(1, n_items))
+    data, indices, counts = [], [], []
+    for start in range(0, n_items, step):
+        sim = (xn_by_item[start:start + step] @ xn).tocsr()
+        rows = np.repeat(np.arange(sim.shape[0]), np.diff(sim.indptr))
+        sim.data[sim.indices == rows + start] = 0  # an item is not its own neighbour
+        sim.eliminate_zeros()
+        sim.sort_indices()
+        for j in range(sim.shape[0]):
+            a, b = sim.indptr[j], sim.indptr[j + 1]
+            values, others = sim.data[a:b], sim.indices[a:b]
+            if len(values) > neighbours:
+                keep = np.argpartition(-values, neighbours - 1)[:neighbours]
+                values, others = values[keep], others[keep]
+            data.append(values); indices.append(others); counts.append(len(values))
+    indptr = np.concatenate([[0], np.cumsum(counts)]) if counts else np.zeros(1, dtype=np.int64)
+    # Row j holds j's neighbours i; the score needs them as column j.
+    pruned = sp.csr_matrix((np.concatenate(data) if data else np.zeros(0, np.float32),
+                            np.concatenate(indices) if indices else np.zeros(0, np.int32), indptr),
+                           shape=(n_items, n_items), dtype=np.float32).T.tocsr()
     return lambda users: (x[users] @ pruned).toarray()
 
 

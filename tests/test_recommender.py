@@ -74,6 +74,26 @@ def _interactions(pairs: list[tuple[str, str]]) -> recsys.Interactions:
     return recsys.build_interactions(frame, items)
 
 
+def test_item_knn_keeps_each_items_nearest_neighbours_whatever_the_block_size():
+    rng = np.random.default_rng(5)
+    listeners = sp.random(300, 60, density=0.1, format="csr", random_state=rng, dtype=np.float32)
+    # 60 more users who each played one item: their scores are the similarity's rows.
+    plays = sp.vstack([listeners, sp.identity(60, format="csr", dtype=np.float32)]).tocsr()
+    x = recsys.binary(plays).toarray()
+    norms = np.linalg.norm(x, axis=0)
+    cosine = (x.T @ x) / np.outer(norms, norms)
+    np.fill_diagonal(cosine, 0)
+    one_item = np.arange(300, 360)
+    # With room for every neighbour, the score is the user's plays times the whole similarity.
+    assert np.allclose(recsys.item_knn(plays, neighbours=60)(np.arange(360)), x @ cosine, atol=1e-5)
+    # Pruned, each item keeps its 5 most similar items, whatever the block size.
+    pruned = [recsys.item_knn(plays, neighbours=5, block_cells=cells)(one_item) for cells in (1, 60 * 7, 10**9)]
+    assert all(np.array_equal(pruned[0], other) for other in pruned[1:])
+    for j in range(60):
+        kept = np.sort(pruned[0][:, j][pruned[0][:, j] > 0])
+        assert len(kept) == 5 and np.allclose(kept, np.sort(cosine[:, j])[-5:], atol=1e-6)
+
+
 def test_split_holds_out_a_fifth_of_users_with_five_items_stably():
     pairs = [(f"u{u}", f"i{i}") for u in range(30) for i in range(u % 12)]
     data = _interactions(pairs)
