@@ -56,9 +56,10 @@ def _open(config: Config, name: str, version: int | None):
         raise EncoreError(f"{name} has no version {version} (latest is {latest}): pass a version that exists")
     try:
         table.load_as_version(version)
-    except Exception as exc:  # delta-rs raises a generic error when the log or files were vacuumed
-        raise EncoreError(f"{name} version {version} can no longer be read ({str(exc).splitlines()[0]}): "
-                          f"it was probably vacuumed; use a newer version (latest is {latest})") from None
+    except Exception as exc:  # delta-rs raises a generic error when the log entries are gone
+        raise EncoreError(f"{name} version {version} can no longer be read ({str(exc).splitlines()[0]}): its log "
+                          f"entries were deleted (encore maintain's log retention, or an erasure); use a newer "
+                          f"version (latest is {latest})") from None
     return table, path, version
 
 

@@ -201,17 +201,31 @@ class Lakehouse:
         delta_log.checkpoint(snapshot, none)
         return int(snapshot.version())
 
-    def truncate_history(self, name: str, version: int) -> int:
+    def _log_folder(self, name: str):
+        """(Hadoop path of the table's _delta_log, its file system)."""
+        jvm = self.spark.sparkContext._jvm
+        log_path = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log")
+        return log_path, log_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+
+    def checkpoint_versions(self, name: str) -> list[int]:
+        """The versions that have a (single-file) checkpoint in the table's log, oldest first."""
+        import re
+        log_path, fs = self._log_folder(name)
+        single = re.compile(r"^(\d{20})\.checkpoint\.parquet$")
+        found = (single.match(status.getPath().getName()) for status in fs.listStatus(log_path))
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def truncate_history(self, name: str, version: int, dry_run: bool = False) -> int:
         """Delete the table's log entries before ``version``, which must have a checkpoint: its versions
-        before ``version`` can no longer be read. Returns the number of files deleted.
+        before ``version`` can no longer be read. Returns the number of files deleted (with ``dry_run``,
+        that would be).
 
         Delta's own cleanup does this for entries past ``delta.logRetentionDuration``, at a checkpoint
         (and, as measured with Delta 4.4, not at all for entries before an OPTIMIZE or VACUUM commit);
         an erasure cannot wait for it: those entries' file statistics may name the listener."""
         import re
         jvm = self.spark.sparkContext._jvm
-        log_path = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log")
-        fs = log_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        log_path, fs = self._log_folder(name)
         checkpoint = jvm.org.apache.hadoop.fs.Path(log_path, f"{version:020d}.checkpoint.parquet")
         if not fs.exists(checkpoint):
             raise EncoreError(f"{name} has no checkpoint at version {version}: its history is kept")
@@ -222,7 +236,7 @@ class Lakehouse:
                 continue
             for status in fs.listStatus(folder):
                 match = entry.match(status.getPath().getName())
-                if match and int(match.group(1)) < version and fs.delete(status.getPath(), False):
+                if match and int(match.group(1)) < version and (dry_run or fs.delete(status.getPath(), False)):
                     deleted += 1
         return deleted
 

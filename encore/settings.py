@@ -244,6 +244,7 @@ class SqlServer(Section):
 class Maintain(Section):
     experiment: str
     vacuum_retention_hours: int = Field(ge=0)     # whole hours: Delta rounds or drops a fraction
+    log_retention_hours: float = Field(ge=0)
     optimize_days: int = Field(ge=1)
     zorder: dict[str, list[str]] = {}
     keep: dict[str, Optional[int]] = {}

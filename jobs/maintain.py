@@ -12,6 +12,12 @@ Per table, in this order:
    ``maintain.zorder``'s columns where listed (per-user queries then skip most files).
 3. **VACUUM** with ``maintain.vacuum_retention_hours``, refused below Delta's safety minimum of
    168 hours unless forced (a shorter window can delete the files of a write still in flight).
+4. **Log retention.** The Delta log entries before the newest checkpoint that every version
+   committed in the last ``maintain.log_retention_hours`` (and every pinned version) can still be read
+   from are deleted. Delta's own cleanup is meant to do this past ``delta.logRetentionDuration``, but
+   Delta 4.4 skips entries before an OPTIMIZE or VACUUM commit, so on a weekly-maintained table the
+   log (commits, checksums, checkpoints) grew without end. Refused below 168 hours unless forced, as
+   VACUUM is: a night still in flight checks its commit against the entries since it started.
 
 The data the current champions were trained on stays readable (their MLflow runs'
 ``source.<table>.version`` params pin a version). A gold snapshot read takes one ``as_of_date``
@@ -53,6 +59,8 @@ class TableUpkeep:
     files_written: int = 0
     files_vacuumed: int = 0
     retention_hours: float = 0.0
+    log_entries_deleted: int = 0
+    log_starts_at: int | None = None    # the oldest version still readable, where the log was cut
     files: int = 0
     bytes: int = 0
     note: str = ""
@@ -81,6 +89,10 @@ def check_settings(config, force: bool) -> float:
         raise EncoreError(f"maintain.keep.{SILVER_PLAYS} is {silver}, fewer dates than features need "
                           f"(features.window_days {config.features.window_days} + clean.dedupe_lookback_days "
                           f"{config.clean.dedupe_lookback_days} + 1 = {needed}): keep at least {needed}")
+    if section.log_retention_hours < DELTA_SAFETY_HOURS and not force:
+        raise EncoreError(f"maintain.log_retention_hours is {section.log_retention_hours:g}, below Delta's safety "
+                          f"minimum of {DELTA_SAFETY_HOURS:g} hours: a night still running checks its commit against "
+                          "the log entries since it started; raise it, or pass --force if no night can run meanwhile")
     return hours
 
 
@@ -153,6 +165,7 @@ def maintain(lake, force: bool = False, dry_run: bool = False) -> MaintainResult
             _compact(lake, upkeep, config.maintain.optimize_days, config.maintain.zorder.get(name), held)
         upkeep.retention_hours = _window_for_pins(lake, name, hours, pins.get(name, []), upkeep)
         _vacuum(lake, upkeep, force or upkeep.retention_hours < DELTA_SAFETY_HOURS, dry_run)
+        _trim_log(lake, upkeep, config.maintain.log_retention_hours, pins.get(name, []), dry_run)
         upkeep.files, upkeep.bytes = _current_size(lake, name)
         log.info("maintain %s: %s", name, _summary(upkeep, dry_run))
         results.append(upkeep)
@@ -165,12 +178,14 @@ def maintain(lake, force: bool = False, dry_run: bool = False) -> MaintainResult
         tracking.experiment(config, config.maintain.experiment)
         with mlflow.start_run(run_name=f"maintain {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}") as run:
             mlflow.set_tags({"job": "maintain", "forced": str(force)})
-            mlflow.log_params({"vacuum_retention_hours": hours, "optimize_days": config.maintain.optimize_days})
+            mlflow.log_params({"vacuum_retention_hours": hours, "optimize_days": config.maintain.optimize_days,
+                               "log_retention_hours": config.maintain.log_retention_hours})
             metrics = {"seconds": seconds}
             for u in results:
                 metrics.update({f"{u.table}.rows_deleted": u.rows_deleted, f"{u.table}.dates_deleted": len(u.dates_deleted),
                                 f"{u.table}.files_compacted": u.files_compacted,
                                 f"{u.table}.files_vacuumed": u.files_vacuumed, f"{u.table}.files": u.files,
+                                f"{u.table}.log_entries_deleted": u.log_entries_deleted,
                                 f"{u.table}.bytes": u.bytes})
             mlflow.log_metrics(metrics)
             mlflow.log_dict({"tables": [u.__dict__ for u in results], "lineage": lineage}, "maintain.json")
@@ -184,6 +199,9 @@ def _summary(u: TableUpkeep, dry_run: bool) -> str:
     if u.files_compacted:
         parts.append(f"compacted {u.files_compacted} files into {u.files_written}")
     parts.append(f"vacuum ({u.retention_hours:g} h) {'would remove' if dry_run else 'removed'} {u.files_vacuumed} files")
+    if u.log_entries_deleted:
+        parts.append(f"{'would delete' if dry_run else 'deleted'} {u.log_entries_deleted} log entries before "
+                     f"version {u.log_starts_at}")
     parts.append(f"now {u.files} files, {u.bytes / 1e6:.1f} MB")
     if u.note:
         parts.append(u.note)
@@ -315,6 +333,21 @@ def _vacuum(lake, upkeep: TableUpkeep, unchecked: bool, dry_run: bool) -> None:
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, value)
+
+
+def _trim_log(lake, upkeep: TableUpkeep, hours: float, pins: list[Pin], dry_run: bool) -> None:
+    """Delete the log entries before the newest checkpoint from which every version committed in the
+    last ``hours``, and every pinned version that can still be read, can be read."""
+    times = _commit_times(lake, upkeep.table)
+    cutoff = dt.datetime.now() - dt.timedelta(hours=hours)
+    recent = [version for version, at in times.items() if at >= cutoff]
+    needed = min(recent) if recent else max(times)          # the current version always stays readable
+    needed = min([needed, *(pin.version for pin in pins if pin.version in times)])
+    cut = max((c for c in lake.checkpoint_versions(upkeep.table) if c <= needed), default=None)
+    if cut is None or cut <= min(times):
+        return
+    upkeep.log_starts_at = cut
+    upkeep.log_entries_deleted = lake.truncate_history(upkeep.table, cut, dry_run=dry_run)
 
 
 def _current_size(lake, name: str) -> tuple[int, int]:

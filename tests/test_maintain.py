@@ -94,7 +94,7 @@ def test_maintain_keeps_the_newest_dates_compacts_vacuums_and_keeps_the_champion
     from encore.lakehouse import Lakehouse
     from jobs.maintain import maintain
     lake, pinned, gold_pinned = kept_lake
-    config = _config(lake, ENCORE__MAINTAIN__VACUUM_RETENTION_HOURS="0")
+    config = _config(lake, ENCORE__MAINTAIN__VACUUM_RETENTION_HOURS="0", ENCORE__MAINTAIN__LOG_RETENTION_HOURS="0")
     assert config.maintain.keep[RECS] == 3
     lake = Lakehouse(config, spark)
     before = {d: lake.read(RECS).where(f"run_date = DATE'{d}'").count() for d in DATES}
@@ -130,6 +130,13 @@ def test_maintain_keeps_the_newest_dates_compacts_vacuums_and_keeps_the_champion
     snapshot = version_files(config, GOLD, gold_pinned, ("as_of_date", DATES[1]))
     assert len(snapshot) == 3 and all(Path(uri.removeprefix("file://")).exists() for uri in snapshot)
     assert result.lineage == ["encore-recommender v1: the table versions it was trained on are still readable"]
+    # The log is cut at the newest checkpoint: the sketches' first versions are gone, the current one reads.
+    # The pinned tables keep theirs: no checkpoint precedes the champion's versions.
+    assert upkeep[SKETCHES].log_entries_deleted >= 10 and upkeep[SKETCHES].log_starts_at in lake.checkpoint_versions(SKETCHES)
+    with pytest.raises(EncoreError, match="version 0 can no longer be read .*its log entries were deleted"):
+        version_files(config, SKETCHES, 0)
+    assert lake.read(SKETCHES).count() == 4 * len(DATES)
+    assert recs.log_entries_deleted == 0 and gold.log_entries_deleted == 0
     run = mlflow.get_run(result.run_id)
     assert run.data.metrics[f"{RECS}.dates_deleted"] == 2 and run.data.metrics[f"{RECS}.files"] == 3
 
@@ -151,5 +158,7 @@ def test_settings_that_would_lose_data_are_refused_in_one_line(tmp_path):
                                           r"keep at least 92"):
         check_settings(config, force=False)
     assert check_settings(make_config(tmp_path), force=False) == 168
+    with pytest.raises(EncoreError, match=r"^maintain.log_retention_hours is 24, below Delta's safety minimum of 168 "):
+        check_settings(make_config(tmp_path, ENCORE__MAINTAIN__LOG_RETENTION_HOURS="24"), force=False)
     with pytest.raises(Exception, match="unknown table 'silver.nothing'"):
         make_config(tmp_path, **{"ENCORE__MAINTAIN__KEEP__SILVER.NOTHING": "3"})

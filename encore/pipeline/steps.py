@@ -399,17 +399,19 @@ def maintain_run(ctx: StepContext) -> str:
 def maintain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted and vacuumed; change nothing")
     p.add_argument("--force", action="store_true",
-                   help="allow maintain.vacuum_retention_hours below Delta's 168-hour safety minimum (only when no "
-                        "night can run meanwhile: a shorter window can delete the files of a write in flight)")
+                   help="allow maintain.vacuum_retention_hours or log_retention_hours below Delta's 168-hour safety "
+                        "minimum (only when no night can run meanwhile: a shorter window can delete the files, or the "
+                        "log entries, of a write in flight)")
 
 
 def maintain_command(cfg: Config, args) -> None:
     from jobs.maintain import maintain
     r = maintain(lakehouse(cfg), force=args.force, dry_run=args.dry_run)
     print_table(["table", "dates deleted", "rows deleted", "files compacted", "vacuum window h", "files vacuumed",
-                 "files now", "MB now", "note"],
+                 "log entries deleted", "files now", "MB now", "note"],
                 [(u.table, len(u.dates_deleted), u.rows_deleted, f"{u.files_compacted} -> {u.files_written}",
-                  f"{u.retention_hours:g}", u.files_vacuumed, u.files, f"{u.bytes / 1e6:.1f}", u.note or "-")
+                  f"{u.retention_hours:g}", u.files_vacuumed, u.log_entries_deleted, u.files, f"{u.bytes / 1e6:.1f}",
+                  u.note or "-")
                  for u in r.tables], max_width=100)
     for line in r.lineage:
         print(line)

@@ -9,11 +9,12 @@ what encore_training's weekly run ends with: a new recommender (promoted only pa
 ``encore maintain``. The retention settings are shortened so that retention starts inside the
 run: 14-day feature window, silver and bronze (plays and catalogue) 16 dates, quarantine 14, gold 7 snapshots, warehouse
 14 run dates, exports 7. The run compresses months into an hour, so VACUUM runs with a window of
-0 hours (forced; nothing else writes to this home). The recommender's champion pins its training
+0 hours and the Delta log keeps no history past its pins and newest checkpoint (both forced; nothing
+else writes to this home). The recommender's champion pins its training
 snapshot of gold.interactions and gold.items: retention and compaction leave that one date alone, so
 its files stay current and the 0-hour window applies to those tables too.
 
-Per night it prints: lakehouse bytes on storage, data files on storage per table (Parquet files,
+Per night it prints: lakehouse bytes on storage (and how many of them are Delta logs), data files on storage per table (Parquet files,
 Delta log excluded), and the median time of a per-user query on silver.plays and on
 warehouse.recommendations (DuckDB through ``encore sql``'s reader, 5 runs). At the end: the
 ratios of the last night to the night retention first had a full window (the night after the first
@@ -41,7 +42,7 @@ SHOWN = ("bronze.plays_raw", "silver.plays", "silver.plays_quarantine", "gold.in
          "warehouse.recommendations", "warehouse.inspiration_packs")
 SETTINGS = {
     "ENCORE__FEATURES__WINDOW_DAYS": "14",
-    "ENCORE__MAINTAIN__VACUUM_RETENTION_HOURS": "0",
+    "ENCORE__MAINTAIN__VACUUM_RETENTION_HOURS": "0", "ENCORE__MAINTAIN__LOG_RETENTION_HOURS": "0",
     "ENCORE__MAINTAIN__KEEP__BRONZE.PLAYS_RAW": "16", "ENCORE__MAINTAIN__KEEP__BRONZE.CATALOG_RAW": "16",
     "ENCORE__MAINTAIN__KEEP__SILVER.PLAYS": "16",
     "ENCORE__MAINTAIN__KEEP__SILVER.PLAYS_QUARANTINE": "14", "ENCORE__MAINTAIN__KEEP__GOLD.INTERACTIONS": "7",
@@ -58,17 +59,21 @@ SETTINGS = {
 }
 
 
-def storage(lakehouse: Path) -> tuple[int, dict[str, int]]:
-    """(bytes of every file under the lakehouse, data files per table) as they are on storage."""
-    total, files = 0, {}
+def storage(lakehouse: Path) -> tuple[int, int, dict[str, int]]:
+    """(bytes of every file under the lakehouse, bytes of the Delta logs among them, data files per table)
+    as they are on storage."""
+    total, log_bytes, files = 0, 0, {}
     for path in lakehouse.rglob("*"):
         if path.is_file():
-            total += path.stat().st_size
+            size = path.stat().st_size
+            total += size
             parts = path.relative_to(lakehouse).parts
+            if "_delta_log" in parts:
+                log_bytes += size
             if len(parts) >= 2 and path.suffix == ".parquet" and "_delta_log" not in parts:
                 name = f"{parts[0]}.{parts[1]}"
                 files[name] = files.get(name, 0) + 1
-    return total, files
+    return total, log_bytes, files
 
 
 def query_ms(config, query: str, runs: int = 5) -> float:
@@ -110,7 +115,7 @@ def main() -> None:
     lake = open_lakehouse(config, "encore-bench-growth")
     lakehouse = Path(config.path("lakehouse"))
     rows, results = [], []
-    columns = ["night", "date", "lakehouse MB", *(f"files {t}" for t in SHOWN), "silver user query ms",
+    columns = ["night", "date", "lakehouse MB", "of which log MB", *(f"files {t}" for t in SHOWN), "silver user query ms",
                "recs user query ms", "night s", "upkeep"]
     for night in range(1, args.nights + 1):
         day = first + dt.timedelta(days=night - 1)
@@ -123,18 +128,19 @@ def main() -> None:
             done = maintain(lake, force=True)
             upkeep = (f"recommender v{trained.model_version} {'promoted' if trained.decision.promoted else 'kept out'}; "
                       f"maintain: {sum(len(u.dates_deleted) for u in done.tables)} dates, "
-                      f"{sum(u.files_vacuumed for u in done.tables)} files vacuumed")
-        size, files = storage(lakehouse)
+                      f"{sum(u.files_vacuumed for u in done.tables)} files vacuumed, "
+                      f"{sum(u.log_entries_deleted for u in done.tables)} log entries deleted")
+        size, log_bytes, files = storage(lakehouse)
         user = lake.read("warehouse.recommendations").where(f"run_date = DATE'{day}'").first()["user_id"]
         silver_ms = query_ms(config, f"SELECT count(*), sum(ms_played) FROM silver.plays WHERE user_id = '{user}'")
         recs_ms = query_ms(config, f"SELECT rank, item_id FROM warehouse.recommendations WHERE user_id = '{user}' "
                                    f"AND run_date = DATE'{day}' ORDER BY rank")
-        result = {"night": night, "date": str(day), "bytes": size, "files": files, "silver_query_ms": silver_ms,
+        result = {"night": night, "date": str(day), "bytes": size, "log_bytes": log_bytes, "files": files, "silver_query_ms": silver_ms,
                   "recs_query_ms": recs_ms, "night_seconds": seconds, "upkeep": upkeep}
         results.append(result)
-        rows.append((night, day, f"{size / 1e6:.1f}", *(files.get(t, 0) for t in SHOWN), f"{silver_ms:.1f}",
+        rows.append((night, day, f"{size / 1e6:.1f}", f"{log_bytes / 1e6:.1f}", *(files.get(t, 0) for t in SHOWN), f"{silver_ms:.1f}",
                      f"{recs_ms:.1f}", f"{seconds:.0f}", upkeep or "-"))
-        print(f"night {night}/{args.nights} {day}: {size / 1e6:.1f} MB, {sum(files.values())} data files, "
+        print(f"night {night}/{args.nights} {day}: {size / 1e6:.1f} MB ({log_bytes / 1e6:.1f} MB of Delta log), {sum(files.values())} data files, "
               f"{seconds:.0f} s {upkeep}", flush=True)
         args.out.write_text(json.dumps({"settings": SETTINGS, "users": args.users, "nights": results}, indent=1))
 
