@@ -14,8 +14,8 @@ else writes to this home). The recommender's champion pins its training
 snapshot of gold.interactions and gold.items: retention and compaction leave that one date alone, so
 its files stay current and the 0-hour window applies to those tables too.
 
-Per night it prints: lakehouse bytes on storage (and how many of them are Delta logs), data files on storage per table (Parquet files,
-Delta log excluded), and the median time of a per-user query on silver.plays and on
+Per night it prints: lakehouse bytes on storage (and how many of them are Delta logs), data files
+on storage per table (Parquet files, Delta log excluded), and the median time of a per-user query on silver.plays and on
 warehouse.recommendations (DuckDB through ``encore sql``'s reader, 5 runs). At the end: the
 ratios of the last night to the night retention first had a full window (the night after the first
 maintain past the longest kept range), which should be near 1 for bytes and files, and the query times.
