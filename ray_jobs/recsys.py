@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from encore.errors import EncoreError
@@ -46,62 +48,88 @@ class Interactions:
         return Interactions(self.user_ids, self.item_ids, plays, self.item_tags, self.user_tags)
 
 
-def build_interactions(interactions: pd.DataFrame, items: pd.DataFrame,
-                       profiles: pd.DataFrame | None = None, what: str = "gold") -> Interactions:
-    """Index gold.interactions / gold.items / gold.user_profiles frames; stop if they disagree."""
-    if interactions.empty:
+def _arrow(frame) -> pa.Table:
+    return frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _sorted_ids(column: pa.ChunkedArray) -> np.ndarray:
+    return np.array(sorted(pc.unique(column).to_pylist()), dtype=object)
+
+
+def _positions(column: pa.ChunkedArray, ids: np.ndarray) -> pa.Array:
+    """Each value's index in ``ids`` (null where absent), computed in Arrow: at a million listeners a
+    pandas column of the ids would hold tens of millions of Python strings."""
+    return pc.index_in(column, value_set=pa.array(ids.tolist(), type=column.type))
+
+
+def build_interactions(interactions: pa.Table | pd.DataFrame, items: pa.Table | pd.DataFrame,
+                       profiles: pa.Table | pd.DataFrame | None = None, what: str = "gold") -> Interactions:
+    """Index gold.interactions / gold.items / gold.user_profiles rows (Arrow or pandas); stop if they disagree."""
+    interactions, items = _arrow(interactions), _arrow(items)
+    if interactions.num_rows == 0:
         raise EncoreError(f"{what}: gold.interactions has no rows for this date: run `encore features --date D` "
                           "after clean has produced plays")
-    missing = set(interactions["item_id"].unique()) - set(items["item_id"])
-    if missing:
+    item_ids = _sorted_ids(items["item_id"])
+    i = _positions(interactions["item_id"], item_ids)
+    if i.null_count:
+        missing = pc.unique(interactions["item_id"].filter(pc.is_null(i))).to_pylist()
         sample = ", ".join(sorted(map(str, missing))[:3])
         raise EncoreError(f"{what}: gold.interactions and gold.items are out of sync ({len(missing)} items such as "
                           f"{sample} have plays but no item row): rebuild both with `encore features --date D`")
-    if profiles is not None and not profiles.empty:
-        extra = set(interactions["user_id"].unique()) - set(profiles["user_id"])
-        if extra:
-            raise EncoreError(f"{what}: gold.interactions and gold.user_profiles are out of sync ({len(extra)} users "
+    user_ids = _sorted_ids(interactions["user_id"])
+    profiles = None if profiles is None else _arrow(profiles)
+    if profiles is not None and profiles.num_rows:
+        extra = _positions(interactions["user_id"], _sorted_ids(profiles["user_id"]))
+        if extra.null_count:
+            unknown = len(pc.unique(interactions["user_id"].filter(pc.is_null(extra))))
+            raise EncoreError(f"{what}: gold.interactions and gold.user_profiles are out of sync ({unknown} users "
                               "have plays but no profile): rebuild both with `encore features --date D`")
-    user_ids = np.array(sorted(interactions["user_id"].unique()), dtype=object)
-    item_ids = np.array(sorted(items["item_id"].unique()), dtype=object)
-    u = pd.Index(user_ids).get_indexer(interactions["user_id"])
-    i = pd.Index(item_ids).get_indexer(interactions["item_id"])
-    plays = sp.csr_matrix((interactions["plays"].to_numpy(np.float32), (u, i)),
+    u = _positions(interactions["user_id"], user_ids)
+    plays = sp.csr_matrix((interactions["plays"].to_numpy().astype(np.float32), (u.to_numpy(), i.to_numpy())),
                           shape=(len(user_ids), len(item_ids)), dtype=np.float32)
     plays.sum_duplicates()
-    tags_by_item = dict(zip(items["item_id"], items["top_tags"]))
-    item_tags = [list(tags_by_item.get(x) if tags_by_item.get(x) is not None else []) for x in item_ids]
+    tags_by_item = dict(zip(items["item_id"].to_pylist(), items["top_tags"].to_pylist()))
+    item_tags = [list(tags_by_item.get(x) or []) for x in item_ids]
     user_tags: list[list[tuple[str, float]]] = [[] for _ in user_ids]
-    if profiles is not None and not profiles.empty:
-        by_user = dict(zip(profiles["user_id"], profiles["tag_distribution"]))
-        user_tags = [[(t["tag"], float(t["weight"])) for t in (by_user.get(x) if by_user.get(x) is not None else [])]
-                     for x in user_ids]
+    if profiles is not None and profiles.num_rows:
+        by_user = dict(zip(profiles["user_id"].to_pylist(), profiles["tag_distribution"].to_pylist()))
+        user_tags = [[(t["tag"], float(t["weight"])) for t in (by_user.get(x) or [])] for x in user_ids]
     return Interactions(user_ids, item_ids, plays, item_tags, user_tags)
 
 
 # --- split ------------------------------------------------------------------------------------
 
-def _pair_hash(users: np.ndarray, items: np.ndarray, seed: int) -> np.ndarray:
+PAIR_HASH_CHUNK = 1_000_000   # pairs hashed at a time: the joined id strings of all of them would not fit
+
+
+def _pair_hash(user_ids: np.ndarray, item_ids: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+               seed: int) -> np.ndarray:
+    """A keyed hash of each pair (user_ids[rows[n]], item_ids[cols[n]]), of the ids joined by a unit
+    separator. Each string hashes on its own, so hashing a chunk of pairs at a time gives the same values."""
     key = f"encore-split-{seed:06d}"[:16].ljust(16, "0")
-    pairs = pd.Series(users.astype(str)).str.cat(pd.Series(items.astype(str)), sep="\x1f")
-    return pd.util.hash_array(pairs.to_numpy(dtype=object), hash_key=key, categorize=False)
+    out = np.empty(len(rows), dtype=np.uint64)
+    for start in range(0, len(rows), PAIR_HASH_CHUNK):
+        end = start + PAIR_HASH_CHUNK
+        pairs = (pd.Series(user_ids[rows[start:end]].astype(str))
+                 .str.cat(pd.Series(item_ids[cols[start:end]].astype(str)), sep="\x1f"))
+        out[start:end] = pd.util.hash_array(pairs.to_numpy(dtype=object), hash_key=key, categorize=False)
+    return out
 
 
 def split_holdout(data: Interactions, share: float = 0.2, min_items: int = 5,
                   seed: int = 42) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(train, held-out) play matrices following the protocol in the module docstring."""
     coo = data.plays.tocoo()
-    frame = pd.DataFrame({"u": coo.row, "i": coo.col, "v": coo.data,
-                          "h": _pair_hash(data.user_ids[coo.row], data.item_ids[coo.col], seed)})
-    frame = frame.sort_values(["u", "h"], kind="stable")
-    n = frame.groupby("u")["i"].transform("size").to_numpy()
-    n_out = np.where(n >= min_items, np.maximum(1, np.floor(share * n + 0.5)), 0)
-    held = frame.groupby("u").cumcount().to_numpy() < n_out
-    shape = data.plays.shape
+    order = np.lexsort((_pair_hash(data.user_ids, data.item_ids, coo.row, coo.col, seed), coo.row))  # stable
+    users, items, plays = coo.row[order], coo.col[order], coo.data[order]
+    per_user = np.bincount(users, minlength=data.plays.shape[0])
+    n = per_user[users]
+    rank = np.arange(len(users)) - (np.cumsum(per_user) - per_user)[users]   # position within the user's items
+    held = rank < np.where(n >= min_items, np.maximum(1, np.floor(share * n + 0.5)), 0)
 
-    def matrix(rows: pd.DataFrame) -> sp.csr_matrix:
-        return sp.csr_matrix((rows["v"].to_numpy(np.float32), (rows["u"], rows["i"])), shape=shape)
-    return matrix(frame[~held]), matrix(frame[held])
+    def matrix(rows: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((plays[rows].astype(np.float32), (users[rows], items[rows])), shape=data.plays.shape)
+    return matrix(~held), matrix(held)
 
 
 # --- ranking and metrics ----------------------------------------------------------------------

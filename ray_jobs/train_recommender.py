@@ -54,11 +54,11 @@ GOLD_COLUMNS = {GOLD_INTERACTIONS: ["user_id", "item_id", "plays"], GOLD_ITEMS: 
 def load_gold(config: Config, as_of: dt.date | None, versions: dict[str, int] | None = None):
     """(the indexed plays and tags, the pinned reads with their rows dropped: only their schema is logged)."""
     versions = versions or {}
-    reads = {name: read_snapshot(config, name, as_of, versions.get(name), columns=columns)
+    reads = {name: read_snapshot(config, name, as_of, versions.get(name), columns=columns, arrow=True)
              for name, columns in GOLD_COLUMNS.items()}
     data = recsys.build_interactions(reads[GOLD_INTERACTIONS].frame, reads[GOLD_ITEMS].frame,
                                      what=f"as of {as_of or 'latest'}")
-    return data, {name: replace(read, frame=read.frame.head(0)) for name, read in reads.items()}
+    return data, {name: replace(read, frame=read.frame.slice(0, 0)) for name, read in reads.items()}
 
 
 # --- one trial: fit on `fit`, early-stop on `valid`, choose the blend weight ------------------
