@@ -108,6 +108,13 @@ def test_split_holds_out_a_fifth_of_users_with_five_items_stably():
     assert set(zip(*held.nonzero())) <= set(zip(*again.nonzero()))
 
 
+def test_the_split_hashes_pairs_in_chunks_to_the_same_values(monkeypatch):
+    data = _interactions([(f"u{u}", f"i{i}") for u in range(30) for i in range(u % 12)])
+    whole = recsys.split_holdout(data, seed=3)[1]
+    monkeypatch.setattr(recsys, "PAIR_HASH_CHUNK", 7)
+    assert (recsys.split_holdout(data, seed=3)[1] != whole).nnz == 0
+
+
 def test_tables_out_of_sync_stop_with_one_message():
     frame = pd.DataFrame({"user_id": ["u1"], "item_id": ["ghost"], "plays": [1]})
     with pytest.raises(EncoreError, match="out of sync"):
