@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -56,11 +57,20 @@ class RecommenderBundle:
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """(len(users), n_items) float32 scores for user indices."""
+        return next(self.blended_scores(users, [self.blend_ease]))[1]
+
+    def blended_scores(self, users: np.ndarray, weights) -> Iterator[tuple[float, np.ndarray]]:
+        """(w, the scores ``score`` gives with ``blend_ease = w``) for each weight, one at a time; LightFM
+        and EASE score the users once for all of them."""
         lfm = self.lightfm_scores(users)
-        if self.blend_ease <= 0 or self.ease_weights is None:
-            return lfm.astype(np.float32, copy=False)
-        w = self.blend_ease
-        return ((1 - w) * _standardise(lfm) + w * _standardise(self.ease_scores(users))).astype(np.float32)
+        z_lfm = z_ease = None
+        for w in weights:
+            if w <= 0 or self.ease_weights is None:
+                yield w, lfm.astype(np.float32, copy=False)
+                continue
+            if z_lfm is None:
+                z_lfm, z_ease = _standardise(lfm), _standardise(self.ease_scores(users))
+            yield w, ((1 - w) * z_lfm + w * z_ease).astype(np.float32)
 
     def score_pairs(self, user_ids, item_ids) -> np.ndarray:
         """Scores of (user, item) id pairs; NaN where the model does not know the user or the item."""

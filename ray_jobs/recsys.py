@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Hashable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -137,21 +137,33 @@ def split_holdout(data: Interactions, share: float = 0.2, min_items: int = 5,
 def top_k(score: ScoreFn, users: np.ndarray, exclude: sp.csr_matrix, k: int,
           block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """(items, scores), each (len(users), k), best first; the users' ``exclude`` items never appear."""
-    items_out = np.empty((len(users), k), dtype=np.int64)
-    scores_out = np.empty((len(users), k), dtype=np.float32)
+    return top_k_variants(lambda rows: [(None, score(rows))], users, exclude, k, block)[None]
+
+
+def top_k_variants(scores: Callable[[np.ndarray], Iterable[tuple[Hashable, np.ndarray]]], users: np.ndarray,
+                   exclude: sp.csr_matrix, k: int, block: int = 1024) -> dict[Hashable, tuple[np.ndarray, np.ndarray]]:
+    """``top_k`` of several scorings in one pass over the users: ``scores(rows)`` yields (variant, scores)
+    pairs for a block of users. Variants that share work (blends of the same two models) compute it
+    once per block, and only one variant's block of scores is held at a time."""
+    out: dict[Hashable, tuple[np.ndarray, np.ndarray]] = {}
     for start in range(0, len(users), block):
         rows = users[start:start + block]
-        s = np.asarray(score(rows), dtype=np.float32).copy()
         seen = exclude[rows]
-        s[np.repeat(np.arange(len(rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
-        kk = min(k, s.shape[1])
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        order = np.take_along_axis(s, part, axis=1)
-        # Ties broken by item index so a ranking is reproducible.
-        idx = np.lexsort((part, -order), axis=1)
-        items_out[start:start + len(rows), :kk] = np.take_along_axis(part, idx, axis=1)
-        scores_out[start:start + len(rows), :kk] = np.take_along_axis(order, idx, axis=1)
-    return items_out, scores_out
+        seen_rows = np.repeat(np.arange(len(rows)), np.diff(seen.indptr))
+        for variant, block_scores in scores(rows):
+            if variant not in out:
+                out[variant] = (np.empty((len(users), k), dtype=np.int64), np.empty((len(users), k), dtype=np.float32))
+            items_out, scores_out = out[variant]
+            s = np.asarray(block_scores, dtype=np.float32).copy()
+            s[seen_rows, seen.indices] = -np.inf
+            kk = min(k, s.shape[1])
+            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+            order = np.take_along_axis(s, part, axis=1)
+            # Ties broken by item index so a ranking is reproducible.
+            idx = np.lexsort((part, -order), axis=1)
+            items_out[start:start + len(rows), :kk] = np.take_along_axis(part, idx, axis=1)
+            scores_out[start:start + len(rows), :kk] = np.take_along_axis(order, idx, axis=1)
+    return out
 
 
 def evaluate(recommended: np.ndarray, users: np.ndarray, held_out: sp.csr_matrix,
@@ -197,6 +209,14 @@ def evaluate_scores(score: ScoreFn, train: sp.csr_matrix, held_out: sp.csr_matri
     users = evaluation_users(held_out, max_users)
     recommended, _ = top_k(score, users, train, k)
     return evaluate(recommended, users, held_out, train, k)
+
+
+def evaluate_variants(scores: Callable[[np.ndarray], Iterable[tuple[Hashable, np.ndarray]]], train: sp.csr_matrix,
+                      held_out: sp.csr_matrix, k: int = 10, max_users: int | None = None) -> dict[Hashable, dict]:
+    """``evaluate_scores`` of each variant ``scores`` yields (see ``top_k_variants``), in one pass."""
+    users = evaluation_users(held_out, max_users)
+    ranked = top_k_variants(scores, users, train, k)
+    return {variant: evaluate(items, users, held_out, train, k) for variant, (items, _) in ranked.items()}
 
 
 # --- baselines --------------------------------------------------------------------------------
