@@ -134,17 +134,25 @@ def split_holdout(data: Interactions, share: float = 0.2, min_items: int = 5,
 
 # --- ranking and metrics ----------------------------------------------------------------------
 
+RANKING_CELLS = 25_000_000   # users x items scored at a time: 100 MB of float32 per array
+
+
 def top_k(score: ScoreFn, users: np.ndarray, exclude: sp.csr_matrix, k: int,
-          block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+          block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(items, scores), each (len(users), k), best first; the users' ``exclude`` items never appear."""
     return top_k_variants(lambda rows: [(None, score(rows))], users, exclude, k, block)[None]
 
 
 def top_k_variants(scores: Callable[[np.ndarray], Iterable[tuple[Hashable, np.ndarray]]], users: np.ndarray,
-                   exclude: sp.csr_matrix, k: int, block: int = 1024) -> dict[Hashable, tuple[np.ndarray, np.ndarray]]:
+                   exclude: sp.csr_matrix, k: int, block: int | None = None
+                   ) -> dict[Hashable, tuple[np.ndarray, np.ndarray]]:
     """``top_k`` of several scorings in one pass over the users: ``scores(rows)`` yields (variant, scores)
     pairs for a block of users. Variants that share work (blends of the same two models) compute it
-    once per block, and only one variant's block of scores is held at a time."""
+    once per block, and only one variant's block of scores is held at a time.
+
+    A block holds ``RANKING_CELLS`` scores unless ``block`` says how many users: a scorer makes a few
+    temporaries of its size (a blend's z-scores), so at 100K items 1,024 users cost gigabytes."""
+    block = block or int(np.clip(RANKING_CELLS // max(1, exclude.shape[1]), 64, 8192))
     out: dict[Hashable, tuple[np.ndarray, np.ndarray]] = {}
     for start in range(0, len(users), block):
         rows = users[start:start + block]

@@ -264,15 +264,18 @@ def remapped_score(bundle: RecommenderBundle, data: recsys.Interactions):
 
 
 def comparison_table(data, train, test, final_score, lightfm_score, settings, label: str) -> pd.DataFrame:
+    """Every baseline and model on the same test users. Each baseline is built just before its own
+    evaluation and dropped after it: at a million listeners, item-kNN's and EASE's matrices together
+    are gigabytes."""
     rows = []
-    scorers = {"popularity": recsys.popularity(train), "item_knn": recsys.item_knn(train),
-               "ease": recsys.ease(train, settings["ease_lambda"], settings["ease_max_items"]),
-               "lightfm": lightfm_score}
+    scorers = {"popularity": lambda: recsys.popularity(train), "item_knn": lambda: recsys.item_knn(train),
+               "ease": lambda: recsys.ease(train, settings["ease_lambda"], settings["ease_max_items"]),
+               "lightfm": lambda: lightfm_score}
     if label != "lightfm":
-        scorers[label] = final_score
-    for name, fn in scorers.items():
+        scorers[label] = lambda: final_score
+    for name, build in scorers.items():
         started = time.perf_counter()
-        metrics = recsys.evaluate_scores(fn, train, test, max_users=settings["eval_users"])
+        metrics = recsys.evaluate_scores(build(), train, test, max_users=settings["eval_users"])
         rows.append({"model": name, **metrics, "seconds": time.perf_counter() - started})
     return pd.DataFrame(rows)
 
