@@ -17,8 +17,9 @@ its files stay current and the 0-hour window applies to those tables too.
 Per night it prints: lakehouse bytes on storage (and how many of them are Delta logs), data files
 on storage per table (Parquet files, Delta log excluded), and the median time of a per-user query on silver.plays and on
 warehouse.recommendations (DuckDB through ``encore sql``'s reader, 5 runs). At the end: the
-ratios of the last night to the night retention first had a full window (the night after the first
-maintain past the longest kept range), which should be near 1 for bytes and files, and the query times.
+ratios of the last upkeep night to the first upkeep night past every window (night 28), and of the
+last night to the night 4 weeks before it (the same point of the weekly cycle), which should be
+near 1 for bytes, files and query times.
 Results go to --out (JSON) as well; docs/benchmarks.md keeps the latest table.
 """
 from __future__ import annotations
@@ -145,14 +146,19 @@ def main() -> None:
         args.out.write_text(json.dumps({"settings": SETTINGS, "users": args.users, "nights": results}, indent=1))
 
     table(columns, rows)
-    settled = next((r for r in results if r["night"] >= 28 and r["upkeep"]), None)   # 4 weeks: past every window
-    if settled and settled is not results[-1]:
-        last = results[-1]
-        print(f"\nlast night vs night {settled['night']} (after the 4th weekly upkeep): bytes x"
-              f"{last['bytes'] / settled['bytes']:.2f}, data files x"
-              f"{sum(last['files'].values()) / max(sum(settled['files'].values()), 1):.2f}, silver query x"
-              f"{last['silver_query_ms'] / settled['silver_query_ms']:.2f}, recs query x"
-              f"{last['recs_query_ms'] / settled['recs_query_ms']:.2f}")
+    # Compare nights at the same point of the weekly cycle: the last upkeep night with the first one
+    # past every window (4 weeks), and the last night with the night 4 weeks before it.
+    settled = next((r for r in results if r["night"] >= 28 and r["upkeep"]), None)
+    last_upkeep = next((r for r in reversed(results) if r["upkeep"]), None)
+    same_phase = {r["night"]: r for r in results}
+    for later, earlier, what in ((last_upkeep, settled, "after upkeep"),
+                                 (results[-1], same_phase.get(results[-1]["night"] - 28), "4 weeks apart")):
+        if later and earlier and later is not earlier:
+            print(f"\nnight {later['night']} vs night {earlier['night']} ({what}): bytes x"
+                  f"{later['bytes'] / earlier['bytes']:.2f}, data files x"
+                  f"{sum(later['files'].values()) / max(sum(earlier['files'].values()), 1):.2f}, silver query x"
+                  f"{later['silver_query_ms'] / earlier['silver_query_ms']:.2f}, recs query x"
+                  f"{later['recs_query_ms'] / earlier['recs_query_ms']:.2f}")
     print(f"\nhome: {home}; results: {args.out}")
 
 
