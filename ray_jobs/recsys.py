@@ -56,10 +56,21 @@ def _sorted_ids(column: pa.ChunkedArray) -> np.ndarray:
     return np.array(sorted(pc.unique(column).to_pylist()), dtype=object)
 
 
-def _positions(column: pa.ChunkedArray, ids: np.ndarray) -> pa.Array:
-    """Each value's index in ``ids`` (null where absent), computed in Arrow: at a million listeners a
-    pandas column of the ids would hold tens of millions of Python strings."""
-    return pc.index_in(column, value_set=pa.array(ids.tolist(), type=column.type))
+def arrow_strings(values) -> pa.ChunkedArray:
+    """Arrow strings of one type: deltalake may hand over string, large_string or string_view, and
+    pandas ids may be numbers."""
+    values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+    return values.cast(pa.large_string())
+
+
+def positions(values, value_set) -> np.ndarray:
+    """The position of each value in ``value_set`` (an Arrow array or a numpy array of ids), -1 where
+    absent, as int64. Computed in Arrow: at a million listeners a pandas column of the ids would hold
+    tens of millions of Python strings."""
+    if not isinstance(value_set, (pa.Array, pa.ChunkedArray)):
+        value_set = pa.array(np.asarray(value_set).tolist())
+    found = pc.index_in(arrow_strings(values), value_set=arrow_strings(value_set).combine_chunks())
+    return found.fill_null(-1).to_numpy().astype(np.int64)
 
 
 def build_interactions(interactions: pa.Table | pd.DataFrame, items: pa.Table | pd.DataFrame,
@@ -70,22 +81,22 @@ def build_interactions(interactions: pa.Table | pd.DataFrame, items: pa.Table | 
         raise EncoreError(f"{what}: gold.interactions has no rows for this date: run `encore features --date D` "
                           "after clean has produced plays")
     item_ids = _sorted_ids(items["item_id"])
-    i = _positions(interactions["item_id"], item_ids)
-    if i.null_count:
-        missing = pc.unique(interactions["item_id"].filter(pc.is_null(i))).to_pylist()
+    i = positions(interactions["item_id"], item_ids)
+    if (i < 0).any():
+        missing = pc.unique(interactions["item_id"].filter(pa.array(i < 0))).to_pylist()
         sample = ", ".join(sorted(map(str, missing))[:3])
         raise EncoreError(f"{what}: gold.interactions and gold.items are out of sync ({len(missing)} items such as "
                           f"{sample} have plays but no item row): rebuild both with `encore features --date D`")
     user_ids = _sorted_ids(interactions["user_id"])
     profiles = None if profiles is None else _arrow(profiles)
     if profiles is not None and profiles.num_rows:
-        extra = _positions(interactions["user_id"], _sorted_ids(profiles["user_id"]))
-        if extra.null_count:
-            unknown = len(pc.unique(interactions["user_id"].filter(pc.is_null(extra))))
+        extra = positions(interactions["user_id"], _sorted_ids(profiles["user_id"]))
+        if (extra < 0).any():
+            unknown = len(pc.unique(interactions["user_id"].filter(pa.array(extra < 0))))
             raise EncoreError(f"{what}: gold.interactions and gold.user_profiles are out of sync ({unknown} users "
                               "have plays but no profile): rebuild both with `encore features --date D`")
-    u = _positions(interactions["user_id"], user_ids)
-    plays = sp.csr_matrix((interactions["plays"].to_numpy().astype(np.float32), (u.to_numpy(), i.to_numpy())),
+    u = positions(interactions["user_id"], user_ids)
+    plays = sp.csr_matrix((interactions["plays"].to_numpy().astype(np.float32), (u, i)),
                           shape=(len(user_ids), len(item_ids)), dtype=np.float32)
     plays.sum_duplicates()
     tags_by_item = dict(zip(items["item_id"].to_pylist(), items["top_tags"].to_pylist()))

@@ -36,6 +36,7 @@ from encore.errors import EncoreError
 from encore import tracking
 from encore.delta_reader import distinct_values, read_snapshot
 from ray_jobs.recommender_model import RecommenderBundle
+from ray_jobs.recsys import arrow_strings, positions
 from schemas.table_names import (GOLD_INTERACTIONS, GOLD_ITEMS, GOLD_USER_PROFILES, SILVER_PLAYS,
                                    SILVER_PLAY_COUNTS, WAREHOUSE_RECOMMENDATIONS)
 
@@ -232,18 +233,12 @@ class BlockScorer:
 
 # --- building the context --------------------------------------------------------------------
 
-def _strings(values) -> pa.ChunkedArray:
-    """Arrow strings of one type (deltalake may hand over string, large_string or string_view)."""
-    values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
-    return values.cast(pa.large_string())
-
-
 def _silver_users(config: Config, run_date: dt.date) -> pa.ChunkedArray:
     """Every user with a play (or an imported count) in silver up to ``run_date``, distinct, in Arrow."""
     found = [pa.chunked_array([], type=pa.large_string())]
     for name, column in ((SILVER_PLAYS, "date"), (SILVER_PLAY_COUNTS, "snapshot_date")):
         try:
-            found.append(_strings(distinct_values(config, name, "user_id", [(column, "<=", run_date)])[1]))
+            found.append(arrow_strings(distinct_values(config, name, "user_id", [(column, "<=", run_date)])[1]))
         except EncoreError as exc:
             if "does not exist" in str(exc):
                 continue
@@ -279,11 +274,6 @@ def _tag_rows(row_of_list: np.ndarray, lists: pa.ChunkedArray, vocabulary: pa.Ar
     return sp.diags(1.0 / np.where(norms > 0, norms, 1.0)).astype(np.float32) @ m
 
 
-def _positions(values, value_set: pa.Array) -> np.ndarray:
-    """The position of each value in ``value_set`` (-1 where absent), as int64."""
-    return pc.index_in(_strings(values), value_set=value_set).fill_null(-1).to_numpy().astype(np.int64)
-
-
 def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, top_k: int):
     """The scoring context of ``run_date``, built in Arrow and numpy: at a million listeners, only the
     sorted user ids become Python strings; interactions and tag profiles never leave Arrow."""
@@ -300,40 +290,40 @@ def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, 
         raise EncoreError(f"gold has no snapshot as of {run_date}: run `encore features --date {run_date}` first")
 
     model_items = pa.array(bundle.item_ids.astype(str), type=pa.large_string())
-    item_column = _strings(items["item_id"])
+    item_column = arrow_strings(items["item_id"])
     new_items = pc.unique(pc.filter(item_column, pc.invert(pc.is_in(item_column, value_set=model_items))))
     item_set = pa.concat_arrays([model_items, new_items.take(pc.array_sort_indices(new_items))])
     item_ids = item_set.to_numpy(zero_copy_only=False)
     # Each run item's row in gold.items; -1 (the model knows an item this snapshot lacks) picks the
     # appended filler: its id as its name, no listeners.
     item_row = np.full(len(item_ids), -1, dtype=np.int64)
-    found = _positions(items["item_id"], item_set)
+    found = positions(items["item_id"], item_set)
     item_row[found[found >= 0]] = np.flatnonzero(found >= 0)
-    names = np.append(pc.coalesce(_strings(items["name"]), item_column).to_numpy(zero_copy_only=False), None)
+    names = np.append(pc.coalesce(arrow_strings(items["name"]), item_column).to_numpy(zero_copy_only=False), None)
     item_names = np.where(item_row >= 0, names[item_row], item_ids).astype(object)
     listeners = np.append(items["listeners"].fill_null(0).to_numpy().astype(float), 0.0)[item_row]
     popularity = np.log1p(listeners) / max(np.log1p(listeners).max(initial=0.0), 1.0)
 
-    users = pc.unique(pa.chunked_array(_silver_users(config, run_date).chunks + _strings(interactions["user_id"]).chunks,
-                                       type=pa.large_string()))
+    users = pc.unique(pa.chunked_array(_silver_users(config, run_date).chunks
+                                       + arrow_strings(interactions["user_id"]).chunks, type=pa.large_string()))
     users = users.take(pc.array_sort_indices(users))   # UTF-8 byte order = code point order, as sorted() gives
     user_ids = users.to_numpy(zero_copy_only=False)
     played = sp.csr_matrix((interactions["plays"].to_numpy().astype(np.float32),
-                            (_positions(interactions["user_id"], users), _positions(interactions["item_id"], item_set))),
+                            (positions(interactions["user_id"], users), positions(interactions["item_id"], item_set))),
                            shape=(len(user_ids), len(item_ids)))
     played.sum_duplicates()
 
     profile_tags = pc.list_flatten(profiles["tag_distribution"]).combine_chunks().field("tag") \
         if profiles.num_rows else pa.array([], pa.large_string())
-    tags = pc.unique(pa.chunked_array([_strings(pc.list_flatten(items["top_tags"])).combine_chunks(),
-                                       _strings(profile_tags).combine_chunks()]).drop_null())
+    tags = pc.unique(pa.chunked_array([arrow_strings(pc.list_flatten(items["top_tags"])).combine_chunks(),
+                                       arrow_strings(profile_tags).combine_chunks()]).drop_null())
     tags = tags.take(pc.array_sort_indices(tags))
     context = ScoringContext(
         bundle=bundle, item_ids=item_ids, item_names=item_names, popularity=popularity.astype(np.float32),
-        item_tags=_tag_rows(_positions(items["item_id"], item_set), items["top_tags"], tags, len(item_ids), False),
+        item_tags=_tag_rows(positions(items["item_id"], item_set), items["top_tags"], tags, len(item_ids), False),
         tag_names=tags.to_numpy(zero_copy_only=False), user_ids=user_ids,
-        user_model_index=_positions(users, pa.array(bundle.user_ids.astype(str), type=pa.large_string())),
-        user_tags=_tag_rows(_positions(profiles["user_id"], users), profiles["tag_distribution"], tags, len(user_ids),
+        user_model_index=positions(users, pa.array(bundle.user_ids.astype(str), type=pa.large_string())),
+        user_tags=_tag_rows(positions(profiles["user_id"], users), profiles["tag_distribution"], tags, len(user_ids),
                             True),
         played=played, top_k=top_k)
     return context, reads
