@@ -101,6 +101,8 @@ def run_trial(params: dict, data: recsys.Interactions, fit, valid, settings: dic
                      "reported_at": time.time(), "blend_weight": float("nan"), "score": float("nan")})
         if report:
             report(dict(last))
+        else:   # a single fit: Tune's callbacks do not log it, and at a million listeners an epoch takes minutes
+            log.info("fit: epoch %d, validation %s %.4f (%.0f s per epoch)", epoch, METRIC, metrics[METRIC], seconds)
         return False
 
     model, features, best_epoch, history = lm.fit(
@@ -111,6 +113,8 @@ def run_trial(params: dict, data: recsys.Interactions, fit, valid, settings: dic
         raise RuntimeError("LightFM produced non-finite validation scores")
     w, blended = (_choose_blend(data, lm.factors_of(model, features), fit, valid, settings)
                   if settings.get("blend", True) else (0.0, last[METRIC]))
+    if not report:
+        log.info("fit: best epoch %d; with EASE at weight %g, validation %s %.4f", best_epoch, w, METRIC, blended)
     final = {**last, "best_epoch": best_epoch, "best_lightfm": max(h[METRIC] for h in history),
              "blend_weight": w, "score": blended, "reported_at": time.time()}
     if report:
@@ -277,6 +281,7 @@ def comparison_table(data, train, test, final_score, lightfm_score, settings, la
         started = time.perf_counter()
         metrics = recsys.evaluate_scores(build(), train, test, max_users=settings["eval_users"])
         rows.append({"model": name, **metrics, "seconds": time.perf_counter() - started})
+        log.info("test split: %s %s %.4f (%.0f s)", name, METRIC, metrics[METRIC], rows[-1]["seconds"])
     return pd.DataFrame(rows)
 
 
@@ -322,6 +327,7 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
         started = time.perf_counter()
         models, features, _, _ = lm.fit(data, train, params, seed=settings["seed"], threads=rc.final_threads)
         fit_seconds = time.perf_counter() - started
+        log.info("final fit on the whole training split: %d epochs in %.0f s", params["epochs"], fit_seconds)
         factors = lm.factors_of(models, features)
         w = float(params["blend_ease"])
         bundle = assemble_bundle(data, factors, train, w, settings["ease_lambda"], settings["ease_max_items"])
