@@ -124,6 +124,16 @@ def pyfunc_model():
     return RecommenderPyfunc()
 
 
+def pyfunc_signature():
+    """The pyfunc's schema, stated rather than inferred: inferring it from an input example makes MLflow
+    load the logged bundle back, twice with its serving check, and at a million listeners each copy is
+    a gigabyte on top of the training job's peak."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    pair = [ColSpec("string", "user_id"), ColSpec("string", "item_id")]
+    return ModelSignature(inputs=Schema(pair), outputs=Schema([*pair, ColSpec("float", "score")]))
+
+
 def load_bundle(model_uri: str) -> RecommenderBundle:
     """The bundle behind a logged model, e.g. ``models:/encore-recommender@champion``."""
     import mlflow.pyfunc

@@ -26,7 +26,7 @@ from ray_jobs import lightfm_model as lm
 from encore import figures, tracking
 from ray_jobs import recsys
 from encore.delta_reader import read_snapshot
-from ray_jobs.recommender_model import RecommenderBundle, load_bundle, pyfunc_model
+from ray_jobs.recommender_model import RecommenderBundle, load_bundle, pyfunc_model, pyfunc_signature
 from schemas.table_names import GOLD_INTERACTIONS, GOLD_ITEMS
 
 log = logging.getLogger(__name__)
@@ -350,8 +350,7 @@ def train_recommender(config: Config, as_of: dt.date | None, *, search_trials: i
             path = bundle.save(Path(tmp) / "bundle.npz")
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=pyfunc_model(), artifacts={"bundle": str(path)},
-                registered_model_name=rc.model_name if register else None,
-                input_example=pd.DataFrame({"user_id": data.user_ids[:2].astype(str), "item_id": data.item_ids[:2].astype(str)}))
+                registered_model_name=rc.model_name if register else None, signature=pyfunc_signature())
         version = int(info.registered_model_version) if register else 0
         decision = tracking.decide(candidate, champion_eval[0] if champion_eval else None,
                                    champion_eval[1] if champion_eval else None, METRIC, higher_is_better=True)
