@@ -135,8 +135,13 @@ def decide(candidate_score: float, champion_score: float | None, champion_versio
         return GateDecision(True, "no champion yet", candidate_score, None, None)
     better = candidate_score > champion_score if higher_is_better else candidate_score < champion_score
     relation = "beats" if better else "does not beat"
-    return GateDecision(better, f"candidate {metric} {candidate_score:.4f} {relation} champion v{champion_version} "
-                        f"{champion_score:.4f}", candidate_score, champion_score, champion_version)
+    digits = 4   # more where 4 would print a winner equal to the champion
+    while digits < 8 and f"{candidate_score:.{digits}f}" == f"{champion_score:.{digits}f}" \
+            and candidate_score != champion_score:
+        digits += 1
+    return GateDecision(better, f"candidate {metric} {candidate_score:.{digits}f} {relation} champion "
+                        f"v{champion_version} {champion_score:.{digits}f}", candidate_score, champion_score,
+                        champion_version)
 
 
 def apply_gate(config: Config, model_name: str, candidate_version: int, decision: GateDecision) -> None:

@@ -123,6 +123,21 @@ def test_tables_out_of_sync_stop_with_one_message():
         recsys.build_interactions(frame.head(0), pd.DataFrame({"item_id": ["other"], "top_tags": [None]}))
 
 
+def test_ids_are_found_whatever_their_arrow_type():
+    import pyarrow as pa
+    # deltalake may return string_view; pandas ids may be numbers; absent and null ids read -1
+    found = recsys.positions(pa.array(["b", None, "x"], type=pa.string_view()), np.array(["a", "b"]))
+    assert found.tolist() == [1, -1, -1]
+    assert recsys.positions(pa.chunked_array([[3, 1]]), np.array([1, 3])).tolist() == [1, 0]
+    assert recsys.positions(pa.array(["a"]), np.array([], dtype=object)).tolist() == [-1]
+
+
+def test_the_gate_never_prints_a_winner_equal_to_the_champion():
+    reason = tracking.decide(0.21331, 0.21328, 1, "ndcg_at_10", higher_is_better=True).reason
+    assert reason == "candidate ndcg_at_10 0.21331 beats champion v1 0.21328"
+    assert "does not beat champion v1 0.2133" in tracking.decide(0.2133, 0.2133, 1, "ndcg_at_10", True).reason
+
+
 # --- the job on real Spark-built gold, Ray and MLflow --------------------------------------------
 
 @pytest.fixture(scope="module")
