@@ -43,3 +43,13 @@ def connect(config: Config):
                  configure_logging=True, logging_level=logging.WARNING)
     log.info("ray: %s", ray.cluster_resources())
     return ray
+
+
+def write_parquet(dataset, path: str) -> None:
+    """Write a Ray Dataset as Parquet files under ``path`` (a local folder or Spark's ``s3a://`` URI).
+
+    The write tasks reserve no CPU. An actor pool (scoring's) holds every CPU until its input is done;
+    once its output outgrows Ray Data's object-store budget it waits for the writes, and writes that
+    need a CPU then wait for the actors for ever. A 1M-listener night's score stopped there."""
+    from encore.locations import storage_uri
+    dataset.write_parquet(storage_uri(path)[0], ray_remote_args={"num_cpus": 0})

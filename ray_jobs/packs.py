@@ -39,7 +39,6 @@ from encore import music
 from encore.errors import EncoreError
 from encore import tracking
 from encore.delta_reader import read_filtered, read_snapshot, read_table
-from encore.locations import storage_uri
 from schemas.table_names import (GOLD_MUSIC_SEQUENCES, GOLD_USER_PROFILES, WAREHOUSE_INSPIRATION_PACKS,
                                    WAREHOUSE_RECOMMENDATIONS, WAREHOUSE_SKETCHES)
 
@@ -299,13 +298,14 @@ def _replace(lake, name: str, run_date: dt.date, rows, run_info: dict) -> None:
     one is built, so the Python rows of a million packs never exist at once."""
     import pyarrow as pa
     import ray
+    from encore.ray_runtime import write_parquet
     from pyspark.sql.pandas.types import to_arrow_schema
     from schemas.tables import TABLES
     schema = to_arrow_schema(TABLES[name].schema)
     chunks = [rows] if isinstance(rows, list) else rows
     tables = [pa.Table.from_pylist(chunk, schema=schema) for chunk in chunks] or [schema.empty_table()]
     with lake.staging(f"{name}-{run_date}") as staging:
-        ray.data.from_arrow(tables).write_parquet(storage_uri(staging)[0])
+        write_parquet(ray.data.from_arrow(tables), staging)
         lake.replace_partition(lake.spark.read.parquet(staging), name, "run_date", run_date, run_info)
 
 

@@ -347,7 +347,7 @@ def score(lake, run_date: dt.date) -> ScoreResult:
     import ray
     from pyspark.sql import functions as F
     from ray_jobs.recommender_model import load_bundle
-    from encore.ray_runtime import connect
+    from encore.ray_runtime import connect, write_parquet
 
     config = lake.config
     section = config.score
@@ -381,8 +381,7 @@ def score(lake, run_date: dt.date) -> ScoreResult:
                                   batch_size=section.block_users, num_cpus=1,
                                   compute=ray.data.ActorPoolStrategy(size=section.actors))
         with lake.staging(f"score-{run_date}") as staging:
-            from encore.locations import storage_uri
-            lists.write_parquet(storage_uri(staging)[0])
+            write_parquet(lists, staging)
             staged = lake.spark.read.parquet(staging)
             frame = (staged.withColumn("run_date", F.lit(run_date))
                      .withColumn("model_name", F.lit(name)).withColumn("model_version", F.lit(champion.version))
