@@ -115,6 +115,8 @@ class BlockScorer:
         # Copies: arrays from the object store are read-only, which torch warns about.
         self._users_t = torch.from_numpy(np.array(self.ctx.bundle._users_with_one))
         self._items_t = torch.from_numpy(np.array(self.ctx.bundle._items_with_bias))
+        if self.ctx.bundle.ease_weights is not None:
+            self._blend_right_t = torch.from_numpy(np.array(self.ctx.bundle.blend_right))
         self._unit_t = torch.from_numpy(self.unit_factors)
         self._buffer = torch.empty(0)
 
@@ -184,13 +186,20 @@ class BlockScorer:
             self._buffer = torch.empty((n, len(self.ctx.item_ids)), dtype=torch.float32)
         out = self._buffer[:n]
         bundle = self.ctx.bundle
-        if bundle.blend_ease > 0 and bundle.ease_weights is not None:
-            out[:, :n_model] = torch.from_numpy(bundle.score(users))
-        elif n_model == out.shape[1]:
-            torch.mm(self._users_t[torch.from_numpy(users)], self._items_t, out=out)
+        blended = bundle.blend_ease > 0 and bundle.ease_weights is not None
+        if blended:   # the z-score blend as one product too (RecommenderBundle.blend_parts)
+            rows, ease_part = bundle.blend_parts(users, bundle.blend_ease)
+            left, right = torch.from_numpy(rows), self._blend_right_t
         else:
-            out[:, :n_model] = torch.mm(self._users_t[torch.from_numpy(users)], self._items_t)
-        return out.numpy()
+            left, right = self._users_t[torch.from_numpy(users)], self._items_t
+        if n_model == out.shape[1]:
+            torch.mm(left, right, out=out)
+        else:
+            out[:, :n_model] = torch.mm(left, right)
+        scores = out.numpy()
+        if blended:
+            scores[:, bundle.ease_items] += ease_part
+        return scores
 
     def _tag_profile(self, rows: np.ndarray) -> dict:
         ctx = self.ctx

@@ -59,6 +59,43 @@ def test_the_model_ranks_known_items_skips_played_ones_and_explains_from_the_his
     assert got[3][2:] == ("popularity", POPULAR_REASON)
 
 
+def blended_bundle(rng, users=40, items=300, modelled=60, w=0.3) -> RecommenderBundle:
+    seen = sp.random(users, items, density=0.05, format="csr", dtype=np.float32, random_state=3)
+    return RecommenderBundle(
+        user_ids=np.array([f"u{u}" for u in range(users)], dtype=object),
+        item_ids=np.array([f"i{i}" for i in range(items)], dtype=object),
+        user_factors=rng.normal(size=(users, 8)).astype(np.float32),
+        item_factors=rng.normal(size=(items, 8)).astype(np.float32), item_bias=rng.normal(size=items).astype(np.float32),
+        seen=seen, listeners=np.ones(items, np.float32), blend_ease=w,
+        ease_items=np.sort(rng.choice(items, modelled, replace=False)),
+        ease_weights=rng.normal(size=(modelled, modelled)).astype(np.float32))
+
+
+def test_the_blend_is_the_z_score_mix_of_lightfm_and_ease_and_the_scorer_ranks_by_it():
+    bundle = blended_bundle(np.random.default_rng(7))
+    users = np.arange(40)
+
+    def z(x):
+        x = x.astype(np.float64)
+        return (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
+    lightfm, ease = bundle.lightfm_scores(users), bundle.ease_scores(users)
+    for w, scores in bundle.blended_scores(users, [0.0, 0.3, 0.8]):
+        expected = lightfm if w == 0 else (1 - w) * z(lightfm) + w * z(ease)
+        np.testing.assert_allclose(scores, expected, atol=2e-5)
+
+    context = ScoringContext(
+        bundle=bundle, item_ids=bundle.item_ids, item_names=bundle.item_ids, popularity=np.zeros(300, np.float32),
+        item_tags=sp.csr_matrix((300, 1), dtype=np.float32), tag_names=np.array(["folk"], dtype=object),
+        user_ids=bundle.user_ids, user_model_index=users, user_tags=sp.csr_matrix((40, 1), dtype=np.float32),
+        played=bundle.seen, top_k=10)
+    got = pd.DataFrame(BlockScorer([context])({"row": users}))
+    expected = bundle.score(users)
+    expected[bundle.seen.nonzero()] = -np.inf
+    for u, rows in got.groupby("user_id"):
+        row = int(u[1:])
+        np.testing.assert_allclose(rows.sort_values("rank")["score"], np.sort(expected[row])[::-1][:10], atol=1e-5)
+
+
 def test_a_new_listener_with_tags_gets_tag_matches_first_then_popular_items():
     got = lists(scorer()({"row": np.array([1])}))["u1"]
     assert got[0] == (1, "i2", "tag_profile", "because you like folk")
