@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -87,6 +87,10 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+def _writable(array: np.ndarray) -> np.ndarray:
+    return array if array.flags.writeable else array.copy()
+
+
 class BlockScorer:
     """Ray Data actor: holds the scoring context and turns a block of user rows into list rows."""
 
@@ -112,11 +116,13 @@ class BlockScorer:
         # slower on 2 cores; the product also writes into one reused buffer instead of fresh pages.
         import torch
         self._torch = torch
-        # Copies: arrays from the object store are read-only, which torch warns about.
-        self._users_t = torch.from_numpy(np.array(self.ctx.bundle._users_with_one))
-        self._items_t = torch.from_numpy(np.array(self.ctx.bundle._items_with_bias))
-        if self.ctx.bundle.ease_weights is not None:
-            self._blend_right_t = torch.from_numpy(np.array(self.ctx.bundle.blend_right))
+        # Arrays from the object store are read-only, which torch warns about: those are copied. The
+        # product's matrices are built in this process, so at 1M listeners the users' (500 MB) is not.
+        bundle = self.ctx.bundle
+        self._users_t = torch.from_numpy(_writable(bundle._users_with_one))
+        self._items_t = torch.from_numpy(_writable(bundle._items_with_bias))
+        if bundle.ease_weights is not None:
+            self._blend_right_t = torch.from_numpy(_writable(bundle.blend_right))
         self._unit_t = torch.from_numpy(self.unit_factors)
         self._buffer = torch.empty(0)
 
@@ -335,7 +341,8 @@ def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, 
         user_tags=_tag_rows(positions(profiles["user_id"], users), profiles["tag_distribution"], tags, len(user_ids),
                             True),
         played=played, top_k=top_k)
-    return context, reads
+    # Only the schemas of the reads are logged: their rows (gigabytes of Arrow at a million listeners) go now.
+    return context, {name: replace(read, frame=read.frame.slice(0, 0)) for name, read in reads.items()}
 
 
 @dataclass
@@ -367,10 +374,12 @@ def score(lake, run_date: dt.date) -> ScoreResult:
     bundle = load_bundle(f"models:/{name}/{champion.version}")
     top_k = section.top_k
     context, reads = build_context(config, run_date, bundle, top_k)
+    del bundle   # the context holds it
     versions = {r.name: r.version for r in reads.values()}
-    log.info("score %s: %d users (%s) x %d artists with %s v%d", run_date, len(context.user_ids),
-             ", ".join(f"{s}={n}" for s, n in zip(*np.unique(context.strategies(), return_counts=True))),
-             len(context.item_ids), name, champion.version)
+    n_users = len(context.user_ids)
+    users_by_strategy = {str(s): int(n) for s, n in zip(*np.unique(context.strategies(), return_counts=True))}
+    log.info("score %s: %d users (%s) x %d artists with %s v%d", run_date, n_users,
+             ", ".join(f"{s}={n}" for s, n in users_by_strategy.items()), len(context.item_ids), name, champion.version)
 
     tracking.experiment(config, config.nightly.experiment)
     with mlflow.start_run(run_name=f"score {run_date}") as run:
@@ -383,8 +392,9 @@ def score(lake, run_date: dt.date) -> ScoreResult:
         import ray.data
         ray.data.DataContext.get_current().enable_progress_bars = True   # bars on a terminal, timed log lines elsewhere
         ref = ray.put(context)
-        blocks = max(1, -(-len(context.user_ids) // section.block_users))
-        users = ray.data.from_pandas(pd.DataFrame({"row": np.arange(len(context.user_ids), dtype=np.int64)}),
+        del context   # the actors read the object store's copy; the driver's would double it
+        blocks = max(1, -(-n_users // section.block_users))
+        users = ray.data.from_pandas(pd.DataFrame({"row": np.arange(n_users, dtype=np.int64)}),
                                      override_num_blocks=blocks)
         lists = users.map_batches(BlockScorer, fn_constructor_kwargs={"context_ref": [ref]}, batch_format="numpy",
                                   batch_size=section.block_users, num_cpus=1,
@@ -405,11 +415,10 @@ def score(lake, run_date: dt.date) -> ScoreResult:
         per_strategy = {r["strategy"]: int(r["count"]) for r in written.groupBy("strategy").count().collect()}
         seconds = time.perf_counter() - started
         rows = sum(per_strategy.values())
-        mlflow.log_metrics({"users": len(context.user_ids), "rows": rows, "seconds": seconds,
-                            "users_per_second": len(context.user_ids) / seconds,
+        mlflow.log_metrics({"users": n_users, "rows": rows, "seconds": seconds, "users_per_second": n_users / seconds,
                             **{f"rows.{k}": v for k, v in per_strategy.items()},
-                            **{f"users.{s}": int(n) for s, n in zip(*np.unique(context.strategies(), return_counts=True))}})
+                            **{f"users.{s}": n for s, n in users_by_strategy.items()}})
         mlflow.log_param("warehouse.recommendations.version", lake.version(WAREHOUSE_RECOMMENDATIONS))
-    return ScoreResult(run_date, run.info.run_id, champion.version, len(context.user_ids), rows, per_strategy, seconds,
+    return ScoreResult(run_date, run.info.run_id, champion.version, n_users, rows, per_strategy, seconds,
                        versions)
 
