@@ -117,9 +117,8 @@ class BlockScorer:
         import torch
         self._torch = torch
         # Arrays from the object store are read-only, which torch warns about: those are copied. The
-        # product's matrices are built in this process, so at 1M listeners the users' (500 MB) is not.
+        # product's matrices are built in this process, and the users' side a block at a time.
         bundle = self.ctx.bundle
-        self._users_t = torch.from_numpy(_writable(bundle._users_with_one))
         self._items_t = torch.from_numpy(_writable(bundle._items_with_bias))
         if bundle.ease_weights is not None:
             self._blend_right_t = torch.from_numpy(_writable(bundle.blend_right))
@@ -197,7 +196,7 @@ class BlockScorer:
             rows, ease_part = bundle.blend_parts(users, bundle.blend_ease)
             left, right = torch.from_numpy(rows), self._blend_right_t
         else:
-            left, right = self._users_t[torch.from_numpy(users)], self._items_t
+            left, right = torch.from_numpy(bundle.user_rows(users)), self._items_t
         if n_model == out.shape[1]:
             torch.mm(left, right, out=out)
         else:
