@@ -21,13 +21,16 @@ Per step the table gives:
 - throughput in rows/s;
 - peak resident memory of the driver (the Python processes), the JVM, and the sum of Ray's processes,
   sampled every 0.2 s over the step's process tree, and the peak of all three together;
+- the peak of the tree's proportional set size (PSS): memory shared between processes, Ray's object
+  store above all, counted once instead of once per process that maps it. Summed RSS counts the
+  object store's pages in the driver that wrote them and in every actor that reads them;
 - bytes the step added to the home.
 
 Then, per size, the cost per listener of the steps after features (score, generate, export, validate),
 in milliseconds per 1,000 listeners, and its ratio to the previous size.
 
 Targets (issue 29):
-- the 1M night's peak memory (all processes) <= 12 GiB;
+- the 1M night's peak memory (all processes, PSS) <= 12 GiB;
 - score + generate + export + validate <= 20 min at 1M;
 - cost per listener flat or falling from 100K to 1M.
 
@@ -71,6 +74,7 @@ class StepResult:
     peak_jvm: int = 0
     peak_ray: int = 0
     peak_total: int = 0
+    peak_pss: int = 0
     bytes_added: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -82,7 +86,7 @@ class PeakSampler:
         import psutil
         self.root = psutil.Process(pid)
         self.every_s = every_s
-        self.peaks = {"driver": 0, "jvm": 0, "ray": 0, "total": 0}
+        self.peaks = {"driver": 0, "jvm": 0, "ray": 0, "total": 0, "pss": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -100,18 +104,22 @@ class PeakSampler:
         import psutil
         while not self._stop.is_set():
             sums = {"driver": 0, "jvm": 0, "ray": 0}
+            pss = 0
             try:
                 processes = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
                 break
             for process in processes:
                 try:
-                    sums[self._kind(process)] += process.memory_info().rss
+                    full = process.memory_full_info()   # PSS reads /proc/<pid>/smaps_rollup
+                    sums[self._kind(process)] += full.rss
+                    pss += full.pss
                 except psutil.Error:
                     continue
             for kind, value in sums.items():
                 self.peaks[kind] = max(self.peaks[kind], value)
             self.peaks["total"] = max(self.peaks["total"], sum(sums.values()))
+            self.peaks["pss"] = max(self.peaks["pss"], pss)
             self._stop.wait(self.every_s)
 
     def stop(self) -> dict[str, int]:
@@ -158,8 +166,9 @@ def run_step(name: str, argv: list[str], env: dict, home: Path, rows_of) -> Step
         tail = log.read_text().strip().splitlines()[-5:]
         raise SystemExit(f"bench_scale: encore {' '.join(argv)} failed ({code}); {log}:\n" + "\n".join(tail))
     result = StepResult(name, round(seconds, 1), rows_of(), peaks["driver"], peaks["jvm"], peaks["ray"], peaks["total"],
-                        tree_bytes(home) - before)
-    print(f"  {name}: {seconds:.0f} s, {result.rows:,} rows, peak {peaks['total'] / GIB:.2f} GiB", flush=True)
+                        bytes_added=tree_bytes(home) - before, peak_pss=peaks["pss"])
+    print(f"  {name}: {seconds:.0f} s, {result.rows:,} rows, peak {peaks['pss'] / GIB:.2f} GiB PSS "
+          f"({peaks['total'] / GIB:.2f} GiB summed RSS)", flush=True)
     return result
 
 
@@ -223,8 +232,9 @@ def print_size(listeners: int, results: list[StepResult]) -> None:
         rate = f"{r.rows / r.seconds:,.0f}" if r.rows and r.seconds else "-"
         rows.append((r.step, f"{r.seconds:.1f}", f"{r.rows:,}" if r.rows else "-", rate,
                      f"{r.peak_driver / GIB:.2f}", f"{r.peak_jvm / GIB:.2f}", f"{r.peak_ray / GIB:.2f}",
-                     f"{r.peak_total / GIB:.2f}", f"{r.bytes_added / 1e6:,.0f}"))
-    table(["step", "s", "rows", "rows/s", "driver GiB", "JVM GiB", "Ray GiB", "all GiB", "MB written"], rows)
+                     f"{r.peak_total / GIB:.2f}", f"{r.peak_pss / GIB:.2f}", f"{r.bytes_added / 1e6:,.0f}"))
+    table(["step", "s", "rows", "rows/s", "driver GiB", "JVM GiB", "Ray GiB", "all GiB", "all PSS GiB", "MB written"],
+          rows)
 
 
 def main() -> None:
@@ -255,11 +265,11 @@ def main() -> None:
     for listeners, results in measured.items():
         after = sum(r.seconds for r in results if r.step in AFTER_FEATURES)
         per_thousand = after / listeners * 1000
-        peak = max(r.peak_total for r in results)
+        peak = max(r.peak_pss for r in results)
         ratio = f"{per_thousand / previous:.2f}" if previous else "-"
         rows.append((f"{listeners:,}", f"{after:.0f}", f"{per_thousand * 1000:.0f}", ratio, f"{peak / GIB:.2f}"))
         previous = per_thousand
-    table(["listeners", "s after features", "ms per 1,000 listeners", "vs previous size", "peak GiB (night)"], rows)
+    table(["listeners", "s after features", "ms per 1,000 listeners", "vs previous size", "peak PSS GiB (night)"], rows)
 
 
 if __name__ == "__main__":
