@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ray
 def test_a_pool_holding_every_cpu_still_gets_its_output_written(tmp_path):
     # At a million listeners score stopped for good: its two actors held both CPUs, their output had
     # filled Ray Data's object-store budget, and the write task waited for a CPU. Here the pool takes
-    # every CPU of the Ray it runs on and the budget is 4 MiB, so a write that reserves a CPU never runs.
+    # every CPU of the Ray it runs on and the budget is 2 MiB, so a write that reserves a CPU never runs.
     import ray
     import ray.data
 
@@ -33,9 +33,9 @@ def test_a_pool_holding_every_cpu_still_gets_its_output_written(tmp_path):
     context = ray.data.DataContext.get_current()
     limits = context.execution_options.resource_limits
     try:
-        context.execution_options.resource_limits = limits.copy(object_store_memory=4 * 2**20)
+        context.execution_options.resource_limits = limits.copy(object_store_memory=2 * 2**20)
         cpus = int(ray.cluster_resources()["CPU"])
-        rows = ray.data.from_pandas(pd.DataFrame({"row": np.arange(240)}), override_num_blocks=60)
+        rows = ray.data.from_pandas(pd.DataFrame({"row": np.arange(120)}), override_num_blocks=30)
         lists = rows.map_batches(WideRows, batch_size=4, num_cpus=1, batch_format="numpy",
                                  compute=ray.data.ActorPoolStrategy(size=cpus))
         # In a thread, so that a write that never runs fails this test instead of hanging the suite.
@@ -48,5 +48,5 @@ def test_a_pool_holding_every_cpu_still_gets_its_output_written(tmp_path):
         if started_here:
             ray.shutdown()
     written = pq.read_table(tmp_path / "staged")
-    assert written.num_rows == 240 * 2000
-    assert sorted(set(written["row"].to_pylist())) == list(range(240))
+    assert written.num_rows == 120 * 2000
+    assert sorted(set(written["row"].to_pylist())) == list(range(120))
