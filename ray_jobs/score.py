@@ -336,7 +336,7 @@ def build_context(config: Config, run_date: dt.date, bundle: RecommenderBundle, 
         bundle=bundle, item_ids=item_ids, item_names=item_names, popularity=popularity.astype(np.float32),
         item_tags=_tag_rows(positions(items["item_id"], item_set), items["top_tags"], tags, len(item_ids), False),
         tag_names=tags.to_numpy(zero_copy_only=False), user_ids=user_ids,
-        user_model_index=positions(users, pa.array(bundle.user_ids.astype(str), type=pa.large_string())),
+        user_model_index=positions(users, bundle.user_ids),
         user_tags=_tag_rows(positions(profiles["user_id"], users), profiles["tag_distribution"], tags, len(user_ids),
                             True),
         played=played, top_k=top_k)
