@@ -21,9 +21,10 @@ Per step the table gives:
 - throughput in rows/s;
 - peak resident memory of the driver (the Python processes), the JVM, and the sum of Ray's processes,
   sampled every 0.2 s over the step's process tree, and the peak of all three together;
-- the peak of the tree's proportional set size (PSS), sampled every second: memory shared between processes, Ray's object
-  store above all, counted once instead of once per process that maps it. Summed RSS counts the
-  object store's pages in the driver that wrote them and in every actor that reads them;
+- the peak of the tree's proportional set size (PSS), sampled every second: memory shared between
+  processes, Ray's object store above all, counted once instead of once per process that maps it.
+  Summed RSS counts the object store's pages in the driver that wrote them and in every actor that
+  reads them;
 - bytes the step added to the home.
 
 Then, per size, the cost per listener of the steps after features (score, generate, export, validate),
