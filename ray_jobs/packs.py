@@ -232,6 +232,7 @@ def generate_packs(lake, run_date: dt.date) -> PackResult:
             actors = max(1, min(actors, int(ray.cluster_resources().get("GPU", 1))))
         generated_at = time.perf_counter()
         blocks = max(1, -(-len(pool) // section.batch))
+        actors = min(actors, blocks)   # an actor beyond the blocks would start, load the model and idle
         sketches = ray.data.from_pandas(pool, override_num_blocks=blocks).map_batches(
             SketchGenerator, fn_constructor_kwargs={"payload_ref": [payload]}, batch_format="pandas",
             batch_size=section.batch, num_cpus=1, num_gpus=1 if gpu else 0,

@@ -386,18 +386,20 @@ def score(lake, run_date: dt.date) -> ScoreResult:
         for read in reads.values():
             tracking.log_delta_input(read.frame, read.name, read.path, read.version, context="scoring")
         mlflow.log_params({"model_name": name, "model_version": champion.version, "top_k": top_k,
-                           "block_users": section.block_users, "actors": section.actors})
+                           "block_users": section.block_users})
         connect(config)
         import ray.data
         ray.data.DataContext.get_current().enable_progress_bars = True   # bars on a terminal, timed log lines elsewhere
         ref = ray.put(context)
         del context   # the actors read the object store's copy; the driver's would double it
         blocks = max(1, -(-n_users // section.block_users))
+        actors = min(section.actors, blocks)   # an actor beyond the blocks would start, take the context and idle
+        mlflow.log_param("actors", actors)
         users = ray.data.from_pandas(pd.DataFrame({"row": np.arange(n_users, dtype=np.int64)}),
                                      override_num_blocks=blocks)
         lists = users.map_batches(BlockScorer, fn_constructor_kwargs={"context_ref": [ref]}, batch_format="numpy",
                                   batch_size=section.block_users, num_cpus=1,
-                                  compute=ray.data.ActorPoolStrategy(size=section.actors))
+                                  compute=ray.data.ActorPoolStrategy(size=actors))
         with lake.staging(f"score-{run_date}") as staging:
             write_parquet(lists, staging)
             staged = lake.spark.read.parquet(staging)
