@@ -34,15 +34,11 @@ TEST_ENV = {
 }
 # For steps the tests start as processes of their own (the CLI, Airflow tasks): each starts a JVM
 # for seconds of work on tiny data, which the C2 compiler's work never pays back. With the JIT
-# stopped at C1, a tiny `encore clean` took 30-32 s instead of 35-38 s. One compiler thread instead
-# of two then halves what a short driver costs the machine: on 60 listeners, `encore validate` took
-# 16 CPU-s instead of 30 (wall 11 s instead of 16), `features` 34 instead of 56, `score` 51 instead
-# of 69; the second thread compiles methods that a seconds-long step never calls often enough to gain
-# from. The shared test session and production keep the profile's options: at 10M events, C1 alone
-# made ingest+clean 2x slower. The processes get the embedded profile's options (its collector) plus
-# the stop at C1 and the one compiler thread.
+# stopped at C1, a tiny `encore clean` took 30-32 s instead of 35-38 s. The shared test session
+# and production keep the profile's options: at 10M events, C1 alone made ingest+clean 2x slower.
+# The processes get the embedded profile's options (its collector) plus the stop at C1.
 PROCESS_ENV = {**TEST_ENV, "ENCORE__SPARK__JAVA_OPTIONS":
-               f"{load_config(environ={}).get('spark.java_options')} -XX:TieredStopAtLevel=1 -XX:CICompilerCount=1"}
+               f"{load_config(environ={}).get('spark.java_options')} -XX:TieredStopAtLevel=1"}
 
 
 def make_config(home: Path, **overrides: str):
