@@ -22,9 +22,13 @@ PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B", "Fb": "E", "E#": "F", "B#": "C"}
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
-# Krumhansl-Kessler key profiles.
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+# Key profiles (major, minor) for the Krumhansl-Schmuckler rule: Temperley's, from the excerpts of
+# Kostka and Payne's textbook (the values music21 ships as TemperleyKostkaPayne). On the first 8 bars
+# of 4,888 real pieces with an annotated key, they name it for 78% of folk tunes and 75% of POP909
+# songs, against 69% and 71% with Krumhansl and Kessler's profiles, in every source and on both
+# halves of the pieces (tests/benchmarks/key_detection.py, docs/music-quality.md).
+KEY_PROFILES = (np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400]),
+                np.array([0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330]))
 KEYS = [f"{n} {m}" for m in ("major", "minor") for n in PITCH_NAMES]
 TEMPO_BUCKETS = (("slow", 90.0), ("medium", 130.0), ("fast", float("inf")))
 STYLES = ("chorale", "folk", "pop")
@@ -148,11 +152,13 @@ def normalise_key(hint: str | None) -> str | None:
     return f"{tonic} {'minor' if mode.lower().startswith('min') else 'major'}"
 
 
-def estimate_key(pitches: np.ndarray, durations: np.ndarray) -> str:
-    """Krumhansl-Schmuckler: the key whose profile best correlates with the duration-weighted pitch classes."""
+def estimate_key(pitches: np.ndarray, durations: np.ndarray,
+                 profiles: tuple[np.ndarray, np.ndarray] = KEY_PROFILES) -> str:
+    """Krumhansl-Schmuckler: the key whose profile (``KEY_PROFILES``, rotated to each tonic) best
+    correlates with the duration-weighted pitch classes."""
     histogram = np.bincount(pitches % 12, weights=durations.astype(float), minlength=12)
     best, best_r = KEYS[0], -2.0
-    for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
+    for mode, profile in zip(("major", "minor"), profiles):
         for tonic in range(12):
             r = np.corrcoef(histogram, np.roll(profile, tonic))[0, 1] if histogram.std() > 0 else 0.0
             if r > best_r:

@@ -23,6 +23,11 @@ def test_keys_and_buckets():
     assert music.normalise_key("Gb:maj") == "F# major" and music.normalise_key("d:min") == "D minor"
     c_major = np.array([60, 62, 64, 65, 67, 69, 71, 72, 60, 64, 67])
     assert music.estimate_key(c_major, np.ones(len(c_major))) == "C major"
+    a_minor = np.array([69, 71, 72, 74, 76, 77, 80, 81, 69, 72, 76, 64, 69])   # with the harmonic minor's G#
+    assert music.estimate_key(a_minor, np.ones(len(a_minor))) == "A minor"
+    # The profiles are the published ones, as music21 ships them (the benchmark compares them there).
+    from music21.analysis.discrete import TemperleyKostkaPayne
+    assert [list(p) for p in music.KEY_PROFILES] == [TemperleyKostkaPayne().getWeights(m) for m in ("major", "minor")]
     assert [music.tempo_bucket(b) for b in (60, 100, 160)] == ["slow", "medium", "fast"]
 
 
