@@ -36,9 +36,13 @@ TEST_ENV = {
 # for seconds of work on tiny data, which the C2 compiler's work never pays back. With the JIT
 # stopped at C1, a tiny `encore clean` took 30-32 s instead of 35-38 s. The shared test session
 # and production keep the profile's options: at 10M events, C1 alone made ingest+clean 2x slower.
-# The processes get the embedded profile's options (its collector) plus the stop at C1.
+# The serial collector instead of the profile's parallel one: on 60 listeners `encore validate` took
+# 18 CPU-s instead of 32 and `features` 38 instead of 62, while the s3a lakehouse test's heavier
+# steps cost the same (145 and 150 CPU-s). One JIT compiler thread was tried too and made heavier
+# steps slower (tests/benchmarks/jvm-history.md).
+_PROFILE_JAVA_OPTIONS = load_config(environ={}).get("spark.java_options")
 PROCESS_ENV = {**TEST_ENV, "ENCORE__SPARK__JAVA_OPTIONS":
-               f"{load_config(environ={}).get('spark.java_options')} -XX:TieredStopAtLevel=1"}
+               f"{_PROFILE_JAVA_OPTIONS.replace('-XX:+UseParallelGC', '-XX:+UseSerialGC')} -XX:TieredStopAtLevel=1"}
 
 
 def make_config(home: Path, **overrides: str):
