@@ -35,19 +35,17 @@ def test_keys_and_buckets():
 def test_the_key_detector_names_annotated_keys_of_real_openings_more_often_than_the_one_it_replaced():
     """Real data judges the detector: the first 8 bars of Nottingham's tunes (their MIDI key signature)
     and POP909's songs (key_audio.txt); tests/benchmarks/key_detection.py adds the ABC collections."""
-    import symusic
     from music21.analysis.discrete import KrumhanslSchmuckler
-    from tests.benchmarks.key_detection import key_signature
+    from tests.benchmarks.key_detection import midi_annotation
     krumhansl_kessler = tuple(np.array(KrumhanslSchmuckler().getWeights(m)) for m in ("major", "minor"))
     shared = SHARED_DATA / "music"
     for pieces, floor in ((music.nottingham_pieces(str(shared / "nottingham")), 0.9),
                           (music.pop909_pieces(str(shared / "pop909")), 0.72)):
         agree, agree_before = [], []
         for piece in pieces:
-            raw = symusic.Score(piece.path)
-            key = music.normalise_key(piece.key_hint) if piece.key_hint else key_signature(raw)
-            notes = music.merged(raw).tracks[0].notes.numpy()
-            opening = notes["time"] < raw.ticks_per_quarter * 4 * 8
+            key, score = midi_annotation(piece)
+            notes = score.tracks[0].notes.numpy()
+            opening = notes["time"] < score.ticks_per_quarter * 4 * 8
             pitches, durations = notes["pitch"][opening], notes["duration"][opening]
             agree.append(music.estimate_key(pitches, durations) == key)
             agree_before.append(music.estimate_key(pitches, durations, krumhansl_kessler) == key)

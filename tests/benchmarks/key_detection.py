@@ -59,6 +59,14 @@ def key_signature(score) -> str | None:
             else f"{music.PITCH_NAMES[(major_tonic + 9) % 12]} minor")
 
 
+def midi_annotation(piece) -> tuple[str | None, object]:
+    """A MIDI piece's annotated key (POP909's ``key_audio.txt``, else the first key signature) and its
+    merged score."""
+    import symusic
+    raw = symusic.Score(piece.path)
+    return (music.normalise_key(piece.key_hint) if piece.key_hint else key_signature(raw)), music.merged(raw)
+
+
 @contextlib.contextmanager
 def quiet_stdout():
     """symusic's ABC reader (abc2midi) prints its warnings on the C-level stdout."""
@@ -75,7 +83,6 @@ def quiet_stdout():
 
 def annotated_pieces(limit: int, shared: Path):
     """(source, style, annotated key, merged score) for every piece with a readable annotation."""
-    import symusic
     found = [p for p in music.music21_pieces(limit_per_source=limit) if p.kind == "abc"]
     if (shared / "pop909").is_dir():
         found += music.pop909_pieces(str(shared / "pop909"))
@@ -84,9 +91,7 @@ def annotated_pieces(limit: int, shared: Path):
     for piece in found:
         try:
             if piece.kind == "midi":
-                raw = symusic.Score(piece.path)
-                key = music.normalise_key(piece.key_hint) if piece.key_hint else key_signature(raw)
-                score = music.merged(raw)
+                key, score = midi_annotation(piece)
             else:
                 with quiet_stdout():
                     score, hint = music.parse(piece)
