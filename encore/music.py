@@ -4,7 +4,8 @@ the REMI tokenizer, and the top-line melody used by originality checks.
 
 Sources and their style labels:
   bach_chorales (music21 MusicXML)   -> chorale
-  essen, oneills (music21 ABC books) -> folk   (multi-tune ABC files are split into tunes first)
+  essen, oneills (music21 ABC books) -> folk   (multi-tune ABC files are split into tunes first;
+                                               Essen's K: header names the tonic only)
   nottingham (MIDI, when configured) -> folk
   pop909 (MIDI, when configured)     -> pop    (MELODY/BRIDGE/PIANO merged)
 All parts of a piece are merged into one piano track: the model learns a reduction with chords.
@@ -131,13 +132,42 @@ def parse(piece: Piece):
         raise ValueError("no notes")
     hint = piece.key_hint
     if piece.kind == "abc":
-        match = re.search(r"^K:\s*([A-Ga-g][#b]?)\s*(m(?:in)?|maj|major|minor|dor|mix|lyd|phr|loc|aeo|ion)?",
-                          piece.text or "", flags=re.M | re.I)
-        if match:
-            mode = (match.group(2) or "").lower()
-            hint = f"{match.group(1).upper()}:{'min' if mode in ('m', 'min', 'minor', 'aeo') else 'maj'}" \
-                if mode not in ("dor", "mix", "lyd", "phr", "loc") else None
+        hint = abc_key_hint(piece, score)
     return score, hint
+
+
+# Essen's tunes come from EsAC, whose KEY field names the tonic (scale degree 1) and not the mode: the
+# melody spells minor and modal degrees with accidentals. music21's ABC books keep that tonic as
+# `K: E` and write the accidentals on the notes, so `K: E` need not be E major. Of 8,512 Essen tunes, 13 headers name a mode; the others end on the header's tonic
+# (73%), its third (12%) or fifth (8%), and 12% are minor by their notes (docs/music-quality.md).
+ABC_KEY = re.compile(r"^K:\s*([A-Ga-g][#b]?)\s*(m(?:in)?|maj|major|minor|dor|mix|lyd|phr|loc|aeo|ion)?",
+                     flags=re.M | re.I)
+
+
+def abc_header_key(text: str | None) -> tuple[str, str] | None:
+    """An ABC tune's ``K:`` header as (tonic, mode): the tonic in ``PITCH_NAMES``, the mode as written
+    (lower case, '' when none); None without a readable header."""
+    match = ABC_KEY.search(text or "")
+    if not match:
+        return None
+    tonic = match.group(1)[0].upper() + match.group(1)[1:].lower()
+    return FLATS.get(tonic, tonic), (match.group(2) or "").lower()
+
+
+def abc_key_hint(piece: Piece, score) -> str | None:
+    """The key an ABC tune's ``K:`` header gives, as ``tonic:maj|min``; None for a modal header (Dorian,
+    Mixolydian, ...) or none. In Essen's tunes the header gives only the tonic: there the notes choose
+    between its major and minor (``estimate_key`` with the tonic fixed), unless the header says minor."""
+    header = abc_header_key(piece.text)
+    if header is None or header[1] in ("dor", "mix", "lyd", "phr", "loc"):
+        return None
+    tonic, mode = header
+    if mode in ("m", "min", "minor", "aeo"):
+        return f"{tonic}:min"
+    if piece.source == "essen" and not mode:
+        notes = score.tracks[0].notes.numpy()
+        return f"{tonic}:{'min' if estimate_key(notes['pitch'], notes['duration'], tonic=tonic).endswith('minor') else 'maj'}"
+    return f"{tonic}:maj"
 
 
 def normalise_key(hint: str | None) -> str | None:
@@ -153,16 +183,18 @@ def normalise_key(hint: str | None) -> str | None:
 
 
 def estimate_key(pitches: np.ndarray, durations: np.ndarray,
-                 profiles: tuple[np.ndarray, np.ndarray] = KEY_PROFILES) -> str:
+                 profiles: tuple[np.ndarray, np.ndarray] = KEY_PROFILES, tonic: str | None = None) -> str:
     """Krumhansl-Schmuckler: the key whose profile (``KEY_PROFILES``, rotated to each tonic) best
-    correlates with the duration-weighted pitch classes."""
+    correlates with the duration-weighted pitch classes; with ``tonic`` (a name of ``PITCH_NAMES``),
+    only its major and minor compete."""
     histogram = np.bincount(pitches % 12, weights=durations.astype(float), minlength=12)
-    best, best_r = KEYS[0], -2.0
+    tonics = range(12) if tonic is None else [PITCH_NAMES.index(tonic)]
+    best, best_r = f"{PITCH_NAMES[tonics[0]]} major", -2.0
     for mode, profile in zip(("major", "minor"), profiles):
-        for tonic in range(12):
-            r = np.corrcoef(histogram, np.roll(profile, tonic))[0, 1] if histogram.std() > 0 else 0.0
+        for root in tonics:
+            r = np.corrcoef(histogram, np.roll(profile, root))[0, 1] if histogram.std() > 0 else 0.0
             if r > best_r:
-                best, best_r = f"{PITCH_NAMES[tonic]} {mode}", r
+                best, best_r = f"{PITCH_NAMES[root]} {mode}", r
     return best
 
 

@@ -160,5 +160,5 @@ def _demo_sketches_meet_the_demo_thresholds(home: Path, export: Path) -> None:
     generate = client.search_runs([client.get_experiment_by_name("encore-nightly").experiment_id],
                                   "attributes.run_name = 'generate 2026-11-20'")[0].data.metrics
     slots = generate["pool.pool_slots"]
-    assert generate["pool.pool_dropped"] <= 0.15 * slots, generate          # measured: 0-3% (docs)
+    assert generate["pool.pool_dropped"] <= 0.15 * slots, generate          # measured: 0-8% (docs)
     assert generate["pool.generated"] <= 2.5 * slots, generate               # mean attempts; measured about 2
