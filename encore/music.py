@@ -138,8 +138,9 @@ def parse(piece: Piece):
 
 # Essen's tunes come from EsAC, whose KEY field names the tonic (scale degree 1) and not the mode: the
 # melody spells minor and modal degrees with accidentals. music21's ABC books keep that tonic as
-# `K: E` and write the accidentals on the notes, so `K: E` need not be E major. Of 8,512 Essen tunes, 13 headers name a mode; the others end on the header's tonic
-# (73%), its third (12%) or fifth (8%), and 12% are minor by their notes (docs/music-quality.md).
+# `K: E` and write the accidentals on the notes, so `K: E` need not be E major. Of 8,512 Essen tunes,
+# 13 headers name a mode; the others end on the header's tonic (73%), its third (12%) or fifth (8%),
+# and 12% are minor by their notes (docs/music-quality.md).
 ABC_KEY = re.compile(r"^K:\s*([A-Ga-g][#b]?)\s*(m(?:in)?|maj|major|minor|dor|mix|lyd|phr|loc|aeo|ion)?",
                      flags=re.M | re.I)
 
@@ -166,8 +167,8 @@ def abc_key_hint(piece: Piece, score) -> str | None:
         return f"{tonic}:min"
     if piece.source == "essen" and not mode:
         notes = score.tracks[0].notes.numpy()
-        return f"{tonic}:{'min' if estimate_key(notes['pitch'], notes['duration'], tonic=tonic).endswith('minor') else 'maj'}"
-    return f"{tonic}:maj"
+        mode = estimate_key(notes["pitch"], notes["duration"], tonic=tonic).split()[1]
+    return f"{tonic}:{'min' if mode == 'minor' else 'maj'}"
 
 
 def normalise_key(hint: str | None) -> str | None:
