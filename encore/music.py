@@ -155,6 +155,12 @@ def abc_header_key(text: str | None) -> tuple[str, str] | None:
     return FLATS.get(tonic, tonic), (match.group(2) or "").lower()
 
 
+def essen_tonic(piece: Piece) -> str | None:
+    """The tonic an Essen tune's header gives when it names no mode (nearly all do not); else None."""
+    header = abc_header_key(piece.text) if piece.source == "essen" else None
+    return header[0] if header and not header[1] else None
+
+
 def abc_key_hint(piece: Piece, score) -> str | None:
     """The key an ABC tune's ``K:`` header gives, as ``tonic:maj|min``; None for a modal header (Dorian,
     Mixolydian, ...) or none. In Essen's tunes the header gives only the tonic: there the notes choose
@@ -165,7 +171,7 @@ def abc_key_hint(piece: Piece, score) -> str | None:
     tonic, mode = header
     if mode in ("m", "min", "minor", "aeo"):
         return f"{tonic}:min"
-    if piece.source == "essen" and not mode:
+    if essen_tonic(piece):
         notes = score.tracks[0].notes.numpy()
         mode = estimate_key(notes["pitch"], notes["duration"], tonic=tonic).split()[1]
     return f"{tonic}:{'min' if mode == 'minor' else 'maj'}"

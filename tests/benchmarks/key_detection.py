@@ -98,8 +98,7 @@ def annotated_pieces(limit: int, shared: Path):
             else:
                 with quiet_stdout():
                     score, hint = music.parse(piece)
-                header = music.abc_header_key(piece.text)
-                key = header[0] if piece.source == "essen" and header and not header[1] else music.normalise_key(hint)
+                key = music.essen_tonic(piece) or music.normalise_key(hint)
         except Exception:   # an unreadable piece is left out, as the corpus job quarantines it
             continue
         if key is not None:
