@@ -46,7 +46,7 @@ def stacked_bars(x: Sequence[str], series: dict[str, Sequence[float]], title: st
     fig, ax = _figure()
     bottom = [0.0] * len(x)
     for i, (name, values) in enumerate(series.items()):
-        ax.bar(x, values, bottom=bottom, label=name, color=PALETTE[i % len(PALETTE)])
+        ax.bar(range(len(x)), values, bottom=bottom, label=name, color=PALETTE[i % len(PALETTE)])
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_ylabel(ylabel)
     ax.set_title(title, loc="left")
@@ -60,7 +60,7 @@ def lines(x: Sequence[str], series: dict[str, Sequence[float]], title: str, ylab
           ylim: tuple[float, float] | None = None) -> bytes:
     fig, ax = _figure()
     for i, (name, values) in enumerate(series.items()):
-        ax.plot(x, values, marker="o", markersize=3, label=name, color=PALETTE[i % len(PALETTE)])
+        ax.plot(range(len(x)), values, marker="o", markersize=3, label=name, color=PALETTE[i % len(PALETTE)])
     ax.set_ylabel(ylabel)
     ax.set_title(title, loc="left")
     if ylim:
@@ -88,6 +88,8 @@ def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], titl
 
 
 def _date_ticks(ax, x: Sequence[str]) -> None:
+    # x is plotted by position, not as strings: matplotlib's categorical axis logs a line per chart
+    # when every label parses as a date, and the labels here are ISO dates.
     step = max(1, len(x) // 10)
     ax.set_xticks(range(0, len(x), step), [str(v)[5:] if len(str(v)) == 10 else str(v) for v in x[::step]],
                   rotation=0, fontsize=8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 
 import pytest
 
@@ -72,13 +73,17 @@ def test_a_piano_roll_is_drawn_from_the_midi_notes():
     assert figures.piano_roll(empty.dumps_midi(), "silence").startswith(PNG)
 
 
-def test_charts_are_pngs_even_for_gaps_in_the_dates():
+def test_charts_are_pngs_even_for_gaps_in_the_dates(caplog):
     from encore import figures
     dates = ["2026-11-18", "2026-11-19", "2026-11-20"]
-    assert figures.stacked_bars(dates, {"kept": [5, 0, 7], "quarantined": [1, 0, 2]}, "t", "plays").startswith(PNG)
-    assert figures.lines(dates, {"share": [float("nan"), 0.5, 1.0]}, "t", "share", ylim=(0, 1)).startswith(PNG)
-    assert figures.grouped_bars(["a", "b"], {"x": [1, 2], "y": [2, float("nan")]}, "t", "v",
-                                errors={"y": [0.1, 0.0]}).startswith(PNG)
+    with caplog.at_level(logging.INFO, logger="matplotlib"):
+        assert figures.stacked_bars(dates, {"kept": [5, 0, 7], "quarantined": [1, 0, 2]}, "t",
+                                    "plays").startswith(PNG)
+        assert figures.lines(dates, {"share": [float("nan"), 0.5, 1.0]}, "t", "share", ylim=(0, 1)).startswith(PNG)
+        assert figures.grouped_bars(["a", "b"], {"x": [1, 2], "y": [2, float("nan")]}, "t", "v",
+                                    errors={"y": [0.1, 0.0]}).startswith(PNG)
+    # dates drawn as strings made matplotlib log a line per chart into every step's log
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("matplotlib")] == []
 
 
 def test_a_report_of_a_date_with_no_night_is_one_line_naming_the_date(tmp_path):
