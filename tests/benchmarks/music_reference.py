@@ -1,7 +1,8 @@
 """The music model's reference table: trained models against an n-gram baseline and real pieces.
 
     ENCORE_HOME=<home with `encore corpus` built> .venv/bin/python tests/benchmarks/music_reference.py \\
-        --model reference=runs/local6/state.pt --model demo-size=runs/demo6/state.pt [--sketches 16]
+        --model reference=runs/local6/state.pt --model demo-size=runs/demo6/state.pt [--sketches 16] \\
+        [--no-tonic-frame] [--in-key]
 
 For every model (a ``state.pt`` from train-music or ``ray_jobs/train_music_standalone.py``) and for
 interpolated Kneser-Ney n-gram models of orders 2-6 fitted on the same training windows: NLL per
@@ -9,7 +10,9 @@ token and per note over the validation windows (the n-gram's best order is the o
 choosing it on the same windows favours the baseline). Then, per style, the musical measures of
 ``ray_jobs/music_quality.py`` on sketches sampled from each model (the best n-gram included) under
 the conditions of held-out pieces, beside the held-out pieces' own values, and which of issue 32's
-goals the first model meets. Prints markdown tables for docs/music-quality.md.
+goals the first model meets. Sampling uses temperature 1.0 and top-p 0.95 (``MusicGenerator``'s
+defaults, the profile's too), and the tonic frame and the in-key ban as ``music.generate`` sets them
+unless a flag overrides them. Prints markdown tables for docs/music-quality.md.
 """
 from __future__ import annotations
 
@@ -36,10 +39,17 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=STATE.pt", required=True)
     parser.add_argument("--sketches", type=int, default=16, help="sketches (and held-out pieces) per style")
     parser.add_argument("--bars", type=int, default=8)
-    parser.add_argument("--in-key", action="store_true", help="sample with notes outside the key banned")
-    parser.add_argument("--tonic-frame", action="store_true", help="first and last bar on the tonic triad")
+    parser.add_argument("--in-key", action=argparse.BooleanOptionalAction,
+                        help="sample with notes outside the key banned (default: music.generate.in_key)")
+    parser.add_argument("--tonic-frame", action=argparse.BooleanOptionalAction,
+                        help="first and last bar on the tonic triad (default: music.generate.tonic_frame)")
     args = parser.parse_args()
     config = load_config()
+    # unset flags sample as the nightly packs do
+    for flag in ("in_key", "tonic_frame"):
+        if getattr(args, flag) is None:
+            setattr(args, flag, getattr(config.music.generate, flag))
+    print(f"[reference] sampling: in_key {args.in_key}, tonic_frame {args.tonic_frame}", file=sys.stderr, flush=True)
     prep = prepare(config)
     pad, notes = prep.vocab.pad_id, prep.valid_notes
     generators, nll = {}, []
