@@ -311,6 +311,48 @@ def test_a_run_trained_where_only_torch_is_installed_is_imported_and_gated(corpu
         train_music(make_config(home, **{**env, "ENCORE__MUSIC__TRAIN__D_MODEL": "64"}), import_run=run)
 
 
+def test_a_standalone_run_stopped_after_an_epoch_resumes_to_the_same_model(corpus_home, tmp_path):
+    """A CPU run of the reference model takes hours: one stopped after an epoch (a deadline, a killed
+    process) and started again ends with the model an uninterrupted run ends with, not a retrained one."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.conftest import REPO
+    from ray_jobs.train_music import export_windows
+    home, env, _, _ = corpus_home
+    windows = tmp_path / "windows.npz"
+    export_windows(make_config(home, **env), windows)
+
+    def train(out: Path, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "ray_jobs/train_music_standalone.py", str(windows), str(out),
+                               "--epochs", "2", *flags], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert train(whole).returncode == 0
+    first = train(stopped, "--deadline-minutes", "0")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert json.loads((stopped / "history.json").read_text())["stopped"].startswith("deadline")
+    second = train(stopped)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resuming" in second.stdout and "after epoch 0" in second.stdout
+
+    ends = [torch.load(run / "state.pt", weights_only=False)["model"] for run in (whole, stopped)]
+    assert ends[0].keys() == ends[1].keys()
+    assert all(torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
+    records = [json.loads((run / "history.json").read_text()) for run in (whole, stopped)]
+    assert records[1]["stopped"] == "finished" and [h["epoch"] for h in records[1]["history"]] == [0, 1]
+    assert [h["valid_nll_per_token"] for h in records[0]["history"]] == \
+        [h["valid_nll_per_token"] for h in records[1]["history"]]
+
+    # Other settings in the same folder would mix two trainings in one model: refused, saying why.
+    other = train(stopped, "--lr", "0.001")
+    assert other.returncode != 0
+    assert other.stderr.strip().splitlines()[-1].startswith(f"train_music_standalone: {stopped} holds a run of other train")
+
+
 def _renders_audio(encore: str, env: dict, tmp_path: Path, midi: Path) -> None:
     """With FluidSynth and a system SoundFont, a sketch becomes stereo audio that is not silence:
     through the CLI as Ogg Vorbis, and directly as WAV."""
