@@ -13,14 +13,12 @@ tokens/s). ``--deadline-minutes`` ends the run after the epoch that crosses it, 
 A CPU run of the reference model takes hours, so every epoch also writes ``out/resume.pt`` (the
 optimizer, the step and the random state). Run the same command again and it goes on after the last
 finished epoch, visiting the data as an uninterrupted run does; ``--deadline-minutes`` and a killed
-process both leave a run that resumes. ``--bf16`` trains in bf16 autocast on the CPU as on a GPU:
-1.3x on a 2-core Sapphire Rapids (AMX), slower where the CPU has no bf16 instructions.
+process both leave a run that resumes.
 Imports torch and numpy only: run it as a file, from the repository root.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import sys
@@ -47,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", type=int)
     parser.add_argument("--compile", action="store_true", help="torch.compile (GPU only)")
     parser.add_argument("--deadline-minutes", type=float, help="stop after the epoch that crosses this")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU too (a GPU always uses it)")
     args = parser.parse_args(argv)
 
     data = np.load(args.windows)
@@ -65,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
                                   fused=device.type == "cuda")
     compiled = bool(args.compile and device.type == "cuda")
     settings["compile"] = compiled
-    settings["bf16"] = device.type == "cuda" or args.bf16
     runner = torch.compile(model) if compiled else model
     train = torch.from_numpy(data["train"].astype(np.int64))
     valid = torch.from_numpy(data["valid"].astype(np.int64))
@@ -84,22 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     if resume.is_file():
         step, first, record = _resume(resume, record, model, optimizer)
         print(f"[standalone] resuming {args.out} after epoch {first - 1} (step {step})", flush=True)
-    # a GPU's bf16 comes from music_model.autocast_for; on the CPU it is asked for
-    cpu_bf16 = torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" and args.bf16 \
-        else contextlib.nullcontext()
     began = time.perf_counter()
     for epoch in range(first, settings["epochs"]):
         started = time.perf_counter()
-        with cpu_bf16:
-            step, tokens, mean_loss = train_epoch(runner, optimizer, train, epoch=epoch, step=step,
-                                                  total_steps=total, batch=batch, lr=settings["lr"],
-                                                  warmup_steps=settings["warmup_steps"], seed=settings["seed"],
-                                                  pad_id=pad, device=device)
+        step, tokens, mean_loss = train_epoch(runner, optimizer, train, epoch=epoch, step=step, total_steps=total,
+                                              batch=batch, lr=settings["lr"], warmup_steps=settings["warmup_steps"],
+                                              seed=settings["seed"], pad_id=pad, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        with cpu_bf16:
-            nll, count = nll_totals(model, valid, pad, device, batch=256 if device.type == "cuda" else 32)
+        nll, count = nll_totals(model, valid, pad, device, batch=256 if device.type == "cuda" else 32)
         row = {"epoch": epoch, "step": step, "train_loss": mean_loss, "valid_nll_per_token": nll / max(1, count),
                "valid_nll_per_note": nll / max(1, meta["valid_notes"]), "tokens_per_second": tokens / seconds,
                "epoch_seconds": seconds}
